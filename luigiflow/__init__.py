@@ -1,0 +1,52 @@
+"""luigiflow: Luigi task graphs where every task is an MLflow run.
+
+    import luigi
+    import luigiflow as lf
+
+    class Train(lf.MlflowTask):
+        artifacts = {"model": "model.pkl"}
+        alpha = luigi.FloatParameter(default=1.0)
+
+        def run_task(self):
+            self.save({"model": {"alpha": self.alpha}}, metrics={"score": 0.9})
+
+    result = lf.build([Train(alpha=0.5)])
+"""
+
+from __future__ import annotations
+
+from luigiflow._build import BuildResult, build
+from luigiflow._errors import (
+    ArtifactError,
+    BuildError,
+    ConfigError,
+    LuigiflowError,
+    ParameterError,
+    RunNotFoundError,
+    TaskDefinitionError,
+    TaskFailedError,
+    TrackingError,
+)
+from luigiflow._parameters import FileParameter
+from luigiflow._task import MlflowTask
+from luigiflow._tracking import tracking_uri
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactError",
+    "BuildError",
+    "BuildResult",
+    "ConfigError",
+    "FileParameter",
+    "LuigiflowError",
+    "MlflowTask",
+    "ParameterError",
+    "RunNotFoundError",
+    "TaskDefinitionError",
+    "TaskFailedError",
+    "TrackingError",
+    "__version__",
+    "build",
+    "tracking_uri",
+]

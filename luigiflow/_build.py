@@ -1,0 +1,223 @@
+"""`build()`: `luigi.build` plus the answer a researcher wants — what ran, what was reused.
+
+    result = lf.build([Evaluate(algorithm="rf")], workers=2)
+    result.runs[task]          # run id of every task in the graph
+    result.executed            # tasks computed now
+    result.reused              # tasks whose FINISHED run already existed
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import luigi
+
+from luigiflow import _events, _lookup
+from luigiflow._errors import BuildError, LuigiflowError
+from luigiflow._task import UPSTREAM_TAG_PREFIX, MlflowTask
+
+
+@dataclass
+class BuildResult:
+    """What one build did: every task of the graph, its run id, executed or reused."""
+
+    tasks: list[luigi.Task]
+    runs: dict[luigi.Task, str] = field(default_factory=dict)
+    executed: list[luigi.Task] = field(default_factory=list)
+    reused: list[luigi.Task] = field(default_factory=list)
+    failed: dict[luigi.Task, BaseException] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return not self.failed
+
+    def run_of(self, task: luigi.Task) -> str:
+        """The run id recorded for `task` in this build."""
+        return self.runs[task]
+
+
+def walk_graph(roots: Iterable[luigi.Task]) -> list[luigi.Task]:
+    """Every task reachable from `roots`, upstream before downstream."""
+    order: list[luigi.Task] = []
+    seen: set[str] = set()
+
+    def visit(task: luigi.Task, path: tuple[str, ...]) -> None:
+        if task.task_id in seen:
+            return
+        if task.task_id in path:
+            raise LuigiflowError(f"dependency cycle through {task.task_id}")
+        deps = (
+            list(task.requires_dict().values())
+            if isinstance(task, MlflowTask)
+            else luigi.task.flatten(task.requires())
+        )
+        for dep in deps:
+            visit(dep, (*path, task.task_id))
+        seen.add(task.task_id)
+        order.append(task)
+
+    for root in roots:
+        visit(root, ())
+    return order
+
+
+def _scheduler_options(scheduler_url: str | None, local_scheduler: bool | None) -> dict[str, Any]:
+    if scheduler_url:
+        parsed = urllib.parse.urlparse(scheduler_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise LuigiflowError(
+                f"scheduler URL {scheduler_url!r} is not an http(s) URL like http://host:8082"
+            )
+        return {"local_scheduler": False, "scheduler_url": scheduler_url}
+    return {"local_scheduler": True if local_scheduler is None else local_scheduler}
+
+
+def build(
+    tasks: luigi.Task | Iterable[luigi.Task],
+    workers: int = 1,
+    scheduler_url: str | None = None,
+    local_scheduler: bool | None = None,
+    log_level: str = "WARNING",
+    raise_on_failure: bool = True,
+    **luigi_options: Any,
+) -> BuildResult:
+    """Build `tasks` with Luigi and report each task's run; raise BuildError on failure.
+
+    Uses Luigi's local scheduler unless `scheduler_url` (a running `luigid`) is given.
+    """
+    roots = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
+    bad = [t for t in roots if not isinstance(t, luigi.Task)]
+    if bad:
+        raise LuigiflowError(f"build() takes Luigi task instances, got {bad[0]!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise LuigiflowError(f"workers must be a positive int, got {workers!r}")
+    options = _scheduler_options(scheduler_url, local_scheduler)
+    # Walking the graph computes every identity: definition and parameter errors
+    # surface here, before any run is created.
+    graph = walk_graph(roots)
+    for task in graph:
+        if isinstance(task, MlflowTask):
+            _ = task.identity
+
+    sink = tempfile.mkdtemp(prefix="luigiflow-build-")
+    handlers = _install_failure_handlers()
+    _events.activate(sink)
+    try:
+        _lookup.prefetch(roots)
+        luigi_result = luigi.build(
+            roots,
+            workers=workers,
+            detailed_summary=True,
+            log_level=log_level,
+            **options,
+            **luigi_options,
+        )
+        events, failures_by_id = _events.collect(sink)
+    finally:
+        _events.activate(None)
+        _remove_failure_handlers(handlers)
+        shutil.rmtree(sink, ignore_errors=True)
+
+    result = _assemble(graph, roots, events, failures_by_id)
+    if raise_on_failure and (result.failed or not luigi_result.scheduling_succeeded or not _ok(luigi_result)):
+        raise BuildError(result.failed, result)
+    return result
+
+
+def _ok(luigi_result: Any) -> bool:
+    from luigi.execution_summary import LuigiStatusCode
+
+    return luigi_result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
+
+
+def _install_failure_handlers() -> list[tuple[str, Any]]:
+    # Luigi fires these in whichever process ran the task (a forked child when
+    # workers > 1); the handler writes to the build's event folder, which all share.
+    def on_failure(task: luigi.Task, exc: BaseException) -> None:
+        _events.record_failure(task.task_id, exc)
+
+    def on_broken(task: luigi.Task, exc: BaseException) -> None:
+        _events.record_failure(task.task_id, exc)
+
+    pairs = [(luigi.Event.FAILURE, on_failure), (luigi.Event.BROKEN_TASK, on_broken)]
+    for event, handler in pairs:
+        luigi.Task.event_handler(event)(handler)
+    return pairs
+
+
+def _remove_failure_handlers(pairs: list[tuple[str, Any]]) -> None:
+    # Luigi has no public unregister; its registry is a dict of sets per class.
+    callbacks = luigi.Task._event_callbacks.get(luigi.Task, {})
+    for event, handler in pairs:
+        callbacks.get(event, set()).discard(handler)
+
+
+def _assemble(
+    graph: list[luigi.Task],
+    roots: list[luigi.Task],
+    events: list[_events.TaskEvent],
+    failures_by_id: dict[str, BaseException],
+) -> BuildResult:
+    by_id = {t.task_id: t for t in graph}
+    result = BuildResult(tasks=graph)
+    for task_id, exc in failures_by_id.items():
+        task = by_id.get(task_id)
+        if task is not None:
+            result.failed[task] = exc
+    for event in events:
+        task = by_id.get(event.task_id)
+        if task is None:
+            continue
+        result.runs[task] = event.run_id
+        (result.executed if event.kind == "executed" else result.reused).append(task)
+    _fill_reused_runs(graph, roots, result)
+    return result
+
+
+def _fill_reused_runs(graph: list[luigi.Task], roots: list[luigi.Task], result: BuildResult) -> None:
+    """Run ids of tasks this build did not execute, following lineage from the top.
+
+    A reused task's upstream runs are the ones its run consumed (lineage tags), which
+    is the truthful answer even when duplicates of an identity exist.
+    """
+    pending = [t for t in graph if isinstance(t, MlflowTask) and t not in result.runs]
+    if not pending:
+        return
+    known: dict[str, Any] = {}
+    # Downstream first: a task's run tells which upstream runs it consumed.
+    for task in reversed(graph):
+        if not isinstance(task, MlflowTask) or task in result.failed:
+            continue
+        if task not in result.runs:
+            run = task.find_run()
+            if run is None:
+                continue
+            result.runs[task] = run.info.run_id
+            known[run.info.run_id] = run
+            if task not in result.executed:
+                result.reused.append(task)
+        run_id = result.runs[task]
+        run = known.get(run_id)
+        if run is None:
+            fetched = _lookup.get_runs([run_id])
+            run = fetched.get(run_id)
+            if run is None:
+                continue
+            known[run_id] = run
+        deps = task.requires_dict()
+        missing_ids = [
+            run.data.tags[UPSTREAM_TAG_PREFIX + name]
+            for name, dep in deps.items()
+            if dep not in result.runs and UPSTREAM_TAG_PREFIX + name in run.data.tags
+        ]
+        known.update(_lookup.get_runs(missing_ids))
+        for name, dep in deps.items():
+            tag = run.data.tags.get(UPSTREAM_TAG_PREFIX + name)
+            if dep not in result.runs and tag and tag in known:
+                result.runs[dep] = tag
+                result.reused.append(dep)

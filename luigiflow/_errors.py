@@ -1,0 +1,66 @@
+"""The luigiflow exception tree.
+
+    LuigiflowError
+     ├── TaskDefinitionError   a task class is malformed (artifacts, requires, version)
+     ├── ParameterError        parameter values are unknown, missing or of the wrong type
+     ├── ArtifactError         an artifact cannot be saved, found, loaded or verified
+     ├── RunNotFoundError      a run id or experiment names nothing in the store
+     ├── TrackingError         the tracking store cannot be reached or refused a request
+     ├── ConfigError           an experiment config file is invalid
+     └── BuildError            one or more tasks failed during `luigiflow.build`
+
+Every message names the task, parameter or run concerned and says what to do.
+The CLI catches `LuigiflowError` only and prints `ErrorName: message`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LuigiflowError(Exception):
+    """Root of every error luigiflow raises on purpose."""
+
+
+class TaskDefinitionError(LuigiflowError):
+    """A task class is malformed (fix the class, nothing was run)."""
+
+
+class ParameterError(LuigiflowError):
+    """Parameter values given to a task are unknown, missing or of the wrong type."""
+
+
+class ArtifactError(LuigiflowError):
+    """An artifact could not be saved, found, loaded or verified."""
+
+
+class RunNotFoundError(LuigiflowError):
+    """A run id, task or experiment names nothing in the tracking store."""
+
+
+class TrackingError(LuigiflowError):
+    """The tracking store could not be reached or refused a request."""
+
+
+class ConfigError(LuigiflowError):
+    """An experiment configuration file is invalid."""
+
+
+class TaskFailedError(LuigiflowError):
+    """Stands in for a task exception that could not cross a process boundary."""
+
+
+class BuildError(LuigiflowError):
+    """One or more tasks failed; `failures` maps each failed task to its exception."""
+
+    def __init__(self, failures: dict[Any, BaseException], result: Any = None) -> None:
+        self.failures = failures
+        self.result = result
+        lines = [f"{task}: {type(exc).__name__}: {exc}" for task, exc in failures.items()]
+        if not lines:
+            lines = ["the Luigi build did not succeed (see the log above for the scheduling error)"]
+        super().__init__(
+            f"{len(failures)} task(s) failed: " + "; ".join(lines)
+            if failures
+            else lines[0]
+        )

@@ -1,0 +1,79 @@
+"""What each task did during a build, reported across Luigi's worker processes.
+
+With `workers > 1` Luigi runs every task in a forked child, so in-memory lists in the
+parent never see what happened. While `luigiflow.build` runs, each task appends one
+JSON line to a file in a per-build folder (and pickles its exception on failure);
+the parent reads the folder when Luigi returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from luigiflow._errors import TaskFailedError
+
+_sink: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One task outcome: `executed` (ran now) or `reused` (found FINISHED when about to run)."""
+
+    kind: str
+    task_id: str
+    run_id: str
+
+
+def activate(folder: str | None) -> None:
+    """Start (a folder) or stop (None) collecting events for the current build."""
+    global _sink
+    _sink = folder
+
+
+def record(kind: str, task_id: str, run_id: str) -> None:
+    if _sink is None:
+        return
+    line = json.dumps({"kind": kind, "task_id": task_id, "run_id": run_id}) + "\n"
+    # O_APPEND writes of one short line are atomic, so workers never interleave.
+    fd = os.open(os.path.join(_sink, f"events-{os.getpid()}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def record_failure(task_id: str, exc: BaseException) -> None:
+    if _sink is None:
+        return
+    try:
+        payload = pickle.dumps((task_id, exc))
+        pickle.loads(payload)  # some exceptions pickle but cannot be rebuilt
+    except Exception:
+        text = "".join(traceback.format_exception(exc)).strip()
+        payload = pickle.dumps((task_id, TaskFailedError(f"{type(exc).__name__}: {exc}\n{text}")))
+    with open(os.path.join(_sink, f"failure-{uuid.uuid4().hex}.pkl"), "wb") as f:
+        f.write(payload)
+
+
+def collect(folder: str) -> tuple[list[TaskEvent], dict[str, BaseException]]:
+    """Every event and failure written into `folder` by any process."""
+    events: list[TaskEvent] = []
+    failures: dict[str, BaseException] = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.startswith("events-"):
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    data: dict[str, Any] = json.loads(line)
+                    events.append(TaskEvent(data["kind"], data["task_id"], data["run_id"]))
+        elif name.startswith("failure-"):
+            with open(path, "rb") as f:
+                task_id, exc = pickle.load(f)
+            failures.setdefault(task_id, exc)
+    return events, failures

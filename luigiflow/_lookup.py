@@ -1,0 +1,174 @@
+"""Finding the FINISHED run that makes a task complete, for many tasks at once.
+
+Luigi asks `complete()` task by task. Asking MLflow once per task costs a query each
+(~8 ms on SQLite, more over HTTP), so luigiflow answers from a batch: whenever Luigi
+is about to ask about a set of tasks (the roots of a build, the dependencies returned
+by `deps()`), `prefetch` decides all of them with one query per experiment.
+
+Freshness rule: a prefetched answer is *single use*. The next `complete()` on that
+task consumes it; any later call asks the store again. Prefetches happen right
+before Luigi asks, so an answer is never older than one scheduling step, and a run
+finished by another process or deleted meanwhile is seen on the next ask.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from luigiflow import _tracking
+from luigiflow._identity import IDENTITY_TAG
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+    from luigiflow._task import MlflowTask
+
+# Below this many tasks in one experiment, one exact query per task beats scanning
+# every FINISHED run of the experiment.
+SCAN_THRESHOLD = 4
+PAGE_SIZE = 10_000
+
+_lock = threading.Lock()
+_answers: dict[tuple[str, str, str], Run | None] = {}  # (uri, experiment, identity)
+
+
+def finished_filter(identity: str) -> str:
+    # The identity is a hex digest, so it is safe inside a filter string; user values
+    # (which may hold quotes) never are put into filters.
+    return f"tags.`{IDENTITY_TAG}` = '{identity}' AND attributes.status = 'FINISHED'"
+
+
+ORDER_NEWEST_FIRST = ["attributes.start_time DESC", "attributes.run_id ASC"]
+
+
+def query_finished_run(experiment_id: str, identity: str) -> Run | None:
+    """The newest FINISHED, non-deleted run with `identity` (ties broken by run id)."""
+    from mlflow.entities import ViewType
+
+    client = _tracking.get_client()
+    with _tracking.translate_errors(f"looking up run with identity {identity[:12]}"):
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=finished_filter(identity),
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1,
+            order_by=ORDER_NEWEST_FIRST,
+        )
+    return runs[0] if runs else None
+
+
+def scan_finished_runs(experiment_id: str) -> dict[str, Run]:
+    """identity -> newest FINISHED run, for every luigiflow run of one experiment."""
+    from mlflow.entities import ViewType
+
+    client = _tracking.get_client()
+    newest: dict[str, Run] = {}
+    token = None
+    with _tracking.translate_errors(f"listing finished runs of experiment {experiment_id}"):
+        while True:
+            page = client.search_runs(
+                [experiment_id],
+                filter_string="attributes.status = 'FINISHED'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=PAGE_SIZE,
+                order_by=ORDER_NEWEST_FIRST,
+                page_token=token,
+            )
+            for run in page:
+                identity = run.data.tags.get(IDENTITY_TAG)
+                if identity is not None and identity not in newest:
+                    newest[identity] = run  # pages come newest first: first seen wins
+            token = page.token
+            if not token:
+                return newest
+
+
+def prefetch(tasks: Iterable[Any]) -> None:
+    """Decide completion for many tasks with few queries; answers are single use."""
+    from luigiflow._task import MlflowTask
+
+    uri = _tracking.tracking_uri()
+    by_experiment: dict[str, list[MlflowTask]] = defaultdict(list)
+    seen: set[str] = set()
+    for task in tasks:
+        if isinstance(task, MlflowTask) and task.task_id not in seen:
+            seen.add(task.task_id)
+            by_experiment[task.get_experiment_name()].append(task)
+    found: dict[tuple[str, str, str], Run | None] = {}
+    for name, group in by_experiment.items():
+        exp_id = _tracking.experiment_id(name, create=False)
+        if exp_id is None:
+            found.update(((uri, name, t.identity), None) for t in group)
+            continue
+        identities = {t.identity for t in group}
+        if len(identities) < SCAN_THRESHOLD:
+            for identity in identities:
+                found[(uri, name, identity)] = query_finished_run(exp_id, identity)
+        else:
+            runs = scan_finished_runs(exp_id)
+            for identity in identities:
+                found[(uri, name, identity)] = runs.get(identity)
+    with _lock:
+        _answers.update(found)
+
+
+def remember(task: MlflowTask, run: Run | None) -> None:
+    """Record a fresh answer (a run this process just finished, for example)."""
+    with _lock:
+        _answers[(_tracking.tracking_uri(), task.get_experiment_name(), task.identity)] = run
+
+
+def find_finished_run(task: MlflowTask, fresh: bool = False) -> Run | None:
+    """The FINISHED run that makes `task` complete, or None; consumes a prefetched answer."""
+    key = (_tracking.tracking_uri(), task.get_experiment_name(), task.identity)
+    if not fresh:
+        with _lock:
+            if key in _answers:
+                return _answers.pop(key)
+    exp_id = _tracking.experiment_id(task.get_experiment_name(), create=False)
+    if exp_id is None:
+        return None
+    return query_finished_run(exp_id, task.identity)
+
+
+def forget() -> None:
+    """Drop every cached answer."""
+    with _lock:
+        _answers.clear()
+
+
+def get_runs(run_ids: Sequence[str]) -> dict[str, Run]:
+    """Fetch many runs by id in a few queries (run ids are the one field IN works on)."""
+    from mlflow.entities import ViewType
+
+    client = _tracking.get_client()
+    result: dict[str, Run] = {}
+    ids = list(dict.fromkeys(run_ids))
+    if not ids:
+        return result
+    experiments = [e.experiment_id for e in _all_experiments()]
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        quoted = ", ".join(f"'{rid}'" for rid in chunk if rid.isalnum())
+        if not quoted:
+            continue
+        with _tracking.translate_errors("fetching runs by id"):
+            for run in client.search_runs(
+                experiments,
+                filter_string=f"attributes.run_id IN ({quoted})",
+                run_view_type=ViewType.ALL,
+                max_results=len(chunk),
+            ):
+                result[run.info.run_id] = run
+    return result
+
+
+def _all_experiments() -> list[Any]:
+    from mlflow.entities import ViewType
+
+    client = _tracking.get_client()
+    with _tracking.translate_errors("listing experiments"):
+        return list(client.search_experiments(view_type=ViewType.ALL, max_results=50_000))

@@ -1,0 +1,536 @@
+"""MlflowTask: a Luigi task whose every execution is one MLflow run.
+
+The life of one run, in `run()`:
+  1. look once more for a FINISHED run of this identity (another worker may have
+     finished it since scheduling) and stop if there is one;
+  2. create the run with identity, lineage and provenance tags in one call and make
+     it the active MLflow run, so `mlflow.log_*`, autologging and system metrics land on it;
+  3. seed `random`/NumPy/PyTorch from the identity and call `run_task()`;
+  4. check every declared artifact was saved, then write params, metrics and
+     artifact records in one `log_batch` and only then mark the run FINISHED.
+Any exception marks the run FAILED with its traceback stored as an artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import luigi
+import luigi.parameter
+
+from luigiflow import _artifacts, _events, _lookup, _provenance, _tracking
+from luigiflow._errors import (
+    ArtifactError,
+    LuigiflowError,
+    ParameterError,
+    TaskDefinitionError,
+)
+from luigiflow._identity import (
+    IDENTITY_TAG,
+    UnencodableValueError,
+    canonical_json,
+    compute_identity,
+    encode_value,
+    seed_from_identity,
+)
+from luigiflow._parameters import check_value, encode_param
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+FAMILY_TAG = "luigiflow.task_family"
+PARAMS_TAG = "luigiflow.params"
+UPSTREAM_TAG_PREFIX = "luigiflow.upstream."
+ARTIFACT_TAG_PREFIX = "luigiflow.artifact."
+VERSION_TAG = "luigiflow.version"
+ERROR_TAG = "luigiflow.error"
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
+# Artifacts larger than this record size only, not a checksum: hashing 1 GiB would
+# cost more than the zero-copy save it follows.
+CHECKSUM_MAX_BYTES = int(os.environ.get("LUIGIFLOW_CHECKSUM_MAX_BYTES", str(256 * 2**20)))
+
+
+class MlflowTask(luigi.Task):
+    """A Luigi task recorded as one MLflow run; complete when a FINISHED run has its identity.
+
+    Example::
+
+        class Train(lf.MlflowTask):
+            artifacts = {"model": "model.pkl"}
+            alpha = luigi.FloatParameter(default=1.0)
+
+            def requires(self):
+                return {"data": Prepare()}
+
+            def run_task(self):
+                X, y = self.load("data")
+                self.save({"model": fit(X, y, self.alpha)}, metrics={"score": 0.9})
+    """
+
+    experiment_name: ClassVar[str | None] = None
+    artifacts: ClassVar[dict[str, str]] = {}
+    version: ClassVar[int | str] = 0
+    code_in_identity: ClassVar[bool] = False
+    seed_random: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _validate_class(cls)
+
+    # ----- parameters and identity -------------------------------------------------
+
+    @classmethod
+    def get_param_values(
+        cls, params: list[tuple[str, luigi.Parameter]], args: Any, kwargs: Any
+    ) -> list[tuple[str, Any]]:
+        """Luigi's parameter resolution, with every problem reported at once."""
+        family = cls.get_task_family()
+        try:
+            values = super().get_param_values(params, args, kwargs)
+        except (luigi.parameter.ParameterException, ValueError, TypeError) as exc:
+            raise ParameterError(f"{family}: {exc}") from exc
+        by_name = dict(params)
+        problems = []
+        for name, value in values:
+            problem = check_value(by_name[name], value)
+            if problem:
+                problems.append(f"parameter {name!r}: {problem}")
+        if problems:
+            raise ParameterError(f"{family}: " + "; ".join(problems))
+        return values
+
+    @classmethod
+    def get_experiment_name(cls) -> str:
+        """The MLflow experiment holding this class's runs (default: the class name)."""
+        return cls.experiment_name or cls.get_task_family()
+
+    def requires_dict(self) -> dict[str, luigi.Task]:
+        """`requires()` checked to be a dict of name -> task (or nothing)."""
+        cached = self.__dict__.get("_lf_requires")
+        if cached is not None:
+            return dict(cached)
+        raw = self.requires()
+        if raw is None or (isinstance(raw, list | tuple) and not raw):
+            result: dict[str, luigi.Task] = {}
+        elif isinstance(raw, Mapping):
+            bad = [k for k, v in raw.items() if not isinstance(k, str) or not isinstance(v, luigi.Task)]
+            if bad:
+                raise TaskDefinitionError(
+                    f"{self.get_task_family()}.requires() must map names (str) to task "
+                    f"instances; wrong entries: {', '.join(map(repr, bad))}"
+                )
+            result = dict(raw)
+        else:
+            raise TaskDefinitionError(
+                f"{self.get_task_family()}.requires() returned {type(raw).__name__}; it must "
+                "return a dict of name -> task (e.g. {'data': Load()}) or None"
+            )
+        self.__dict__["_lf_requires"] = result
+        return dict(result)
+
+    def requires(self) -> Any:  # Luigi's default is an empty list: no upstream
+        return {}
+
+    @property
+    def identity(self) -> str:
+        """Stable hash of family, version, significant parameters and upstream identities."""
+        cached = self.__dict__.get("_lf_identity")
+        if cached is not None:
+            return str(cached)
+        params = {}
+        for name, param in self.get_params():
+            if not param.significant:
+                continue
+            try:
+                params[name] = encode_param(param, getattr(self, name))
+            except (OSError, UnencodableValueError) as exc:
+                raise ParameterError(
+                    f"{self.get_task_family()}: parameter {name!r}: {exc}"
+                ) from exc
+        upstream = {
+            name: dep.identity if isinstance(dep, MlflowTask) else f"luigi:{dep.task_id}"
+            for name, dep in self.requires_dict().items()
+        }
+        code = _provenance.code_fingerprint(type(self)) if self.code_in_identity else None
+        identity = compute_identity(self.get_task_family(), self.version, params, upstream, code)
+        self.__dict__["_lf_identity"] = identity
+        return identity
+
+    @property
+    def seed(self) -> int:
+        """A seed derived from the identity: same task, same seed, in every process."""
+        return seed_from_identity(self.identity)
+
+    def encoded_params(self) -> dict[str, Any]:
+        """Every parameter value in canonical, type-tagged form (for exact reproduction)."""
+        return {name: encode_value(getattr(self, name)) for name, _ in self.get_params()}
+
+    # ----- completion and outputs --------------------------------------------------
+
+    def find_run(self) -> Run | None:
+        """The FINISHED MLflow run that makes this task complete, or None."""
+        run = _lookup.find_finished_run(self)
+        self.__dict__["_lf_run"] = run
+        return run
+
+    def complete(self) -> bool:
+        return self.find_run() is not None
+
+    def deps(self) -> list[luigi.Task]:
+        # Luigi calls deps() right before asking each dependency complete(): decide
+        # them all in one batch here (see _lookup for the freshness rule).
+        deps = super().deps()
+        _lookup.prefetch(deps)
+        return deps
+
+    def output(self) -> dict[str, _artifacts.ArtifactTarget]:
+        return {name: _artifacts.ArtifactTarget(self, name) for name in self.artifacts}
+
+    def _bound_run(self) -> Run:
+        run = self.__dict__.get("_lf_run") or self.find_run()
+        if run is None:
+            raise ArtifactError(
+                f"{self.task_id} has no FINISHED run in experiment "
+                f"{self.get_experiment_name()!r}; build it first (luigiflow.build or luigiflow run)"
+            )
+        return run
+
+    def artifact_path(self, name: str) -> pathlib.Path:
+        """Local, readable path of one artifact of this task's run (downloaded if remote)."""
+        if name not in self.artifacts:
+            raise ArtifactError(
+                f"{self.get_task_family()} declares no artifact {name!r}; "
+                f"declared: {', '.join(self.artifacts) or 'none'}"
+            )
+        run = self._bound_run()
+        filename = self.artifacts[name]
+        path = _artifacts.local_artifact_path(run.info.run_id, run.info.artifact_uri, filename)
+        _verify(run, name, filename, path)
+        return path
+
+    def load_output(self, name: str | None = None) -> Any:
+        """This task's artifact `name`, deserialized (the only one when `name` is omitted)."""
+        name = self._single_artifact_name(name)
+        return _artifacts.read_value(str(self.artifact_path(name)), self.artifacts[name])
+
+    def _single_artifact_name(self, name: str | None) -> str:
+        if name is not None:
+            return name
+        if len(self.artifacts) != 1:
+            raise ArtifactError(
+                f"{self.get_task_family()} has {len(self.artifacts)} artifacts "
+                f"({', '.join(self.artifacts)}); name the one to load"
+            )
+        return next(iter(self.artifacts))
+
+    def load(self, upstream: str, artifact: str | None = None) -> Any:
+        """Artifact `artifact` of the upstream task named `upstream` in `requires()`."""
+        deps = self.requires_dict()
+        if upstream not in deps:
+            raise ArtifactError(
+                f"{self.get_task_family()} has no upstream named {upstream!r}; "
+                f"requires() names: {', '.join(deps) or 'none'}"
+            )
+        dep = deps[upstream]
+        if not isinstance(dep, MlflowTask):
+            raise ArtifactError(
+                f"upstream {upstream!r} of {self.get_task_family()} is a plain Luigi task; "
+                "read it with self.input()"
+            )
+        return dep.load_output(artifact)
+
+    # ----- the run -----------------------------------------------------------------
+
+    def run_task(self) -> None:
+        """The work of the task; runs inside an active MLflow run. Override it."""
+        raise NotImplementedError(f"{self.get_task_family()} must define run_task()")
+
+    def run(self) -> None:
+        import mlflow
+
+        exp_id = _tracking.experiment_id(self.get_experiment_name(), create=True)
+        assert exp_id is not None
+        # Another worker may have finished this identity since Luigi scheduled it.
+        existing = _lookup.query_finished_run(exp_id, self.identity)
+        if existing is not None:
+            self.__dict__["_lf_run"] = existing
+            _events.record("reused", self.task_id, existing.info.run_id)
+            return
+        upstream_runs = self._upstream_runs()
+        started = time.time()
+        tags = self._start_tags(upstream_runs)
+        active = mlflow.start_run(
+            experiment_id=exp_id,
+            run_name=f"{self.get_task_family()}-{self.identity[:8]}",
+            tags=tags,
+            nested=mlflow.active_run() is not None,
+        )
+        run_id = active.info.run_id
+        state = _RunState(run_id, active.info.artifact_uri)
+        self.__dict__["_lf_state"] = state
+        try:
+            if self.seed_random:
+                _provenance.seed_everything(self.seed)
+            self.run_task()
+            self._finish(state, started)
+        except BaseException as exc:
+            self._fail(state, exc)
+            raise
+        finally:
+            self.__dict__.pop("_lf_state", None)
+            state.cleanup()
+        finished = _tracking.get_client().get_run(run_id)
+        self.__dict__["_lf_run"] = finished
+        _lookup.remember(self, finished)
+        _events.record("executed", self.task_id, run_id)
+
+    def _upstream_runs(self) -> dict[str, Run]:
+        runs: dict[str, Run] = {}
+        for name, dep in self.requires_dict().items():
+            if isinstance(dep, MlflowTask):
+                runs[name] = dep._bound_run()
+        return runs
+
+    def _start_tags(self, upstream_runs: Mapping[str, Run]) -> dict[str, str]:
+        tags: dict[str, Any] = {
+            IDENTITY_TAG: self.identity,
+            FAMILY_TAG: self.get_task_family(),
+            VERSION_TAG: json.dumps(encode_value(self.version)),
+            "luigiflow.task_id": self.task_id[:MAX_TAG_LENGTH],
+            "luigiflow.seed": self.seed,
+        }
+        params_json = canonical_json(self.encoded_params())
+        if len(params_json) <= MAX_TAG_LENGTH:
+            tags[PARAMS_TAG] = params_json
+        else:
+            tags[PARAMS_TAG] = "@artifact:luigiflow/params.json"
+        for name, run in upstream_runs.items():
+            tags[UPSTREAM_TAG_PREFIX + name] = run.info.run_id
+        tags.update(_provenance.provenance_tags(type(self)))
+        return {k: str(v) for k, v in tags.items()}
+
+    def _finish(self, state: _RunState, started: float) -> None:
+        import mlflow
+        from mlflow.entities import Metric, Param, RunTag
+
+        missing = [n for n in self.artifacts if n not in state.saved]
+        if missing:
+            raise ArtifactError(
+                f"{self.get_task_family()} (run {state.run_id}) did not save declared "
+                f"artifact(s) {', '.join(map(repr, missing))}; call self.save() with them"
+            )
+        params_json = canonical_json(self.encoded_params())
+        if len(params_json) > MAX_TAG_LENGTH:
+            state.write_extra("luigiflow/params.json", params_json)
+        state.upload()
+        now_ms = int(time.time() * 1000)
+        metrics = [Metric(k, v, now_ms, 0) for k, v in state.metrics.items()]
+        params = [Param(k, v) for k, v in self._display_params().items()]
+        tags = [RunTag(ARTIFACT_TAG_PREFIX + n, json.dumps(rec)) for n, rec in state.saved.items()]
+        tags.append(RunTag("luigiflow.duration_s", f"{time.time() - started:.3f}"))
+        client = _tracking.get_client()
+        with _tracking.translate_errors(f"recording results of {self.task_id}"):
+            client.log_batch(state.run_id, metrics=metrics, params=params, tags=tags)
+            mlflow.end_run("FINISHED")
+
+    def _fail(self, state: _RunState, exc: BaseException) -> None:
+        import mlflow
+        from mlflow.entities import Param, RunTag
+
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED"
+        text = "".join(traceback.format_exception(exc))
+        # Best effort: the store may be the very thing that failed.
+        try:
+            client = _tracking.get_client()
+            client.log_text(state.run_id, text, "luigiflow/traceback.txt")
+            client.log_batch(
+                state.run_id,
+                params=[Param(k, v) for k, v in self._display_params().items()],
+                tags=[RunTag(ERROR_TAG, f"{type(exc).__name__}: {exc}"[:MAX_TAG_LENGTH])],
+            )
+        except Exception:
+            pass
+        try:
+            mlflow.end_run(status)
+        except Exception:
+            pass
+        _events.record_failure(self.task_id, exc)
+
+    def _display_params(self) -> dict[str, str]:
+        shown = {}
+        for name, param in self.get_params():
+            value = getattr(self, name)
+            try:
+                text = param.serialize(value)
+            except Exception:
+                text = repr(value)
+            if not isinstance(text, str):
+                text = json.dumps(text, default=str)
+            if len(text) > MAX_PARAM_LENGTH:
+                text = text[: MAX_PARAM_LENGTH - 20] + "...[truncated]"
+            shown[name] = text
+        return shown
+
+    # ----- used inside run_task ----------------------------------------------------
+
+    def _state(self, what: str) -> _RunState:
+        state = self.__dict__.get("_lf_state")
+        if state is None:
+            raise LuigiflowError(
+                f"{self.get_task_family()}.{what}() works only inside run_task(), "
+                "while the task's MLflow run is active"
+            )
+        return state  # type: ignore[no-any-return]
+
+    def save(self, artifacts: Mapping[str, Any], metrics: Mapping[str, float] | None = None) -> None:
+        """Store declared artifacts (`{name: obj}` or `{name: (obj, save_fn)}`) and metrics."""
+        state = self._state("save")
+        unknown = [n for n in artifacts if n not in self.artifacts]
+        if unknown:
+            raise ArtifactError(
+                f"{self.get_task_family()} (run {state.run_id}) saved undeclared artifact(s) "
+                f"{', '.join(map(repr, unknown))}; declared: {', '.join(self.artifacts) or 'none'}"
+            )
+        for name, value in artifacts.items():
+            state.write(name, self.artifacts[name], value)
+        for key, val in (metrics or {}).items():
+            state.metrics[key] = _metric_value(self, key, val)
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        """Log a metric now (visible live in the MLflow UI while the task runs)."""
+        state = self._state("log_metric")
+        _tracking.get_client().log_metric(
+            state.run_id, key, _metric_value(self, key, value), step=step or 0
+        )
+
+    @property
+    def run_id(self) -> str:
+        """The id of the MLflow run this task is writing (inside run_task) or completed by."""
+        state = self.__dict__.get("_lf_state")
+        if state is not None:
+            return str(state.run_id)
+        return str(self._bound_run().info.run_id)
+
+
+def _metric_value(task: MlflowTask, key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ArtifactError(
+            f"{task.get_task_family()}: metric {key!r} must be a number, got {value!r}"
+        ) from None
+    return number
+
+
+class _RunState:
+    """Artifacts and metrics gathered while one run is active."""
+
+    def __init__(self, run_id: str, artifact_uri: str) -> None:
+        self.run_id = run_id
+        self.local = _artifacts.is_local_uri(artifact_uri)
+        if self.local:
+            self.root = _artifacts.local_path_of(artifact_uri)
+        else:
+            self.root = pathlib.Path(tempfile.mkdtemp(prefix="luigiflow-upload-"))
+        self.saved: dict[str, dict[str, Any]] = {}
+        self.metrics: dict[str, float] = {}
+
+    def write(self, name: str, filename: str, value: Any) -> None:
+        dest = self.root / filename
+        _artifacts.write_value(name, value, filename, dest)
+        size = _size(dest)
+        record: dict[str, Any] = {"file": filename, "bytes": size}
+        if size <= CHECKSUM_MAX_BYTES:
+            record["sha256"] = _artifacts.file_digest(dest)
+        self.saved[name] = record
+
+    def write_extra(self, relpath: str, text: str) -> None:
+        dest = self.root / relpath
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(text, encoding="utf-8")
+
+    def upload(self) -> None:
+        if self.local:
+            return
+        with _tracking.translate_errors(f"uploading artifacts of run {self.run_id}"):
+            _tracking.get_client().log_artifacts(self.run_id, str(self.root))
+
+    def cleanup(self) -> None:
+        if not self.local:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _size(path: pathlib.Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+_verified: dict[tuple[str, int, int], bool] = {}
+
+
+def _verify(run: Run, name: str, filename: str, path: pathlib.Path) -> None:
+    """Check an artifact against the size and checksum recorded on its run."""
+    where = f"artifact {name!r} ({filename}) of run {run.info.run_id}"
+    if not path.exists():
+        raise ArtifactError(
+            f"{where} is missing at {path}; the run's files were removed — delete the run "
+            "(mlflow runs delete) so luigiflow recomputes it"
+        )
+    raw = run.data.tags.get(ARTIFACT_TAG_PREFIX + name)
+    if raw is None:
+        return  # recorded by something other than luigiflow: nothing to check against
+    record = json.loads(raw)
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if _verified.get(key):
+        return
+    size = _size(path)
+    if size != record.get("bytes"):
+        raise ArtifactError(
+            f"{where} is corrupted: {size} bytes on disk, {record.get('bytes')} recorded; "
+            "delete the run so luigiflow recomputes it"
+        )
+    expected = record.get("sha256")
+    if expected and _artifacts.file_digest(path) != expected:
+        raise ArtifactError(
+            f"{where} is corrupted: its sha256 differs from the one recorded; "
+            "delete the run so luigiflow recomputes it"
+        )
+    _verified[key] = True
+
+
+def _validate_class(cls: type[MlflowTask]) -> None:
+    name = cls.__name__
+    arts = cls.__dict__.get("artifacts", cls.artifacts)
+    if not isinstance(arts, Mapping):
+        raise TaskDefinitionError(
+            f"{name}.artifacts must be a dict of name -> file name "
+            f"(e.g. {{'model': 'model.pkl'}}), got {type(arts).__name__}"
+        )
+    problems = []
+    for key, filename in arts.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            problems.append(f"artifact name {key!r} must be an identifier-like string")
+        problem = _artifacts.validate_filename(filename)
+        if problem:
+            problems.append(f"artifact {key!r}: {problem}")
+    files = [f for f in arts.values() if isinstance(f, str)]
+    if len(set(files)) != len(files):
+        problems.append("two artifacts share one file name")
+    if not isinstance(cls.version, int | str) or isinstance(cls.version, bool):
+        problems.append(f"version must be an int or str, got {cls.version!r}")
+    exp = cls.__dict__.get("experiment_name")
+    if exp is not None and (not isinstance(exp, str) or not exp.strip()):
+        problems.append(f"experiment_name must be a non-empty string, got {exp!r}")
+    if problems:
+        raise TaskDefinitionError(f"task class {name}: " + "; ".join(problems))

@@ -1,0 +1,141 @@
+"""The one place that decides which MLflow store luigiflow talks to.
+
+`MLFLOW_TRACKING_URI` wins; otherwise the embedded default is a SQLite file
+`mlflow.db` in the working directory (artifacts in `./mlruns`), the same store that
+`mlflow ui` started in that folder shows.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from luigiflow._errors import TrackingError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+_lock = threading.Lock()
+_clients: dict[tuple[int, str], MlflowClient] = {}
+_experiment_ids: dict[tuple[str, str], str] = {}
+
+
+def tracking_uri() -> str:
+    """The tracking URI in force: `MLFLOW_TRACKING_URI` or `sqlite:///<cwd>/mlflow.db`."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return "sqlite:///" + os.path.join(os.getcwd(), "mlflow.db")
+
+
+def get_client() -> MlflowClient:
+    """An MlflowClient for the current store, one per process and URI."""
+    uri = tracking_uri()
+    key = (os.getpid(), uri)
+    client = _clients.get(key)
+    if client is None:
+        with _lock:
+            client = _clients.get(key)
+            if client is None:
+                import mlflow
+                from mlflow import MlflowClient
+
+                # The fluent API (used so user code, autologging and system metrics land
+                # on the active run) must point at the same store as our client.
+                mlflow.set_tracking_uri(uri)
+                client = MlflowClient(tracking_uri=uri)
+                _clients[key] = client
+    return client
+
+
+def experiment_id(name: str, create: bool) -> str | None:
+    """The id of the experiment `name`; created when missing and `create` is true."""
+    uri = tracking_uri()
+    cached = _experiment_ids.get((uri, name))
+    if cached is not None:
+        return cached
+    client = get_client()
+    with translate_errors(f"looking up experiment {name!r}"):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None and exp.lifecycle_stage == "deleted":
+            if not create:
+                return None
+            client.restore_experiment(exp.experiment_id)
+        if exp is None:
+            if not create:
+                return None
+            exp_id = _create_experiment(client, name)
+        else:
+            exp_id = exp.experiment_id
+    _experiment_ids[(uri, name)] = exp_id
+    return exp_id
+
+
+def _create_experiment(client: MlflowClient, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException:
+        # Another worker created it between our lookup and our create.
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
+def forget_experiments() -> None:
+    """Drop cached experiment ids (tests switch stores between cases)."""
+    _experiment_ids.clear()
+    _clients.clear()
+
+
+class translate_errors:
+    """Turn connection failures into a TrackingError that names the server."""
+
+    def __init__(self, doing: str) -> None:
+        self.doing = doing
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, TrackingError):
+            return False
+        if _is_connection_problem(exc):
+            raise TrackingError(
+                f"cannot reach the MLflow tracking server at {tracking_uri()} while "
+                f"{self.doing}: {type(exc).__name__}; check that it is running and that "
+                "MLFLOW_TRACKING_URI is right"
+            ) from exc
+        return False
+
+
+def _is_connection_problem(exc: BaseException) -> bool:
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return True
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        text = str(exc)
+        return "Max retries exceeded" in text or "Connection refused" in text
+    return False
+
+
+def _dispose_inherited_engines() -> None:
+    # Luigi forks one process per task when workers > 1. A pooled SQLite/PostgreSQL
+    # connection must not be shared across fork, so the child drops (without closing)
+    # what it inherited and opens its own.
+    import sys
+
+    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    if module is None:
+        return
+    for engine in getattr(module.SqlAlchemyStore, "_engine_map", {}).values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_dispose_inherited_engines)
