@@ -287,7 +287,7 @@ class ArtifactTarget(luigi.Target):
     def open(self, mode: str = "r") -> Any:
         if "w" in mode or "a" in mode:
             raise ArtifactError(
-                f"artifact {self.name!r} of {self.task.task_id} is read-only; "
+                f"artifact {self.name!r} of {self.task!r} is read-only; "
                 "write artifacts with self.save()"
             )
         return open(self.path, mode)

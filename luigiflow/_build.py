@@ -120,6 +120,7 @@ def build(
         events, failures_by_id = _events.collect(sink)
     finally:
         _events.activate(None)
+        _lookup.forget()  # answers left unasked must not outlive the build
         _remove_failure_handlers(handlers)
         shutil.rmtree(sink, ignore_errors=True)
 

@@ -115,12 +115,6 @@ def prefetch(tasks: Iterable[Any]) -> None:
         _answers.update(found)
 
 
-def remember(task: MlflowTask, run: Run | None) -> None:
-    """Record a fresh answer (a run this process just finished, for example)."""
-    with _lock:
-        _answers[(_tracking.tracking_uri(), task.get_experiment_name(), task.identity)] = run
-
-
 def find_finished_run(task: MlflowTask, fresh: bool = False) -> Run | None:
     """The FINISHED run that makes `task` complete, or None; consumes a prefetched answer."""
     key = (_tracking.tracking_uri(), task.get_experiment_name(), task.identity)

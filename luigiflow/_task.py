@@ -41,7 +41,7 @@ from luigiflow._identity import (
     encode_value,
     seed_from_identity,
 )
-from luigiflow._parameters import check_value, encode_param
+from luigiflow._parameters import FileParameter, check_value, encode_param
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -59,7 +59,29 @@ MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
 CHECKSUM_MAX_BYTES = int(os.environ.get("LUIGIFLOW_CHECKSUM_MAX_BYTES", str(256 * 2**20)))
 
 
-class MlflowTask(luigi.Task):
+class _TypedRegister(luigi.task_register.Register):
+    """Luigi's instance cache, keyed by canonical values so 1, 1.0, "1" and True differ.
+
+    Luigi keys its flyweight cache on raw values, where 1 == 1.0 == True would hand
+    back one instance (and one identity) for three different tasks.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        cache = luigi.task_register.Register._Register__instance_cache  # type: ignore[attr-defined]
+        create = super(luigi.task_register.Register, cls).__call__
+        if cache is None:
+            return create(*args, **kwargs)
+        values = cls.get_param_values(cls.get_params(), args, kwargs)  # type: ignore[attr-defined]
+        try:
+            key = (cls, canonical_json([[n, encode_value(v)] for n, v in values]))
+        except UnencodableValueError:
+            return create(*args, **kwargs)
+        if key not in cache:
+            cache[key] = create(*args, **kwargs)
+        return cache[key]
+
+
+class MlflowTask(luigi.Task, metaclass=_TypedRegister):
     """A Luigi task recorded as one MLflow run; complete when a FINISHED run has its identity.
 
     Example::
@@ -146,6 +168,26 @@ class MlflowTask(luigi.Task):
         cached = self.__dict__.get("_lf_identity")
         if cached is not None:
             return str(cached)
+        identity = self._compute_identity()
+        # A file's content can change while the process lives: identities that depend
+        # on a FileParameter (here or upstream) are recomputed each time; file hashes
+        # themselves are cached by size/mtime/inode, so this costs a stat per file.
+        if not self._reads_files():
+            self.__dict__["_lf_identity"] = identity
+        return identity
+
+    def _reads_files(self) -> bool:
+        cached = self.__dict__.get("_lf_reads_files")
+        if cached is None:
+            own = any(isinstance(p, FileParameter) for _, p in self.get_params())
+            cached = own or any(
+                isinstance(dep, MlflowTask) and dep._reads_files()
+                for dep in self.requires_dict().values()
+            )
+            self.__dict__["_lf_reads_files"] = cached
+        return bool(cached)
+
+    def _compute_identity(self) -> str:
         params = {}
         for name, param in self.get_params():
             if not param.significant:
@@ -161,9 +203,7 @@ class MlflowTask(luigi.Task):
             for name, dep in self.requires_dict().items()
         }
         code = _provenance.code_fingerprint(type(self)) if self.code_in_identity else None
-        identity = compute_identity(self.get_task_family(), self.version, params, upstream, code)
-        self.__dict__["_lf_identity"] = identity
-        return identity
+        return compute_identity(self.get_task_family(), self.version, params, upstream, code)
 
     @property
     def seed(self) -> int:
@@ -199,7 +239,7 @@ class MlflowTask(luigi.Task):
         run = self.__dict__.get("_lf_run") or self.find_run()
         if run is None:
             raise ArtifactError(
-                f"{self.task_id} has no FINISHED run in experiment "
+                f"{self!r} has no FINISHED run in experiment "
                 f"{self.get_experiment_name()!r}; build it first (luigiflow.build or luigiflow run)"
             )
         return run
@@ -290,7 +330,6 @@ class MlflowTask(luigi.Task):
             state.cleanup()
         finished = _tracking.get_client().get_run(run_id)
         self.__dict__["_lf_run"] = finished
-        _lookup.remember(self, finished)
         _events.record("executed", self.task_id, run_id)
 
     def _upstream_runs(self) -> dict[str, Run]:
@@ -338,7 +377,7 @@ class MlflowTask(luigi.Task):
         tags = [RunTag(ARTIFACT_TAG_PREFIX + n, json.dumps(rec)) for n, rec in state.saved.items()]
         tags.append(RunTag("luigiflow.duration_s", f"{time.time() - started:.3f}"))
         client = _tracking.get_client()
-        with _tracking.translate_errors(f"recording results of {self.task_id}"):
+        with _tracking.translate_errors(f"recording results of {self!r}"):
             client.log_batch(state.run_id, metrics=metrics, params=params, tags=tags)
             mlflow.end_run("FINISHED")
 
