@@ -183,7 +183,9 @@ class Evaluate(lf.MlflowTask):
 
     def requires(self) -> dict[str, luigi.Task]:
         return {
-            "model": Train(retrieved_on=self.retrieved_on, logic=self.logic, algorithm=self.algorithm),
+            "model": Train(
+                retrieved_on=self.retrieved_on, logic=self.logic, algorithm=self.algorithm
+            ),
             "features": Process(retrieved_on=self.retrieved_on, logic=self.logic),
         }
 

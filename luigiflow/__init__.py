@@ -1,16 +1,16 @@
 """luigiflow: Luigi task graphs where every task is an MLflow run.
 
-    import luigi
-    import luigiflow as lf
+import luigi
+import luigiflow as lf
 
-    class Train(lf.MlflowTask):
-        artifacts = {"model": "model.pkl"}
-        alpha = luigi.FloatParameter(default=1.0)
+class Train(lf.MlflowTask):
+    artifacts = {"model": "model.pkl"}
+    alpha = luigi.FloatParameter(default=1.0)
 
-        def run_task(self):
-            self.save({"model": {"alpha": self.alpha}}, metrics={"score": 0.9})
+    def run_task(self):
+        self.save({"model": {"alpha": self.alpha}}, metrics={"score": 0.9})
 
-    result = lf.build([Train(alpha=0.5)])
+result = lf.build([Train(alpha=0.5)])
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """`build()`: `luigi.build` plus the answer a researcher wants — what ran, what was reused.
 
-    result = lf.build([Evaluate(algorithm="rf")], workers=2)
-    result.runs[task]          # run id of every task in the graph
-    result.executed            # tasks computed now
-    result.reused              # tasks whose FINISHED run already existed
+result = lf.build([Evaluate(algorithm="rf")], workers=2)
+result.runs[task]          # run id of every task in the graph
+result.executed            # tasks computed now
+result.reused              # tasks whose FINISHED run already existed
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ def build(
         shutil.rmtree(sink, ignore_errors=True)
 
     result = _assemble(graph, roots, events, failures_by_id)
-    if raise_on_failure and (result.failed or not luigi_result.scheduling_succeeded or not _ok(luigi_result)):
+    if raise_on_failure and (
+        result.failed or not luigi_result.scheduling_succeeded or not _ok(luigi_result)
+    ):
         raise BuildError(result.failed, result)
     return result
 
@@ -180,7 +182,9 @@ def _assemble(
     return result
 
 
-def _fill_reused_runs(graph: list[luigi.Task], roots: list[luigi.Task], result: BuildResult) -> None:
+def _fill_reused_runs(
+    graph: list[luigi.Task], roots: list[luigi.Task], result: BuildResult
+) -> None:
     """Run ids of tasks this build did not execute, following lineage from the top.
 
     A reused task's upstream runs are the ones its run consumed (lineage tags), which

@@ -60,7 +60,5 @@ class BuildError(LuigiflowError):
         if not lines:
             lines = ["the Luigi build did not succeed (see the log above for the scheduling error)"]
         super().__init__(
-            f"{len(failures)} task(s) failed: " + "; ".join(lines)
-            if failures
-            else lines[0]
+            f"{len(failures)} task(s) failed: " + "; ".join(lines) if failures else lines[0]
         )

@@ -41,7 +41,9 @@ def record(kind: str, task_id: str, run_id: str) -> None:
         return
     line = json.dumps({"kind": kind, "task_id": task_id, "run_id": run_id}) + "\n"
     # O_APPEND writes of one short line are atomic, so workers never interleave.
-    fd = os.open(os.path.join(_sink, f"events-{os.getpid()}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    fd = os.open(
+        os.path.join(_sink, f"events-{os.getpid()}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    )
     try:
         os.write(fd, line.encode("utf-8"))
     finally:

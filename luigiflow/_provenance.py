@@ -85,7 +85,11 @@ def environment() -> dict[str, str]:
 def installed_packages() -> str:
     """A `pip freeze`-style list of every installed distribution."""
     lines = sorted(
-        {f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]},
+        {
+            f"{d.metadata['Name']}=={d.version}"
+            for d in metadata.distributions()
+            if d.metadata["Name"]
+        },
         key=str.lower,
     )
     return "\n".join(lines) + "\n"
@@ -120,7 +124,7 @@ def code_fingerprint(cls: type) -> str:
             and isinstance(body[0].value, ast.Constant)
             and isinstance(body[0].value.value, str)
         ):
-            node.body = body[1:] or [ast.Pass()]  # type: ignore[union-attr]
+            node.body = body[1:] or [ast.Pass()]
     dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
     return hashlib.sha256(dumped.encode()).hexdigest()[:16]
 

@@ -13,6 +13,7 @@ Any exception marks the run FAILED with its traceback stored as an artifact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -144,7 +145,9 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
         if raw is None or (isinstance(raw, list | tuple) and not raw):
             result: dict[str, luigi.Task] = {}
         elif isinstance(raw, Mapping):
-            bad = [k for k, v in raw.items() if not isinstance(k, str) or not isinstance(v, luigi.Task)]
+            bad = [
+                k for k, v in raw.items() if not isinstance(k, str) or not isinstance(v, luigi.Task)
+            ]
             if bad:
                 raise TaskDefinitionError(
                     f"{self.get_task_family()}.requires() must map names (str) to task "
@@ -398,10 +401,8 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
             )
         except Exception:
             pass
-        try:
+        with contextlib.suppress(Exception):
             mlflow.end_run(status)
-        except Exception:
-            pass
         _events.record_failure(self.task_id, exc)
 
     def _display_params(self) -> dict[str, str]:
@@ -428,9 +429,11 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
                 f"{self.get_task_family()}.{what}() works only inside run_task(), "
                 "while the task's MLflow run is active"
             )
-        return state  # type: ignore[no-any-return]
+        return state
 
-    def save(self, artifacts: Mapping[str, Any], metrics: Mapping[str, float] | None = None) -> None:
+    def save(
+        self, artifacts: Mapping[str, Any], metrics: Mapping[str, float] | None = None
+    ) -> None:
         """Store declared artifacts (`{name: obj}` or `{name: (obj, save_fn)}`) and metrics."""
         state = self._state("save")
         unknown = [n for n in artifacts if n not in self.artifacts]

@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from luigiflow._errors import TrackingError
 
@@ -91,25 +93,21 @@ def forget_experiments() -> None:
     _clients.clear()
 
 
-class translate_errors:
+@contextlib.contextmanager
+def translate_errors(doing: str) -> Iterator[None]:
     """Turn connection failures into a TrackingError that names the server."""
-
-    def __init__(self, doing: str) -> None:
-        self.doing = doing
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, TrackingError):
-            return False
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as exc:
         if _is_connection_problem(exc):
             raise TrackingError(
                 f"cannot reach the MLflow tracking server at {tracking_uri()} while "
-                f"{self.doing}: {type(exc).__name__}; check that it is running and that "
+                f"{doing}: {type(exc).__name__}; check that it is running and that "
                 "MLFLOW_TRACKING_URI is right"
             ) from exc
-        return False
+        raise
 
 
 def _is_connection_problem(exc: BaseException) -> bool:

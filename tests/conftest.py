@@ -38,7 +38,9 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 @pytest.fixture
-def store(tmp_path: pathlib.Path, template_db: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def store(
+    tmp_path: pathlib.Path, template_db: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
     """A fresh tracking store under tmp_path; the working directory is tmp_path."""
     db = tmp_path / "mlflow.db"
     shutil.copy(template_db, db)

@@ -37,11 +37,16 @@ def test_upstream_parameter_changes_downstream_identity():
     assert Leaf(size=3).identity != Leaf(size=4).identity
     assert Leaf(label="a").identity != Leaf(label="b").identity
     # The upstream of Leaf(label=...) is the same task either way.
-    assert Leaf(label="a").requires()["middle"].identity == Leaf(label="b").requires()["middle"].identity
+    assert (
+        Leaf(label="a").requires()["middle"].identity
+        == Leaf(label="b").requires()["middle"].identity
+    )
 
 
 def test_insignificant_parameter_is_not_in_identity():
-    assert AnyValue(value="v", note_only="a").identity == AnyValue(value="v", note_only="b").identity
+    assert (
+        AnyValue(value="v", note_only="a").identity == AnyValue(value="v", note_only="b").identity
+    )
 
 
 def test_version_bump_changes_identity():
@@ -50,7 +55,7 @@ def test_version_bump_changes_identity():
 
     before = Versioned().identity
 
-    class Versioned(lf.MlflowTask):  # noqa: F811 - the same family, bumped
+    class Versioned(lf.MlflowTask):
         artifacts = {"o": "o.json"}
         version = 2
 
@@ -66,7 +71,7 @@ def test_docstring_edit_does_not_change_identity():
 
     first = Documented().identity
 
-    class Documented(lf.MlflowTask):  # noqa: F811
+    class Documented(lf.MlflowTask):
         """Completely different wording."""
 
         artifacts = {"o": "o.json"}

@@ -72,7 +72,10 @@ def test_run_records_identity_lineage_params_metrics(client):
     assert leaf_run.data.tags["luigiflow.upstream.middle"] == middle_run_id
     assert leaf_run.data.params == {"size": "4", "factor": "2", "label": "x"}
     assert leaf_run.data.metrics["total"] == 12.0
-    assert client.get_run(middle_run_id).data.tags["luigiflow.upstream.source"] == result.runs[Source(size=4)]
+    assert (
+        client.get_run(middle_run_id).data.tags["luigiflow.upstream.source"]
+        == result.runs[Source(size=4)]
+    )
 
 
 def test_failure_leaves_failed_run_with_traceback_and_retry_succeeds(client, tmp_path):
@@ -132,8 +135,11 @@ def test_newest_finished_run_wins_among_duplicates(client):
     task = Source(size=2)
     lf.build([task])
     exp = client.get_experiment_by_name("Source")
-    later = client.create_run(exp.experiment_id, start_time=int(time.time() * 1000) + 10_000,
-                              tags={IDENTITY_TAG: task.identity})
+    later = client.create_run(
+        exp.experiment_id,
+        start_time=int(time.time() * 1000) + 10_000,
+        tags={IDENTITY_TAG: task.identity},
+    )
     client.set_terminated(later.info.run_id, "FINISHED")
     assert task.find_run().info.run_id == later.info.run_id
 
@@ -229,9 +235,23 @@ def test_plain_luigi_build_works(client, tmp_path, monkeypatch):
 
 def test_luigi_command_line_works(client, tmp_path, store):
     out = subprocess.run(
-        [sys.executable, "-m", "luigi", "--module", "tests.dags", "Leaf", "--size", "6",
-         "--local-scheduler", "--log-level", "WARNING"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "luigi",
+            "--module",
+            "tests.dags",
+            "Leaf",
+            "--size",
+            "6",
+            "--local-scheduler",
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     assert Leaf(size=6).complete()

@@ -1,0 +1,42 @@
+"""The example pipeline (the README's main job) end to end on a temporary store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import runs_of
+
+
+@pytest.mark.xdist_group("example")
+def test_example_pipeline_runs_then_reuses_everything(client, tmp_path):
+    first = subprocess.run(
+        [sys.executable, "-m", "examples.tabular"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stderr
+    assert "executed 23 task(s)" in first.stdout
+    for algorithm in ("logreg", "rf", "gb"):
+        assert algorithm in first.stdout
+    evaluations = runs_of(client, "tabular-evaluate", "FINISHED")
+    assert len(evaluations) == 9
+    assert all(0.8 < r.data.metrics["roc_auc"] <= 1.0 for r in evaluations)
+    for run in evaluations:  # the table shows each run id with its metrics
+        assert run.info.run_id in first.stdout
+
+    second = subprocess.run(
+        [sys.executable, "-m", "examples.tabular"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert second.returncode == 0, second.stderr
+    assert "nothing to do: all 23 task(s) reused" in second.stdout
+    assert len(runs_of(client, "tabular-evaluate")) == 9
+    assert len(runs_of(client, "tabular-load")) == 1
