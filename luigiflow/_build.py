@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
+import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,11 +86,16 @@ def build(
     local_scheduler: bool | None = None,
     log_level: str = "WARNING",
     raise_on_failure: bool = True,
+    on_event: Callable[[_events.TaskEvent], None] | None = None,
+    force: Iterable[luigi.Task] = (),
     **luigi_options: Any,
 ) -> BuildResult:
     """Build `tasks` with Luigi and report each task's run; raise BuildError on failure.
 
     Uses Luigi's local scheduler unless `scheduler_url` (a running `luigid`) is given.
+    `on_event` receives each task's started/executed/reused event as it happens, from
+    every worker process (it is called on a background thread). Tasks in `force`
+    run again even when complete (their existing runs are ignored for this build).
     """
     roots = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
     bad = [t for t in roots if not isinstance(t, luigi.Task)]
@@ -104,9 +111,13 @@ def build(
         if isinstance(task, MlflowTask):
             _ = task.identity
 
+    forced = [t.identity for t in force if isinstance(t, MlflowTask)]
+    if forced:
+        _lookup.ignore_runs_before(forced, int(time.time() * 1000))
     sink = tempfile.mkdtemp(prefix="luigiflow-build-")
     handlers = _install_failure_handlers()
     _events.activate(sink)
+    watcher = _Watcher(sink, on_event) if on_event else None
     try:
         _lookup.prefetch(roots)
         luigi_result = luigi.build(
@@ -119,8 +130,11 @@ def build(
         )
         events, failures_by_id = _events.collect(sink)
     finally:
+        if watcher:
+            watcher.stop()
         _events.activate(None)
         _lookup.forget()  # answers left unasked must not outlive the build
+        _lookup.clear_ignored()
         _remove_failure_handlers(handlers)
         shutil.rmtree(sink, ignore_errors=True)
 
@@ -130,6 +144,30 @@ def build(
     ):
         raise BuildError(result.failed, result)
     return result
+
+
+class _Watcher:
+    """Polls the build's event folder and forwards new events to a callback."""
+
+    def __init__(self, folder: str, callback: Callable[[_events.TaskEvent], None]) -> None:
+        self.tail = _events.Tail(folder)
+        self.callback = callback
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.done.wait(0.2):
+            self._flush()
+
+    def _flush(self) -> None:
+        for event in self.tail.poll():
+            self.callback(event)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+        self._flush()
 
 
 def _ok(luigi_result: Any) -> bool:
@@ -174,7 +212,7 @@ def _assemble(
             result.failed[task] = exc
     for event in events:
         task = by_id.get(event.task_id)
-        if task is None:
+        if task is None or event.kind == "started":
             continue
         result.runs[task] = event.run_id
         (result.executed if event.kind == "executed" else result.reused).append(task)

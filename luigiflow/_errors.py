@@ -4,6 +4,7 @@
      ├── TaskDefinitionError   a task class is malformed (artifacts, requires, version)
      ├── ParameterError        parameter values are unknown, missing or of the wrong type
      ├── ArtifactError         an artifact cannot be saved, found, loaded or verified
+     ├── TaskNotFoundError     a module or task name does not exist
      ├── RunNotFoundError      a run id or experiment names nothing in the store
      ├── TrackingError         the tracking store cannot be reached or refused a request
      ├── ConfigError           an experiment config file is invalid
@@ -32,6 +33,10 @@ class ParameterError(LuigiflowError):
 
 class ArtifactError(LuigiflowError):
     """An artifact could not be saved, found, loaded or verified."""
+
+
+class TaskNotFoundError(LuigiflowError):
+    """A module or task name given on the command line does not exist."""
 
 
 class RunNotFoundError(LuigiflowError):

@@ -23,7 +23,7 @@ _sink: str | None = None
 
 @dataclass(frozen=True)
 class TaskEvent:
-    """One task outcome: `executed` (ran now) or `reused` (found FINISHED when about to run)."""
+    """One task event: `started`, `executed` (ran now) or `reused` (found FINISHED at start)."""
 
     kind: str
     task_id: str
@@ -61,6 +61,34 @@ def record_failure(task_id: str, exc: BaseException) -> None:
         payload = pickle.dumps((task_id, TaskFailedError(f"{type(exc).__name__}: {exc}\n{text}")))
     with open(os.path.join(_sink, f"failure-{uuid.uuid4().hex}.pkl"), "wb") as f:
         f.write(payload)
+
+
+class Tail:
+    """Read events as they are appended (live progress while a build runs)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.offsets: dict[str, int] = {}
+
+    def poll(self) -> list[TaskEvent]:
+        fresh: list[TaskEvent] = []
+        try:
+            names = sorted(os.listdir(self.folder))
+        except OSError:
+            return fresh
+        for name in names:
+            if not name.startswith("events-"):
+                continue
+            path = os.path.join(self.folder, name)
+            with open(path, "rb") as f:
+                f.seek(self.offsets.get(name, 0))
+                data = f.read()
+            complete = data[: data.rfind(b"\n") + 1]  # never a half-written line
+            self.offsets[name] = self.offsets.get(name, 0) + len(complete)
+            for line in complete.decode("utf-8").splitlines():
+                item = json.loads(line)
+                fresh.append(TaskEvent(item["kind"], item["task_id"], item["run_id"]))
+        return fresh
 
 
 def collect(folder: str) -> tuple[list[TaskEvent], dict[str, BaseException]]:

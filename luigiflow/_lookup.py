@@ -44,15 +44,37 @@ def finished_filter(identity: str) -> str:
 ORDER_NEWEST_FIRST = ["attributes.start_time DESC", "attributes.run_id ASC"]
 
 
+# identity -> epoch ms: runs of that identity started earlier do not count. Set by
+# `luigiflow run --rerun-changed` (and reproduce --force) to re-execute complete tasks.
+_not_before: dict[str, int] = {}
+
+
+def ignore_runs_before(identities: Iterable[str], epoch_ms: int) -> None:
+    """Treat existing runs of these identities as absent (forked workers inherit this)."""
+    _not_before.update(dict.fromkeys(identities, epoch_ms))
+
+
+def clear_ignored() -> None:
+    _not_before.clear()
+
+
+def _counts(run: Run) -> bool:
+    threshold = _not_before.get(run.data.tags.get(IDENTITY_TAG, ""))
+    return threshold is None or run.info.start_time >= threshold
+
+
 def query_finished_run(experiment_id: str, identity: str) -> Run | None:
     """The newest FINISHED, non-deleted run with `identity` (ties broken by run id)."""
     from mlflow.entities import ViewType
 
     client = _tracking.get_client()
+    filter_string = finished_filter(identity)
+    if identity in _not_before:
+        filter_string += f" AND attributes.start_time >= {int(_not_before[identity])}"
     with _tracking.translate_errors(f"looking up run with identity {identity[:12]}"):
         runs = client.search_runs(
             [experiment_id],
-            filter_string=finished_filter(identity),
+            filter_string=filter_string,
             run_view_type=ViewType.ACTIVE_ONLY,
             max_results=1,
             order_by=ORDER_NEWEST_FIRST,
@@ -60,30 +82,40 @@ def query_finished_run(experiment_id: str, identity: str) -> Run | None:
     return runs[0] if runs else None
 
 
-def scan_finished_runs(experiment_id: str) -> dict[str, Run]:
-    """identity -> newest FINISHED run, for every luigiflow run of one experiment."""
+def scan_finished_runs_all(experiment_id: str, extra_filter: str = "") -> list[Run]:
+    """Every FINISHED, non-deleted run of one experiment, newest first."""
     from mlflow.entities import ViewType
 
     client = _tracking.get_client()
-    newest: dict[str, Run] = {}
+    runs: list[Run] = []
     token = None
+    filter_string = "attributes.status = 'FINISHED'" + (
+        f" AND {extra_filter}" if extra_filter else ""
+    )
     with _tracking.translate_errors(f"listing finished runs of experiment {experiment_id}"):
         while True:
             page = client.search_runs(
                 [experiment_id],
-                filter_string="attributes.status = 'FINISHED'",
+                filter_string=filter_string,
                 run_view_type=ViewType.ACTIVE_ONLY,
                 max_results=PAGE_SIZE,
                 order_by=ORDER_NEWEST_FIRST,
                 page_token=token,
             )
-            for run in page:
-                identity = run.data.tags.get(IDENTITY_TAG)
-                if identity is not None and identity not in newest:
-                    newest[identity] = run  # pages come newest first: first seen wins
+            runs.extend(page)
             token = page.token
             if not token:
-                return newest
+                return runs
+
+
+def scan_finished_runs(experiment_id: str) -> dict[str, Run]:
+    """identity -> newest counting FINISHED run, for every luigiflow run of one experiment."""
+    newest: dict[str, Run] = {}
+    for run in scan_finished_runs_all(experiment_id):
+        identity = run.data.tags.get(IDENTITY_TAG)
+        if identity is not None and identity not in newest and _counts(run):
+            newest[identity] = run  # newest first: the first counting run wins
+    return newest
 
 
 def prefetch(tasks: Iterable[Any]) -> None:

@@ -320,6 +320,7 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
         run_id = active.info.run_id
         state = _RunState(run_id, active.info.artifact_uri)
         self.__dict__["_lf_state"] = state
+        _events.record("started", self.task_id, run_id)
         try:
             if self.seed_random:
                 _provenance.seed_everything(self.seed)

@@ -1,0 +1,196 @@
+"""Reading what was recorded: runs of a task, a run's provenance tree, and diffs of two trees.
+
+This is what MLflow's compare view cannot do: follow `luigiflow.upstream.*` tags across
+experiments, so two results are compared along their whole chains.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from luigiflow import _lookup, _tracking
+from luigiflow._errors import RunNotFoundError
+from luigiflow._identity import IDENTITY_TAG
+from luigiflow._task import ARTIFACT_TAG_PREFIX, FAMILY_TAG, UPSTREAM_TAG_PREFIX
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+
+def runs_of(name: str, where: dict[str, str] | None = None) -> list[Run]:
+    """FINISHED runs of a task family or experiment `name`, newest first, filtered on params.
+
+    `where` compares MLflow param values exactly, in Python, so quotes and unicode in
+    values need no escaping.
+    """
+    exp_id = _tracking.experiment_id(name, create=False)
+    runs: list[Run] = []
+    if exp_id is not None:
+        runs = _lookup.scan_finished_runs_all(exp_id)
+    else:
+        for exp in _lookup._all_experiments():
+            if exp.lifecycle_stage != "active":
+                continue
+            runs.extend(
+                r
+                for r in _lookup.scan_finished_runs_all(exp.experiment_id)
+                if r.data.tags.get(FAMILY_TAG) == name
+            )
+        runs.sort(key=lambda r: r.info.start_time, reverse=True)
+        if not runs:
+            raise RunNotFoundError(
+                f"no experiment and no task family named {name!r} in {_tracking.tracking_uri()}; "
+                "check the name (luigiflow runs uses the experiment or the task class name)"
+            )
+    for key, value in (where or {}).items():
+        runs = [r for r in runs if r.data.params.get(key) == value]
+    return runs
+
+
+def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """One flat record per run: id, start, identity, duplicate flag, params, metrics."""
+    seen: dict[str, int] = {}
+    for run in runs:
+        identity = run.data.tags.get(IDENTITY_TAG, "")
+        seen[identity] = seen.get(identity, 0) + 1
+    rows = []
+    for run in runs:
+        identity = run.data.tags.get(IDENTITY_TAG, "")
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "start_time": run.info.start_time,
+                "identity": identity,
+                "duplicate": bool(identity) and seen[identity] > 1,
+                "params": dict(run.data.params),
+                "metrics": dict(run.data.metrics),
+            }
+        )
+    return rows
+
+
+def get_run(run_id: str) -> Run:
+    """One run by id, or a RunNotFoundError naming it."""
+    from mlflow.exceptions import MlflowException
+
+    client = _tracking.get_client()
+    try:
+        with _tracking.translate_errors(f"reading run {run_id}"):
+            return client.get_run(run_id)
+    except MlflowException as exc:
+        raise RunNotFoundError(
+            f"run {run_id!r} does not exist in {_tracking.tracking_uri()}; "
+            "copy a run id from `luigiflow runs` or the MLflow UI"
+        ) from exc
+
+
+@dataclass
+class LineageNode:
+    """A run and the upstream runs it consumed, by upstream name."""
+
+    run: Run
+    upstream: dict[str, LineageNode | None] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        tags = self.run.data.tags
+        return tags.get(FAMILY_TAG) or tags.get("mlflow.runName") or "?"
+
+    def artifacts(self) -> dict[str, dict[str, Any]]:
+        return {
+            key[len(ARTIFACT_TAG_PREFIX) :]: json.loads(value)
+            for key, value in self.run.data.tags.items()
+            if key.startswith(ARTIFACT_TAG_PREFIX)
+        }
+
+    def duration_s(self) -> float | None:
+        info = self.run.info
+        if info.end_time and info.start_time:
+            return (info.end_time - info.start_time) / 1000
+        return None
+
+
+def lineage(run_id: str) -> LineageNode:
+    """The run and its whole upstream chain, fetched one level at a time in batches."""
+    root = LineageNode(get_run(run_id))
+    level = [root]
+    fetched: dict[str, LineageNode] = {run_id: root}
+    while level:
+        wanted = {
+            value
+            for node in level
+            for key, value in node.run.data.tags.items()
+            if key.startswith(UPSTREAM_TAG_PREFIX) and value not in fetched
+        }
+        runs = _lookup.get_runs(sorted(wanted))
+        next_level = []
+        for rid, run in runs.items():
+            fetched[rid] = LineageNode(run)
+            next_level.append(fetched[rid])
+        for node in level:
+            for key, value in sorted(node.run.data.tags.items()):
+                if key.startswith(UPSTREAM_TAG_PREFIX):
+                    node.upstream[key[len(UPSTREAM_TAG_PREFIX) :]] = fetched.get(value)
+        level = next_level
+    return root
+
+
+@dataclass
+class StepDiff:
+    """Differences at one step of two chains (path = upstream names from the result)."""
+
+    path: str
+    family_a: str | None
+    family_b: str | None
+    run_a: str | None
+    run_b: str | None
+    params: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+
+@dataclass
+class ChainDiff:
+    steps: list[StepDiff]
+    metrics: dict[str, tuple[float | None, float | None]]
+    root_a: LineageNode
+    root_b: LineageNode
+
+
+def _flatten(node: LineageNode, path: str, out: dict[str, LineageNode]) -> None:
+    out[path] = node
+    for name, child in node.upstream.items():
+        if child is not None:
+            _flatten(child, f"{path}/{name}", out)
+
+
+def diff(run_a: str, run_b: str) -> ChainDiff:
+    """What differs between two results along their whole upstream chains."""
+    root_a, root_b = lineage(run_a), lineage(run_b)
+    steps_a: dict[str, LineageNode] = {}
+    steps_b: dict[str, LineageNode] = {}
+    _flatten(root_a, root_a.family, steps_a)
+    _flatten(root_b, root_a.family, steps_b)  # align both on A's name for the root
+    steps = []
+    for path in sorted(set(steps_a) | set(steps_b), key=lambda p: (p.count("/"), p)):
+        a, b = steps_a.get(path), steps_b.get(path)
+        if a is not None and b is not None and a.run.info.run_id == b.run.info.run_id:
+            continue  # the same run: nothing differs here
+        step = StepDiff(
+            path,
+            a.family if a else None,
+            b.family if b else None,
+            a.run.info.run_id if a else None,
+            b.run.info.run_id if b else None,
+        )
+        if a is not None and b is not None:
+            pa, pb = a.run.data.params, b.run.data.params
+            for key in sorted(set(pa) | set(pb)):
+                if pa.get(key) != pb.get(key):
+                    step.params[key] = (pa.get(key), pb.get(key))
+            if not step.params and step.family_a == step.family_b:
+                continue  # other run, same parameters: the difference lies upstream
+        steps.append(step)
+    ma, mb = root_a.run.data.metrics, root_b.run.data.metrics
+    metrics = {k: (ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))}
+    return ChainDiff(steps, metrics, root_a, root_b)

@@ -1,0 +1,134 @@
+"""The `luigiflow` command: argument wiring only; the work is in `_commands`.
+
+Nothing here imports MLflow, so `luigiflow --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+TASK_ARGS = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+def _task_options(fn: Any) -> Any:
+    fn = click.option("--module", "-m", help="Python module holding the task classes.")(fn)
+    fn = click.option(
+        "--workers",
+        default=1,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help="Parallel Luigi workers.",
+    )(fn)
+    fn = click.option(
+        "--scheduler-url",
+        default=None,
+        help="URL of a running luigid (default: Luigi's local scheduler).",
+    )(fn)
+    fn = click.option(
+        "--rerun-changed",
+        is_flag=True,
+        help="Re-run tasks whose code changed since their run, and downstream.",
+    )(fn)
+    fn = click.argument(
+        "task_words", nargs=-1, type=click.UNPROCESSED, metavar="TASK [--param VALUE]..."
+    )(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="luigiflow")
+def app() -> None:
+    """Luigi task graphs where every task is an MLflow run."""
+
+
+@app.command(context_settings=TASK_ARGS)
+@_task_options
+def run(**kwargs: Any) -> None:
+    """Build TASK and its upstream; print what ran and what was reused.
+
+    Example: luigiflow run --module examples.tabular Evaluate --logic pca --workers 2
+    """
+    from luigiflow.cli import _commands
+
+    _commands.run(**kwargs)
+
+
+@app.command(context_settings=TASK_ARGS)
+@_task_options
+@click.option("--format", "fmt", type=click.Choice(["tree", "json"]), default="tree")
+def plan(**kwargs: Any) -> None:
+    """Dry run: each task reused (run id) or will run, and why. Creates nothing."""
+    from luigiflow.cli import _commands
+
+    kwargs.pop("workers")
+    kwargs.pop("scheduler_url")
+    _commands.plan(**kwargs)
+
+
+@app.command()
+@click.argument("name", metavar="TASK_OR_EXPERIMENT")
+@click.option(
+    "--where", multiple=True, metavar="PARAM=VALUE", help="Keep runs with this param value."
+)
+@click.option(
+    "--sort", "sort_by", metavar="METRIC", help="Sort by this metric, best (highest) first."
+)
+@click.option("--ascending", is_flag=True, help="With --sort: lowest first.")
+@click.option("--limit", type=click.IntRange(min=1), help="Show at most N runs.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+def runs(**kwargs: Any) -> None:
+    """FINISHED runs of one task (class name or experiment) with params and metrics."""
+    from luigiflow.cli import _commands
+
+    _commands.runs(**kwargs)
+
+
+@app.command()
+@click.argument("run_id")
+def show(run_id: str) -> None:
+    """A run and its whole upstream chain: params, metrics, artifacts, code version."""
+    from luigiflow.cli import _commands
+
+    _commands.show(run_id)
+
+
+@app.command()
+@click.argument("run_a")
+@click.argument("run_b")
+def diff(run_a: str, run_b: str) -> None:
+    """What differs between two results along their whole upstream chains."""
+    from luigiflow.cli import _commands
+
+    _commands.diff(run_a, run_b)
+
+
+@app.command()
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--host", default="127.0.0.1", show_default=True)
+def ui(port: int, host: str) -> None:
+    """Start the MLflow UI on the tracking store luigiflow uses."""
+    from luigiflow.cli import _commands
+
+    _commands.ui(port, host)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: a LuigiflowError becomes one line `ErrorName: message` and exit code 1."""
+    from luigiflow._errors import LuigiflowError
+
+    try:
+        app.main(args=argv, prog_name="luigiflow", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"UsageError: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except LuigiflowError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        click.echo(f"{type(exc).__name__}: {first}", err=True)
+        sys.exit(1)
+    except SystemExit:
+        raise

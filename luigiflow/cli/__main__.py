@@ -1,0 +1,5 @@
+"""`python -m luigiflow.cli` is the `luigiflow` command."""
+
+from luigiflow.cli import main
+
+main()

@@ -1,0 +1,380 @@
+"""Thin commands: call the library, render with rich. No decisions are made here."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from luigiflow import _lookup, _tracking
+from luigiflow._errors import BuildError, LuigiflowError, TrackingError
+from luigiflow.cli._tasks import build_task
+
+
+def _console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def check_store() -> None:
+    """Fail fast, in one line, when the tracking server is not reachable."""
+    uri = _tracking.tracking_uri()
+    # MLflow's HTTP client retries for minutes by default; a CLI should answer now.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=5)
+    except requests.RequestException as exc:
+        raise TrackingError(
+            f"cannot reach the MLflow tracking server at {uri} ({type(exc).__name__}); "
+            "start it or fix MLFLOW_TRACKING_URI"
+        ) from exc
+
+
+def _short(task: Any) -> str:
+    return repr(task)
+
+
+class _Progress:
+    """Live progress from build events: a rich display on a terminal, lines otherwise."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self.console = console
+        self.total = total
+        self.finished = 0
+        self.running: dict[str, float] = {}
+        self.started = time.time()
+        self.lock = threading.Lock()
+        self.live: Any = None
+        if console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
+            self.live.start()
+
+    def _render(self) -> Any:
+        from rich.text import Text
+
+        elapsed = time.time() - self.started
+        now = ", ".join(sorted(self.running)) or "-"
+        return Text(f"{self.finished}/{self.total} done  running: {now}  elapsed {elapsed:.1f}s")
+
+    def __call__(self, event: Any) -> None:
+        with self.lock:
+            if event.kind == "started":
+                self.running[event.task_id] = time.time()
+                line = f"started   {event.task_id}  run {event.run_id}"
+            else:
+                self.running.pop(event.task_id, None)
+                self.finished += 1
+                line = f"{event.kind:<9} {event.task_id}  run {event.run_id}"
+            if self.live is not None:
+                self.live.update(self._render())
+            else:
+                self.console.print(line, highlight=False)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def run(
+    module: str | None,
+    workers: int,
+    scheduler_url: str | None,
+    rerun_changed: bool,
+    task_words: Sequence[str],
+) -> None:
+    import luigiflow as lf
+    from luigiflow import _plan
+    from luigiflow._build import walk_graph
+
+    task = build_task(module, task_words)
+    check_store()
+    console = _console()
+    graph = walk_graph([task])
+    force = []
+    if rerun_changed:
+        force = _plan.tasks_to_force(_plan.make_plan([task], rerun_changed=True))
+    progress = _Progress(console, len(graph))
+    try:
+        result = lf.build(
+            [task],
+            workers=workers,
+            scheduler_url=scheduler_url,
+            on_event=progress,
+            force=force,
+            raise_on_failure=False,
+            # Failures are reported below, one line each; full tracebacks are stored
+            # on the FAILED runs (luigiflow/traceback.txt), not dumped on the terminal.
+            log_level="CRITICAL",
+        )
+    finally:
+        progress.stop()
+    runs = _lookup.get_runs(list(result.runs.values())) if result.runs else {}
+    table = Table(title=f"luigiflow run {task!r}")
+    for column in ("task", "status", "run id", "duration"):
+        table.add_column(column, no_wrap=column == "run id")
+    for t in result.tasks:
+        status = (
+            "executed"
+            if t in result.executed
+            else "failed"
+            if t in result.failed
+            else "reused"
+            if t in result.runs
+            else "not run"
+        )
+        run_id = result.runs.get(t, "")
+        found = runs.get(run_id)
+        duration = ""
+        if found is not None and found.info.end_time:
+            duration = f"{(found.info.end_time - found.info.start_time) / 1000:.2f}s"
+        table.add_row(_short(t), status, run_id, duration)
+    console.print(table)
+    console.print(
+        f"executed {len(result.executed)}, reused {len(result.reused)}, failed {len(result.failed)}"
+    )
+    if not result.success:
+        for failed, exc in result.failed.items():
+            first = (str(exc).splitlines() or [""])[0]
+            click.echo(f"FAILED {failed!r}: {type(exc).__name__}: {first}", err=True)
+        raise BuildError(result.failed, result)
+
+
+def plan(module: str | None, rerun_changed: bool, task_words: Sequence[str], fmt: str) -> None:
+    from luigiflow import _plan
+
+    task = build_task(module, task_words)
+    check_store()
+    entries = _plan.make_plan([task], rerun_changed=rerun_changed)
+    if fmt == "json":
+        click.echo(json.dumps([e.to_dict() for e in entries], indent=2, default=str))
+        return
+    console = _console()
+    for entry in entries:
+        tree = Tree(_plan_label(entry))
+        _plan_tree(tree, entry)
+        console.print(tree)
+    flat = {id(e.task): e for root in entries for e in root.walk()}
+    will = sum(1 for e in flat.values() if e.status == _plan.WILL_RUN)
+    console.print(f"{will} task(s) will run, {len(flat) - will} will not")
+
+
+def _plan_label(entry: Any) -> str:
+    from rich.markup import escape
+
+    if entry.status == "reused":
+        head = f"[green]reused[/]   {escape(repr(entry.task))}  run {entry.run_id}"
+    elif entry.status == "will run":
+        head = f"[yellow]will run[/] {escape(repr(entry.task))}"
+    else:
+        head = f"[dim]not needed {escape(repr(entry.task))}[/]"
+    for reason in entry.reasons:
+        head += f"\n    - {escape(reason)}"
+    return head
+
+
+def _plan_tree(tree: Tree, entry: Any) -> None:
+    for name, child in entry.upstream.items():
+        branch = tree.add(f"[dim]{name}:[/] " + _plan_label(child))
+        _plan_tree(branch, child)
+
+
+def runs(
+    name: str,
+    where: Sequence[str],
+    sort_by: str | None,
+    ascending: bool,
+    limit: int | None,
+    fmt: str,
+) -> None:
+    from luigiflow import _history
+
+    filters: dict[str, str] = {}
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LuigiflowError(f"--where {item!r} must look like PARAM=VALUE")
+        filters[key] = value
+    check_store()
+    found = _history.runs_of(name, filters)
+    rows = _history.run_rows(found)
+    if sort_by:
+        missing = [r for r in rows if sort_by not in r["metrics"]]
+        present = [r for r in rows if sort_by in r["metrics"]]
+        present.sort(key=lambda r: r["metrics"][sort_by], reverse=not ascending)
+        rows = present + missing
+    if limit:
+        rows = rows[:limit]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    params = sorted({k for r in rows for k in r["params"]})
+    metrics = sorted({k for r in rows for k in r["metrics"]})
+    header = ["run_id", "start_time", *params, *metrics, "duplicate"]
+    records = [
+        [
+            r["run_id"],
+            _time(r["start_time"]),
+            *[r["params"].get(p, "") for p in params],
+            *[_num(r["metrics"].get(m)) for m in metrics],
+            "yes" if r["duplicate"] else "",
+        ]
+        for r in rows
+    ]
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        writer.writerows(records)
+        click.echo(buffer.getvalue(), nl=False)
+        return
+    table = Table(title=f"{name}: {len(rows)} finished run(s)")
+    for column in header:
+        table.add_column(column, no_wrap=column == "run_id")
+    for record in records:
+        table.add_row(*[str(v) for v in record])
+    _console().print(table)
+
+
+def _time(ms: int | None) -> str:
+    if not ms:
+        return ""
+    return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def show(run_id: str) -> None:
+    from luigiflow import _history
+
+    check_store()
+    root = _history.lineage(run_id)
+    tree = Tree(_node_label(root))
+    _show_tree(tree, root)
+    _console().print(tree)
+
+
+def _node_label(node: Any) -> str:
+    from rich.markup import escape
+
+    info, data = node.run.info, node.run.data
+    duration = node.duration_s()
+    lines = [
+        f"[bold]{escape(node.family)}[/]  run {info.run_id}  [{info.status}]  "
+        f"started {_time(info.start_time)}" + (f"  took {duration:.2f}s" if duration else "")
+    ]
+    if data.params:
+        lines.append(
+            "params: " + escape(", ".join(f"{k}={v}" for k, v in sorted(data.params.items())))
+        )
+    if data.metrics:
+        lines.append(
+            "metrics: " + ", ".join(f"{k}={_num(v)}" for k, v in sorted(data.metrics.items()))
+        )
+    arts = node.artifacts()
+    if arts:
+        lines.append(
+            "artifacts: "
+            + escape(
+                ", ".join(
+                    f"{n} ({a.get('file')}, {a.get('bytes')} B)" for n, a in sorted(arts.items())
+                )
+            )
+        )
+    tags = data.tags
+    commit = tags.get("luigiflow.git.commit")
+    if commit:
+        dirty = " (dirty)" if tags.get("luigiflow.git.dirty") == "True" else ""
+        lines.append(
+            f"code: git {commit[:12]}{dirty}, fingerprint {tags.get('luigiflow.code.fingerprint')}"
+        )
+    elif tags.get("luigiflow.code.fingerprint"):
+        lines.append(f"code: fingerprint {tags['luigiflow.code.fingerprint']} (no git)")
+    return "\n".join(lines)
+
+
+def _show_tree(tree: Tree, node: Any) -> None:
+    for name, child in node.upstream.items():
+        if child is None:
+            tree.add(f"[dim]{name}:[/] [red]run not found (deleted?)[/]")
+            continue
+        branch = tree.add(f"[dim]{name}:[/] " + _node_label(child))
+        _show_tree(branch, child)
+
+
+def diff(run_a: str, run_b: str) -> None:
+    from rich.markup import escape
+
+    from luigiflow import _history
+
+    check_store()
+    result = _history.diff(run_a, run_b)
+    console = _console()
+    console.print(f"A = {run_a} ({result.root_a.family})\nB = {run_b} ({result.root_b.family})")
+    if not result.steps:
+        console.print("no parameter differs along the two chains")
+    for step in result.steps:
+        if step.run_a is None:
+            console.print(
+                f"[bold]{escape(step.path)}[/]: only in B ({step.family_b}, run {step.run_b})"
+            )
+            continue
+        if step.run_b is None:
+            console.print(
+                f"[bold]{escape(step.path)}[/]: only in A ({step.family_a}, run {step.run_a})"
+            )
+            continue
+        title = f"[bold]{escape(step.path)}[/]"
+        if step.family_a != step.family_b:
+            title += f": task {step.family_a} vs {step.family_b}"
+        console.print(title)
+        for key, (old, new) in step.params.items():
+            console.print(f"    {escape(key)}: {escape(str(old))} -> {escape(str(new))}")
+    table = Table(title="metrics of the two results")
+    for column in ("metric", "A", "B", "B - A"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key, (ma, mb) in result.metrics.items():
+        delta = "" if ma is None or mb is None else _num(mb - ma)
+        table.add_row(key, _num(ma), _num(mb), delta)
+    console.print(table)
+
+
+def ui(port: int, host: str) -> None:
+    uri = _tracking.tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        raise LuigiflowError(f"the tracking store is already a server: open {uri} in a browser")
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    click.echo(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C stops it)", err=True)
+    sys.stdout.flush()
+    os.execv(sys.executable, command)
