@@ -231,7 +231,7 @@ def _fill_reused_runs(
     pending = [t for t in graph if isinstance(t, MlflowTask) and t not in result.runs]
     if not pending:
         return
-    known: dict[str, Any] = {}
+    known: dict[str, Any] = _lookup.get_runs(list(result.runs.values()))
     # Downstream first: a task's run tells which upstream runs it consumed.
     for task in reversed(graph):
         if not isinstance(task, MlflowTask) or task in result.failed:

@@ -5,15 +5,18 @@ Luigi asks `complete()` task by task. Asking MLflow once per task costs a query 
 is about to ask about a set of tasks (the roots of a build, the dependencies returned
 by `deps()`), `prefetch` decides all of them with one query per experiment.
 
-Freshness rule: a prefetched answer is *single use*. The next `complete()` on that
-task consumes it; any later call asks the store again. Prefetches happen right
-before Luigi asks, so an answer is never older than one scheduling step, and a run
-finished by another process or deleted meanwhile is seen on the next ask.
+Freshness rule: a "not complete" answer is *single use*: the next `complete()` on that
+task consumes it and any later call asks the store again, so a run finished by another
+worker is seen at once. A "complete" answer may be reused for RECENT_S seconds (siblings
+that share an upstream would otherwise each re-ask about it); after that the store is
+asked again, so a run deleted meanwhile stops counting. A task is never run on a stale
+answer: `MlflowTask.run` checks the store once more right before creating its run.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -31,8 +34,11 @@ if TYPE_CHECKING:
 SCAN_THRESHOLD = 4
 PAGE_SIZE = 10_000
 
+RECENT_S = 2.0
+
 _lock = threading.Lock()
-_answers: dict[tuple[str, str, str], Run | None] = {}  # (uri, experiment, identity)
+# (uri, experiment, identity) -> (run or None, monotonic time of the answer)
+_answers: dict[tuple[str, str, str], tuple[Run | None, float]] = {}
 
 
 def finished_filter(identity: str) -> str:
@@ -126,8 +132,10 @@ def prefetch(tasks: Iterable[Any]) -> None:
     by_experiment: dict[str, list[MlflowTask]] = defaultdict(list)
     seen: set[str] = set()
     for task in tasks:
-        if isinstance(task, MlflowTask) and task.task_id not in seen:
-            seen.add(task.task_id)
+        if not isinstance(task, MlflowTask) or task.task_id in seen:
+            continue
+        seen.add(task.task_id)
+        if _fresh_positive((uri, task.get_experiment_name(), task.identity)) is None:
             by_experiment[task.get_experiment_name()].append(task)
     found: dict[tuple[str, str, str], Run | None] = {}
     for name, group in by_experiment.items():
@@ -143,21 +151,37 @@ def prefetch(tasks: Iterable[Any]) -> None:
             runs = scan_finished_runs(exp_id)
             for identity in identities:
                 found[(uri, name, identity)] = runs.get(identity)
+    now = time.monotonic()
     with _lock:
-        _answers.update(found)
+        _answers.update({key: (run, now) for key, run in found.items()})
+
+
+def _fresh_positive(key: tuple[str, str, str]) -> Run | None:
+    entry = _answers.get(key)
+    if entry is not None and entry[0] is not None and time.monotonic() - entry[1] < RECENT_S:
+        return entry[0]
+    return None
 
 
 def find_finished_run(task: MlflowTask, fresh: bool = False) -> Run | None:
-    """The FINISHED run that makes `task` complete, or None; consumes a prefetched answer."""
+    """The FINISHED run that makes `task` complete, or None (see the freshness rule)."""
     key = (_tracking.tracking_uri(), task.get_experiment_name(), task.identity)
     if not fresh:
         with _lock:
-            if key in _answers:
-                return _answers.pop(key)
+            run = _fresh_positive(key)
+            if run is not None:
+                return run
+            entry = _answers.pop(key, None)
+            if entry is not None and entry[0] is None:
+                return None  # a single-use "not complete" answer
     exp_id = _tracking.experiment_id(task.get_experiment_name(), create=False)
     if exp_id is None:
         return None
-    return query_finished_run(exp_id, task.identity)
+    run = query_finished_run(exp_id, task.identity)
+    if run is not None:
+        with _lock:
+            _answers[key] = (run, time.monotonic())
+    return run
 
 
 def forget() -> None:

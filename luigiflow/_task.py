@@ -332,8 +332,8 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
         finally:
             self.__dict__.pop("_lf_state", None)
             state.cleanup()
-        finished = _tracking.get_client().get_run(run_id)
-        self.__dict__["_lf_run"] = finished
+        # Downstream tasks look this run up afresh before consuming it (see _lookup).
+        self.__dict__.pop("_lf_run", None)
         _events.record("executed", self.task_id, run_id)
 
     def _upstream_runs(self) -> dict[str, Run]:

@@ -46,6 +46,7 @@ def test_batched_lookup_matches_direct_query(client, monkeypatch, threshold):
     client.delete_run(ghost.info.run_id)
 
     expected = {t: _direct(t) for t in tasks}
+    _lookup.forget()  # as at the start of a build: nothing answered yet
     _lookup.prefetch(tasks)
     batched = {t: (r.info.run_id if (r := _lookup.find_finished_run(t)) else None) for t in tasks}
     assert batched == expected
@@ -56,12 +57,25 @@ def test_batched_lookup_matches_direct_query(client, monkeypatch, threshold):
     assert expected[tasks[1]] == runs[tasks[1]].info.run_id
 
 
-def test_prefetched_answer_is_single_use(client):
+def test_negative_answer_is_single_use(client):
+    task = Fan(index=0)
+    lf.build([Fan(index=1)])  # the experiment exists; task 0 has no run
+    _lookup.prefetch([task])
+    exp_id = client.get_experiment_by_name("Fan").experiment_id
+    other = client.create_run(exp_id, tags={IDENTITY_TAG: task.identity})  # another worker
+    client.set_terminated(other.info.run_id, "FINISHED")
+    assert not task.complete()  # the prefetched answer, consumed
+    assert task.complete()  # asked again: the store sees the other worker's run
+
+
+def test_positive_answer_expires(client, monkeypatch):
+    monkeypatch.setattr(_lookup, "RECENT_S", 0.2)
     task = Fan(index=0)
     lf.build([task])
     _lookup.prefetch([task])
     assert task.complete()
     client.delete_run(task.find_run().info.run_id)
+    time.sleep(0.3)
     assert not task.complete()  # asked again: the store, not a stale answer
 
 
