@@ -110,6 +110,7 @@ def build(
     for task in graph:
         if isinstance(task, MlflowTask):
             _ = task.identity
+            task.__dict__.pop("_lf_run", None)  # a run bound by an earlier build
 
     forced = [t.identity for t in force if isinstance(t, MlflowTask)]
     if forced:
@@ -232,12 +233,16 @@ def _fill_reused_runs(
     if not pending:
         return
     known: dict[str, Any] = _lookup.get_runs(list(result.runs.values()))
+    # Tasks nothing downstream in this graph consumed (the roots) are looked up in one
+    # batch; everything below them follows from lineage tags.
+    _lookup.prefetch(t for t in roots if t in pending and not t.__dict__.get("_lf_run"))
     # Downstream first: a task's run tells which upstream runs it consumed.
     for task in reversed(graph):
         if not isinstance(task, MlflowTask) or task in result.failed:
             continue
         if task not in result.runs:
-            run = task.find_run()
+            # The run Luigi's complete() found during this build, else a lookup.
+            run = task.__dict__.get("_lf_run") or task.find_run()
             if run is None:
                 continue
             result.runs[task] = run.info.run_id

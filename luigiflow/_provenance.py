@@ -10,6 +10,7 @@ import ast
 import functools
 import hashlib
 import inspect
+import json
 import os
 import platform
 import random
@@ -144,17 +145,29 @@ def seed_everything(seed: int) -> None:
 
 
 def provenance_tags(cls: type) -> dict[str, Any]:
-    """Tags recorded on every run of `cls`: code version and environment."""
+    """Tags recorded on every run of `cls`: code version and environment.
+
+    Git state and environment are one JSON tag each: every tag is a row that each
+    completion scan loads, so fewer, denser tags keep lookups fast.
+    """
     tags: dict[str, Any] = {"luigiflow.code.fingerprint": code_fingerprint(cls)}
     path = source_file(cls)
     if path:
         tags["luigiflow.code.source"] = path
         tags["mlflow.source.name"] = path
-        for key, value in git_state(os.path.dirname(os.path.abspath(path))).items():
-            tags[f"luigiflow.git.{key}"] = value
-        commit = tags.get("luigiflow.git.commit")
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
-    for key, value in environment().items():
-        tags[f"luigiflow.env.{key}"] = value
+        git = git_state(os.path.dirname(os.path.abspath(path)))
+        if git:
+            tags["luigiflow.git"] = json.dumps(git, sort_keys=True)
+            if git.get("commit"):
+                tags["mlflow.source.git.commit"] = git["commit"]
+    tags["luigiflow.env"] = json.dumps(environment(), sort_keys=True)
     return tags
+
+
+def git_of(tags: dict[str, str]) -> dict[str, str]:
+    """The git state recorded in a run's tags ({} when none)."""
+    try:
+        data = json.loads(tags.get("luigiflow.git", "{}"))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -302,9 +302,12 @@ def _node_label(node: Any) -> str:
             )
         )
     tags = data.tags
-    commit = tags.get("luigiflow.git.commit")
+    from luigiflow._provenance import git_of
+
+    git = git_of(tags)
+    commit = git.get("commit")
     if commit:
-        dirty = " (dirty)" if tags.get("luigiflow.git.dirty") == "True" else ""
+        dirty = " (dirty)" if git.get("dirty") == "True" else ""
         lines.append(
             f"code: git {commit[:12]}{dirty}, fingerprint {tags.get('luigiflow.code.fingerprint')}"
         )

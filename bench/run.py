@@ -1,0 +1,176 @@
+"""luigiflow against its peers, measured in one run on this machine.
+
+    scripts/bench            # full: N = 200 and 1000, wide check 10,000, 1 GiB artifact
+    scripts/bench --quick    # N = 200, wide check 2,000, 256 MiB artifact
+
+Peers: plain Luigi with LocalTarget files; gokart (TaskOnKart, installed by this script
+when missing); the original luigiflow blog design (one MLflow search_runs on tags in
+every complete()). Task bodies are trivial, so per-task overhead is what is measured.
+Each measurement runs in a fresh subprocess on a fresh store; medians over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SYSTEMS = ["luigiflow", "luigi", "gokart", "blog"]
+
+
+def one(system: str, scenario: str, n: int, workdir: str) -> dict[str, float]:
+    """Run one measurement in this process (called in a subprocess by `main`)."""
+    os.chdir(workdir)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir}/mlflow.db"
+    sys.path.insert(0, str(HERE))
+    import peers
+
+    peers.warm_up(system)  # imports and store migrations are not per-task overhead
+    if scenario in ("cold", "noop", "extend"):
+        graph = peers.fan_graph(system)
+        if scenario != "cold":
+            graph.build(n)
+        size = n + n // 10 if scenario == "extend" else n
+        start = time.perf_counter()
+        graph.build(size)
+        seconds = time.perf_counter() - start
+        tasks = size + 2
+        return {"seconds": seconds, "ms_per_task": seconds * 1000 / tasks}
+    if scenario == "wide":
+        return peers.wide_check(system, n)
+    if scenario == "artifact":
+        return peers.artifact(system, n)
+    raise ValueError(scenario)
+
+
+def measure(system: str, scenario: str, n: int, repeats: int) -> dict[str, float]:
+    results = []
+    for _ in range(repeats):
+        workdir = tempfile.mkdtemp(prefix="lf-bench-")
+        try:
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", system, scenario, str(n), workdir],
+                capture_output=True,
+                text=True,
+                timeout=3600,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f"{system}/{scenario}/{n} failed:\n{out.stderr[-3000:]}")
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return {k: statistics.median(r[k] for r in results) for k in results[0]}
+
+
+def ensure_gokart() -> bool:
+    try:
+        import gokart  # noqa: F401
+
+        return True
+    except ImportError:
+        pass
+    print("installing gokart for the comparison...", file=sys.stderr)
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "gokart"])
+    return done.returncode == 0
+
+
+def help_time(repeats: int = 5) -> float:
+    exe = Path(sys.executable).with_name("luigiflow")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([str(exe), "--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", default=str(HERE.parent / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    sizes = [200] if args.quick else [200, 1000]
+    wide = 2000 if args.quick else 10_000
+    artifact_mib = 256 if args.quick else 1024
+    systems = SYSTEMS if ensure_gokart() else [s for s in SYSTEMS if s != "gokart"]
+
+    lines: list[str] = []
+    rows: dict[tuple[str, int], dict[str, float]] = {}
+    for n in sizes:
+        for scenario in ("cold", "noop", "extend"):
+            for system in systems:
+                result = measure(system, scenario, n, args.repeats)
+                rows[(f"{scenario}", n, system)] = result  # type: ignore[index]
+                print(
+                    f"{scenario:7} N={n:<5} {system:10} {result['seconds']:.3f}s "
+                    f"{result['ms_per_task']:.2f} ms/task",
+                    file=sys.stderr,
+                )
+    wide_rows = {s: measure(s, "wide", wide, 1) for s in ("luigiflow", "blog")}
+    art = {s: measure(s, "artifact", artifact_mib, args.repeats) for s in ("luigiflow", "mlflow")}
+    helps = help_time()
+
+    lines.append("# Benchmarks\n")
+    lines.append(
+        f"Command: `scripts/bench{' --quick' if args.quick else ''}` — "
+        f"{time.strftime('%Y-%m-%d')}, {platform.platform()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; medians of {args.repeats} runs, "
+        "each in a fresh process on a fresh embedded SQLite store.\n"
+    )
+    lines.append("## Fan-in graph: prep -> N train -> aggregate\n")
+    lines.append(
+        "| scenario | N | "
+        + " | ".join(f"{s} ms/task" for s in systems)
+        + " | "
+        + " | ".join(f"luigiflow/{s}" for s in systems if s != "luigiflow")
+        + " |"
+    )
+    lines.append("|" + "---|" * (2 + len(systems) + len(systems) - 1))
+    for n in sizes:
+        for scenario in ("cold", "noop", "extend"):
+            per = {s: rows[(scenario, n, s)]["ms_per_task"] for s in systems}  # type: ignore[index]
+            ratios = [f"{per['luigiflow'] / per[s]:.2f}" for s in systems if s != "luigiflow"]
+            lines.append(
+                f"| {scenario} | {n} | "
+                + " | ".join(f"{per[s]:.2f}" for s in systems)
+                + " | "
+                + " | ".join(ratios)
+                + " |"
+            )
+    lines.append(
+        "\ncold: empty store, everything runs; noop: everything done, build again; "
+        "extend: N done, N + 10% asked (ms per task of the asked graph).\n"
+    )
+    lines.append(f"## Wide check: {wide} finished independent tasks asked again\n")
+    lf_ms, blog_ms = wide_rows["luigiflow"]["ms_per_task"], wide_rows["blog"]["ms_per_task"]
+    lines.append("| system | ms per finished task |\n|---|---|")
+    lines.append(
+        f"| luigiflow (batched lookup) | {lf_ms:.3f} |\n| blog (search per task) | {blog_ms:.3f} |"
+    )
+    lines.append(f"\nratio blog/luigiflow: {blog_ms / lf_ms:.1f}x\n")
+    lines.append(f"## Artifact: one {artifact_mib} MiB file, from save to FINISHED\n")
+    lines.append("| system | seconds |\n|---|---|")
+    lines.append(f"| luigiflow save(Path) (hard link) | {art['luigiflow']['seconds']:.3f} |")
+    lines.append(f"| MLflow log_artifact (copy) | {art['mlflow']['seconds']:.3f} |")
+    lines.append(f"\nratio: {art['mlflow']['seconds'] / art['luigiflow']['seconds']:.1f}x faster\n")
+    lines.append(f"## CLI\n\n`luigiflow --help`: {helps:.3f} s (median of 5)\n")
+    text = "\n".join(lines)
+    Path(args.output).write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--one":
+        print(json.dumps(one(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])))
+    else:
+        main()
