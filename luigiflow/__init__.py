@@ -25,8 +25,10 @@ from luigiflow._errors import (
     RunNotFoundError,
     TaskDefinitionError,
     TaskFailedError,
+    TaskNotFoundError,
     TrackingError,
 )
+from luigiflow._history import find_runs
 from luigiflow._parameters import FileParameter
 from luigiflow._task import MlflowTask
 from luigiflow._tracking import tracking_uri
@@ -45,8 +47,10 @@ __all__ = [
     "RunNotFoundError",
     "TaskDefinitionError",
     "TaskFailedError",
+    "TaskNotFoundError",
     "TrackingError",
     "__version__",
     "build",
+    "find_runs",
     "tracking_uri",
 ]

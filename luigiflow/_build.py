@@ -14,7 +14,6 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import luigi
@@ -24,15 +23,48 @@ from luigiflow._errors import BuildError, LuigiflowError
 from luigiflow._task import UPSTREAM_TAG_PREFIX, MlflowTask
 
 
-@dataclass
 class BuildResult:
-    """What one build did: every task of the graph, its run id, executed or reused."""
+    """What one build did: every task of the graph, its run id, executed or reused.
 
-    tasks: list[luigi.Task]
-    runs: dict[luigi.Task, str] = field(default_factory=dict)
-    executed: list[luigi.Task] = field(default_factory=list)
-    reused: list[luigi.Task] = field(default_factory=list)
-    failed: dict[luigi.Task, BaseException] = field(default_factory=dict)
+    `runs` and `reused` are worked out on first access (following lineage tags from the
+    top of the graph), so a build whose answer is "all done" costs one query.
+    """
+
+    def __init__(
+        self,
+        tasks: list[luigi.Task],
+        roots: list[luigi.Task],
+        executed: dict[luigi.Task, str],
+        reused_now: dict[luigi.Task, str],
+        failed: dict[luigi.Task, BaseException],
+    ) -> None:
+        self.tasks = tasks
+        self.roots = roots
+        self.executed = list(executed)
+        self.failed = failed
+        self._known = {**reused_now, **executed}
+        self._reused_now = list(reused_now)
+        self._runs: dict[luigi.Task, str] | None = None
+        self._reused: list[luigi.Task] = []
+
+    def _resolve(self) -> dict[luigi.Task, str]:
+        if self._runs is None:
+            runs = dict(self._known)
+            reused = list(self._reused_now)
+            _fill_reused_runs(self.tasks, self.roots, runs, self.executed, reused, self.failed)
+            self._runs, self._reused = runs, reused
+        return self._runs
+
+    @property
+    def runs(self) -> dict[luigi.Task, str]:
+        """task -> run id, for every task of the graph that has a run."""
+        return self._resolve()
+
+    @property
+    def reused(self) -> list[luigi.Task]:
+        """Tasks whose FINISHED run already existed (not executed by this build)."""
+        self._resolve()
+        return self._reused
 
     @property
     def success(self) -> bool:
@@ -41,6 +73,12 @@ class BuildResult:
     def run_of(self, task: luigi.Task) -> str:
         """The run id recorded for `task` in this build."""
         return self.runs[task]
+
+    def __repr__(self) -> str:
+        return (
+            f"BuildResult(executed={len(self.executed)}, failed={len(self.failed)}, "
+            f"tasks={len(self.tasks)})"
+        )
 
 
 def walk_graph(roots: Iterable[luigi.Task]) -> list[luigi.Task]:
@@ -206,66 +244,63 @@ def _assemble(
     failures_by_id: dict[str, BaseException],
 ) -> BuildResult:
     by_id = {t.task_id: t for t in graph}
-    result = BuildResult(tasks=graph)
-    for task_id, exc in failures_by_id.items():
-        task = by_id.get(task_id)
-        if task is not None:
-            result.failed[task] = exc
+    failed = {by_id[i]: exc for i, exc in failures_by_id.items() if i in by_id}
+    executed: dict[luigi.Task, str] = {}
+    reused_now: dict[luigi.Task, str] = {}
     for event in events:
         task = by_id.get(event.task_id)
         if task is None or event.kind == "started":
             continue
-        result.runs[task] = event.run_id
-        (result.executed if event.kind == "executed" else result.reused).append(task)
-    _fill_reused_runs(graph, roots, result)
-    return result
+        (executed if event.kind == "executed" else reused_now)[task] = event.run_id
+    return BuildResult(graph, roots, executed, reused_now, failed)
 
 
 def _fill_reused_runs(
-    graph: list[luigi.Task], roots: list[luigi.Task], result: BuildResult
+    graph: list[luigi.Task],
+    roots: list[luigi.Task],
+    runs: dict[luigi.Task, str],
+    executed: list[luigi.Task],
+    reused: list[luigi.Task],
+    failed: dict[luigi.Task, BaseException],
 ) -> None:
     """Run ids of tasks this build did not execute, following lineage from the top.
 
     A reused task's upstream runs are the ones its run consumed (lineage tags), which
     is the truthful answer even when duplicates of an identity exist.
     """
-    pending = [t for t in graph if isinstance(t, MlflowTask) and t not in result.runs]
+    pending = [t for t in graph if isinstance(t, MlflowTask) and t not in runs]
     if not pending:
         return
-    known: dict[str, Any] = _lookup.get_runs(list(result.runs.values()))
+    known: dict[str, Any] = _lookup.get_runs(list(runs.values()))
     # Tasks nothing downstream in this graph consumed (the roots) are looked up in one
     # batch; everything below them follows from lineage tags.
     _lookup.prefetch(t for t in roots if t in pending and not t.__dict__.get("_lf_run"))
-    # Downstream first: a task's run tells which upstream runs it consumed.
-    for task in reversed(graph):
-        if not isinstance(task, MlflowTask) or task in result.failed:
+    for task in reversed(graph):  # downstream first: a run names the runs it consumed
+        if not isinstance(task, MlflowTask) or task in failed:
             continue
-        if task not in result.runs:
+        if task not in runs:
             # The run Luigi's complete() found during this build, else a lookup.
-            run = task.__dict__.get("_lf_run") or task.find_run()
-            if run is None:
+            found = task.__dict__.get("_lf_run") or task.find_run()
+            if found is None:
                 continue
-            result.runs[task] = run.info.run_id
-            known[run.info.run_id] = run
-            if task not in result.executed:
-                result.reused.append(task)
-        run_id = result.runs[task]
-        run = known.get(run_id)
+            runs[task] = found.info.run_id
+            known[found.info.run_id] = found
+            reused.append(task)
+        run = known.get(runs[task])
         if run is None:
-            fetched = _lookup.get_runs([run_id])
-            run = fetched.get(run_id)
+            run = _lookup.get_runs([runs[task]]).get(runs[task])
             if run is None:
                 continue
-            known[run_id] = run
+            known[runs[task]] = run
         deps = task.requires_dict()
         missing_ids = [
             run.data.tags[UPSTREAM_TAG_PREFIX + name]
             for name, dep in deps.items()
-            if dep not in result.runs and UPSTREAM_TAG_PREFIX + name in run.data.tags
+            if dep not in runs and UPSTREAM_TAG_PREFIX + name in run.data.tags
         ]
         known.update(_lookup.get_runs(missing_ids))
         for name, dep in deps.items():
             tag = run.data.tags.get(UPSTREAM_TAG_PREFIX + name)
-            if dep not in result.runs and tag and tag in known:
-                result.runs[dep] = tag
-                result.reused.append(dep)
+            if dep not in runs and tag and tag in known:
+                runs[dep] = tag
+                reused.append(dep)

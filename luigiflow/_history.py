@@ -194,3 +194,74 @@ def diff(run_a: str, run_b: str) -> ChainDiff:
     ma, mb = root_a.run.data.metrics, root_b.run.data.metrics
     metrics = {k: (ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))}
     return ChainDiff(steps, metrics, root_a, root_b)
+
+
+def _as_param_text(value: Any) -> str:
+    """A Python value as MLflow stores it in a param (Luigi's string form)."""
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    if hasattr(value, "name") and hasattr(value, "value"):  # enums
+        return str(value.name)
+    return str(value)
+
+
+def _matches(params: dict[str, str], conditions: dict[str, Any]) -> bool:
+    return all(params.get(k) == _as_param_text(v) for k, v in conditions.items())
+
+
+def find_runs(
+    task: Any,
+    where: dict[str, Any] | None = None,
+    upstream: dict[str, dict[str, Any]] | None = None,
+) -> list[Run]:
+    """FINISHED runs of `task`, newest first, filtered on its params and its chain's.
+
+    `task` is a task class, a task family or an experiment name; `where` holds its own
+    parameter values; `upstream` maps a task family anywhere up the chain to the
+    parameter values that step must have had. This is the "newest coherent chain":
+
+        lf.find_runs(Evaluate, upstream={"Train": {"algorithm": "rf"},
+                                         "Process": {"logic": "plain"}})[0]
+    """
+    name = task if isinstance(task, str) else task.get_task_family()
+    candidates = runs_of(name, None)
+    if not isinstance(task, str) and not candidates:
+        candidates = runs_of(task.get_experiment_name(), None)
+    candidates = [r for r in candidates if _matches(r.data.params, where or {})]
+    if not upstream:
+        return candidates
+    # Walk every candidate's chain together, one batched fetch per level.
+    ancestors: dict[str, list[Run]] = {r.info.run_id: [] for r in candidates}
+    frontier: dict[str, set[str]] = {
+        r.info.run_id: {v for k, v in r.data.tags.items() if k.startswith(UPSTREAM_TAG_PREFIX)}
+        for r in candidates
+    }
+    cache: dict[str, Run] = {}
+    while any(frontier.values()):
+        wanted = sorted({rid for ids in frontier.values() for rid in ids if rid not in cache})
+        cache.update(_lookup.get_runs(wanted))
+        next_frontier: dict[str, set[str]] = {}
+        for root, ids in frontier.items():
+            found = [cache[i] for i in ids if i in cache]
+            ancestors[root].extend(found)
+            next_frontier[root] = {
+                v
+                for run in found
+                for k, v in run.data.tags.items()
+                if k.startswith(UPSTREAM_TAG_PREFIX)
+            }
+        frontier = next_frontier
+
+    def coherent(run: Run) -> bool:
+        chain = ancestors[run.info.run_id]
+        return all(
+            any(
+                a.data.tags.get(FAMILY_TAG) == family and _matches(a.data.params, conditions)
+                for a in chain
+            )
+            for family, conditions in upstream.items()
+        )
+
+    return [r for r in candidates if coherent(r)]

@@ -57,7 +57,11 @@ _not_before: dict[str, int] = {}
 
 def ignore_runs_before(identities: Iterable[str], epoch_ms: int) -> None:
     """Treat existing runs of these identities as absent (forked workers inherit this)."""
+    identities = set(identities)
     _not_before.update(dict.fromkeys(identities, epoch_ms))
+    with _lock:
+        for key in [k for k in _answers if k[2] in identities]:
+            del _answers[key]
 
 
 def clear_ignored() -> None:
@@ -158,7 +162,12 @@ def prefetch(tasks: Iterable[Any]) -> None:
 
 def _fresh_positive(key: tuple[str, str, str]) -> Run | None:
     entry = _answers.get(key)
-    if entry is not None and entry[0] is not None and time.monotonic() - entry[1] < RECENT_S:
+    if (
+        entry is not None
+        and entry[0] is not None
+        and time.monotonic() - entry[1] < RECENT_S
+        and _counts(entry[0])
+    ):
         return entry[0]
     return None
 

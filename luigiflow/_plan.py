@@ -82,6 +82,7 @@ class _Planner:
         self.found: dict[luigi.Task, Run | None] = {}
         self.entries: dict[tuple[str, bool], PlanEntry] = {}
         self.family_runs: dict[tuple[str, str], list[Run]] = {}
+        self.stale: dict[luigi.Task, bool] = {}
 
     def decide(self, task: luigi.Task, needed: bool) -> PlanEntry:
         key = (task.task_id, needed)
@@ -95,7 +96,7 @@ class _Planner:
             return entry
         run = self.found.get(task)
         code_changed = run is not None and _code_changed(task, run)
-        if run is not None and not (self.rerun_changed and code_changed):
+        if run is not None and not self._stale(task):
             entry = PlanEntry(task, REUSED, run.info.run_id, code_changed=code_changed)
             if code_changed:
                 entry.reasons.append(
@@ -109,17 +110,33 @@ class _Planner:
             entry = PlanEntry(task, WILL_RUN)
             for name, dep in task.requires_dict().items():
                 entry.upstream[name] = self.decide(dep, needed=True)
-            if run is not None:  # complete, but --rerun-changed and the code changed
+            if run is not None and code_changed:  # complete, but --rerun-changed
                 entry.code_changed = True
                 entry.reasons.append(
                     f"code changed since run {run.info.run_id} "
                     f"({run.data.tags.get('luigiflow.code.fingerprint')} -> "
                     f"{_provenance.code_fingerprint(type(task))})"
                 )
+            elif run is not None:  # complete, but an upstream is re-run for its code
+                stale = [n for n, e in entry.upstream.items() if e.status == WILL_RUN]
+                entry.reasons.append(f"upstream will run (code changed): {', '.join(stale)}")
             else:
                 self._explain(task, entry)
         self.entries[key] = entry
         return entry
+
+    def _stale(self, task: luigi.Task) -> bool:
+        """With --rerun-changed: the task's code, or code upstream of it, changed."""
+        if not self.rerun_changed or not isinstance(task, MlflowTask):
+            return False
+        if task in self.stale:
+            return self.stale[task]
+        run = self.found.get(task)
+        result = run is not None and (
+            _code_changed(task, run) or any(self._stale(d) for d in task.requires_dict().values())
+        )
+        self.stale[task] = result
+        return result
 
     def _explain(self, task: MlflowTask, entry: PlanEntry) -> None:
         running = [n for n, e in entry.upstream.items() if e.status == WILL_RUN]

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from importlib import metadata
 from typing import Any
 
@@ -39,8 +40,35 @@ def _git(*args: str, cwd: str | None = None) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-@functools.lru_cache(maxsize=32)
+GIT_CACHE_S = 10.0
+_git_cache: dict[tuple[str, str], tuple[float, Any]] = {}
+
+
+def _cached(kind: str, directory: str, compute: Any) -> Any:
+    # Builds ask for git state once per task; a short cache keeps that to one `git`
+    # call per build without hiding edits made between builds of a long session.
+    now = time.monotonic()
+    hit = _git_cache.get((kind, directory))
+    if hit is not None and now - hit[0] < GIT_CACHE_S:
+        return hit[1]
+    value = compute(directory)
+    _git_cache[(kind, directory)] = (now, value)
+    return value
+
+
 def git_state(directory: str) -> dict[str, str]:
+    """Commit, branch and dirtiness of the repository holding `directory` ({} if none)."""
+    result: dict[str, str] = _cached("state", directory, _git_state)
+    return result
+
+
+def git_diff(directory: str) -> tuple[str, bool]:
+    """The uncommitted diff (tracked files) and whether it was cut at the size cap."""
+    result: tuple[str, bool] = _cached("diff", directory, _git_diff)
+    return result
+
+
+def _git_state(directory: str) -> dict[str, str]:
     """Commit, branch and dirtiness of the repository holding `directory` ({} if none)."""
     top = _git("rev-parse", "--show-toplevel", cwd=directory)
     if top is None:
@@ -53,9 +81,7 @@ def git_state(directory: str) -> dict[str, str]:
     return {k: v for k, v in state.items() if v}
 
 
-@functools.lru_cache(maxsize=32)
-def git_diff(directory: str) -> tuple[str, bool]:
-    """The uncommitted diff (tracked files) and whether it was cut at the size cap."""
+def _git_diff(directory: str) -> tuple[str, bool]:
     diff = _git("diff", "HEAD", cwd=directory) or ""
     data = diff.encode("utf-8", "replace")
     if len(data) > DIFF_LIMIT_BYTES:

@@ -132,6 +132,16 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
         return values
 
     @classmethod
+    def get_params(cls) -> list[tuple[str, luigi.Parameter]]:
+        # Luigi rebuilds this list with dir() on every call, and it is called for every
+        # task many times per build; a class's parameters do not change once defined.
+        cached = cls.__dict__.get("_lf_params")
+        if cached is None:
+            cached = super().get_params()
+            cls._lf_params = cached  # type: ignore[attr-defined]
+        return list(cached)
+
+    @classmethod
     def get_experiment_name(cls) -> str:
         """The MLflow experiment holding this class's runs (default: the class name)."""
         return cls.experiment_name or cls.get_task_family()
@@ -320,6 +330,7 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
         run_id = active.info.run_id
         state = _RunState(run_id, active.info.artifact_uri)
         self.__dict__["_lf_state"] = state
+        self._write_provenance_files(state)
         _events.record("started", self.task_id, run_id)
         try:
             if self.seed_random:
@@ -349,6 +360,7 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
             FAMILY_TAG: self.get_task_family(),
             VERSION_TAG: json.dumps(encode_value(self.version)),
             "luigiflow.task_id": self.task_id[:MAX_TAG_LENGTH],
+            "luigiflow.task_module": type(self).__module__,
             "luigiflow.seed": self.seed,
         }
         params_json = canonical_json(self.encoded_params())
@@ -360,6 +372,17 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
             tags[UPSTREAM_TAG_PREFIX + name] = run.info.run_id
         tags.update(_provenance.provenance_tags(type(self)))
         return {k: str(v) for k, v in tags.items()}
+
+    def _write_provenance_files(self, state: _RunState) -> None:
+        """The installed packages, and the uncommitted diff when the tree is dirty."""
+        state.write_extra("luigiflow/environment.txt", _provenance.installed_packages())
+        path = _provenance.source_file(type(self))
+        if not path:
+            return
+        folder = os.path.dirname(os.path.abspath(path))
+        if _provenance.git_state(folder).get("dirty") == "True":
+            diff, _cut = _provenance.git_diff(folder)
+            state.write_extra("luigiflow/git.diff", diff)
 
     def _finish(self, state: _RunState, started: float) -> None:
         import mlflow

@@ -106,6 +106,20 @@ def diff(run_a: str, run_b: str) -> None:
 
 
 @app.command()
+@click.argument("run_id")
+@click.option("--force", is_flag=True, help="Re-execute into a new run even though it is complete.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
+def reproduce(run_id: str, force: bool, workers: int) -> None:
+    """Rebuild the task of RUN_ID from the parameters recorded on it.
+
+    Says first how the current code differs from the recorded commit and fingerprint.
+    """
+    from luigiflow.cli import _commands
+
+    _commands.reproduce(run_id, force, workers)
+
+
+@app.command()
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
 def ui(port: int, host: str) -> None:

@@ -362,6 +362,49 @@ def diff(run_a: str, run_b: str) -> None:
     console.print(table)
 
 
+def reproduce(run_id: str, force: bool, workers: int) -> None:
+    import luigiflow as lf
+    from luigiflow import _reproduce
+
+    check_store()
+    console = _console()
+    original = _reproduce.load_run(run_id)
+    task = _reproduce.task_from_run(original)
+    console.print(f"run {run_id} was made by {task!r}", highlight=False)
+    found = _reproduce.differences(original, task)
+    if found:
+        console.print("differences from the recorded run:", highlight=False)
+        for line in found:
+            console.print(f"  - {line}", highlight=False)
+    else:
+        console.print("code and inputs match the recorded run", highlight=False)
+    result = lf.build(
+        [task],
+        workers=workers,
+        force=[task] if force else [],
+        log_level="CRITICAL",
+        raise_on_failure=False,
+    )
+    if not result.success:
+        for failed, exc in result.failed.items():
+            click.echo(f"FAILED {failed!r}: {type(exc).__name__}: {exc}", err=True)
+        raise BuildError(result.failed, result)
+    new_id = result.runs[task]
+    if new_id == run_id:
+        console.print(f"reused: run {run_id} still completes this task (use --force to re-execute)")
+        return
+    new = _lookup.get_runs([new_id])[new_id]
+    console.print(f"{'re-executed' if task in result.executed else 'reused'} as run {new_id}")
+    table = Table(title="metrics: recorded vs now")
+    for column in ("metric", "recorded", "now", "same"):
+        table.add_column(column)
+    old_metrics, new_metrics = original.data.metrics, new.data.metrics
+    for key in sorted(set(old_metrics) | set(new_metrics)):
+        a, b = old_metrics.get(key), new_metrics.get(key)
+        table.add_row(key, _num(a), _num(b), "yes" if a == b else "NO")
+    console.print(table)
+
+
 def ui(port: int, host: str) -> None:
     uri = _tracking.tracking_uri()
     if uri.startswith(("http://", "https://")):

@@ -1,0 +1,90 @@
+"""Rebuilding a task exactly as a recorded run describes it, and checking the code."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import luigi
+
+from luigiflow import _history, _provenance
+from luigiflow._errors import RunNotFoundError, TaskNotFoundError
+from luigiflow._identity import IDENTITY_TAG, decode_value
+from luigiflow._plan import recorded_params
+from luigiflow._task import FAMILY_TAG, MlflowTask
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+
+def task_from_run(run: Run) -> MlflowTask:
+    """The task instance whose parameters are exactly those recorded on `run`."""
+    tags = run.data.tags
+    family = tags.get(FAMILY_TAG)
+    params = recorded_params(run)
+    if family is None or params is None:
+        raise RunNotFoundError(
+            f"run {run.info.run_id} was not recorded by luigiflow (no task family or params)"
+        )
+    module = tags.get("luigiflow.task_module")
+    if module:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise TaskNotFoundError(
+                f"run {run.info.run_id} was made by {family} in module {module!r}, which "
+                f"cannot be imported here ({exc}); run from the project folder"
+            ) from exc
+    try:
+        cls = luigi.task_register.Register.get_task_cls(family)
+    except luigi.task_register.TaskClassException as exc:
+        raise TaskNotFoundError(
+            f"task {family!r} of run {run.info.run_id} is not defined; pass --module"
+        ) from exc
+    own = dict(cls.get_params())
+    values: dict[str, Any] = {}
+    for name, encoded in params.items():
+        if name not in own:
+            continue  # a parameter since removed: the identity check below reports it
+        value = decode_value(encoded)
+        if isinstance(own[name], luigi.EnumParameter) and isinstance(value, str):
+            value = own[name]._enum[value]
+        values[name] = value
+    task: MlflowTask = cls(**values)
+    return task
+
+
+def differences(run: Run, task: MlflowTask) -> list[str]:
+    """How the code and inputs here differ from what made `run` (empty: same)."""
+    tags = run.data.tags
+    found = []
+    recorded_git = _provenance.git_of(tags)
+    source = _provenance.source_file(type(task))
+    current_git = _provenance.git_state(os.path.dirname(os.path.abspath(source))) if source else {}
+    if recorded_git.get("commit") and recorded_git.get("commit") != current_git.get("commit"):
+        found.append(
+            f"git commit {recorded_git.get('commit', '?')[:12]} recorded, "
+            f"{current_git.get('commit', 'none')[:12]} checked out"
+        )
+    if recorded_git.get("dirty") == "True":
+        found.append("the recorded run was made from a dirty tree (see its luigiflow/git.diff)")
+    if current_git.get("dirty") == "True":
+        found.append("the working tree has uncommitted changes")
+    recorded_fp = tags.get("luigiflow.code.fingerprint")
+    current_fp = _provenance.code_fingerprint(type(task))
+    if recorded_fp and recorded_fp != current_fp:
+        found.append(f"{task.get_task_family()} source changed: {recorded_fp} -> {current_fp}")
+    if tags.get(IDENTITY_TAG) != task.identity:
+        found.append(
+            "identity differs (version, a data file or an upstream definition changed): "
+            f"{tags.get(IDENTITY_TAG, '?')[:12]} -> {task.identity[:12]}"
+        )
+    return found
+
+
+def load_run(run_id: str) -> Run:
+    return _history.get_run(run_id)
