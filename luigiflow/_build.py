@@ -8,12 +8,13 @@ result.reused              # tasks whose FINISHED run already existed
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import luigi
@@ -159,14 +160,30 @@ def build(
     watcher = _Watcher(sink, on_event) if on_event else None
     try:
         _lookup.prefetch(roots)
-        luigi_result = luigi.build(
-            roots,
-            workers=workers,
-            detailed_summary=True,
-            log_level=log_level,
-            **options,
-            **luigi_options,
-        )
+
+        def run_luigi() -> Any:
+            with _waiting_for_other_workers(bool(scheduler_url)):
+                return luigi.build(
+                    roots,
+                    workers=workers,
+                    detailed_summary=True,
+                    log_level=log_level,
+                    **options,
+                    **luigi_options,
+                )
+
+        luigi_result = run_luigi()
+        # Luigi's worker leaves as soon as what remains is running on another worker
+        # (keep_alive counts pending tasks only). Ask again until the roots exist: the
+        # scheduler hands us a task again if its other runner fails or dies.
+        while (
+            scheduler_url
+            and _ok(luigi_result)
+            and not _events.collect(sink)[1]
+            and not all(r.complete() for r in roots)
+        ):
+            time.sleep(1.0)
+            luigi_result = run_luigi()
         events, failures_by_id = _events.collect(sink)
     finally:
         if watcher:
@@ -178,11 +195,39 @@ def build(
         shutil.rmtree(sink, ignore_errors=True)
 
     result = _assemble(graph, roots, events, failures_by_id)
-    if raise_on_failure and (
-        result.failed or not luigi_result.scheduling_succeeded or not _ok(luigi_result)
-    ):
+    ok = luigi_result.scheduling_succeeded and _ok(luigi_result) and not result.failed
+    if ok:
+        missing = [r for r in roots if r not in result.runs and isinstance(r, MlflowTask)]
+        if missing:  # never report success for a result that does not exist
+            ok = False
+            result.failed.update(
+                (r, LuigiflowError(f"{r!r} has no FINISHED run after the build; build it again"))
+                for r in missing
+            )
+    if raise_on_failure and not ok:
         raise BuildError(result.failed, result)
     return result
+
+
+@contextlib.contextmanager
+def _waiting_for_other_workers(shared: bool) -> Iterator[None]:
+    """With a central scheduler, wait for tasks other processes are running.
+
+    Luigi's worker otherwise exits as soon as everything left is taken by someone
+    else, and `build` would return before the graph it was asked for exists. A user's
+    own `[worker] keep_alive` setting is respected.
+    """
+    config = luigi.configuration.get_config()
+    if not shared or config.has_option("worker", "keep_alive"):
+        yield
+        return
+    if not config.has_section("worker"):
+        config.add_section("worker")
+    config.set("worker", "keep_alive", "true")
+    try:
+        yield
+    finally:
+        config.remove_option("worker", "keep_alive")
 
 
 class _Watcher:

@@ -15,6 +15,7 @@ answer: `MlflowTask.run` checks the store once more right before creating its ru
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import defaultdict
@@ -90,6 +91,97 @@ def query_finished_run(experiment_id: str, identity: str) -> Run | None:
             order_by=ORDER_NEWEST_FIRST,
         )
     return runs[0] if runs else None
+
+
+HEARTBEAT_TAG = "luigiflow.heartbeat"
+ABANDONED_TAG = "luigiflow.error"
+
+
+def heartbeat_interval() -> float:
+    """Seconds between heartbeats of a running task (LUIGIFLOW_HEARTBEAT_S, default 30)."""
+    return float(os.environ.get("LUIGIFLOW_HEARTBEAT_S", "30"))
+
+
+def stale_after() -> float:
+    """Seconds without heartbeat after which a RUNNING run is abandoned (default 10 beats)."""
+    default = max(10 * heartbeat_interval(), 120.0)
+    return float(os.environ.get("LUIGIFLOW_STALE_AFTER_S", str(default)))
+
+
+class Heartbeat:
+    """Marks a run alive every few seconds while its task works, from a daemon thread."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.thread.start()
+
+    def _beat(self) -> None:
+        client = _tracking.get_client()
+        while not self.done.wait(heartbeat_interval()):
+            try:
+                client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.3f}")
+            except Exception:  # a missed beat only makes the run look older
+                continue
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def is_abandoned(run: Run, now: float | None = None) -> bool:
+    """A RUNNING run whose worker has not beaten for `stale_after()` seconds."""
+    if run.info.status != "RUNNING":
+        return False
+    beat = run.data.tags.get(HEARTBEAT_TAG)
+    last = float(beat) if beat else run.info.start_time / 1000
+    return (now or time.time()) - last > stale_after()
+
+
+def retire(run: Run) -> None:
+    """Mark an abandoned RUNNING run KILLED, saying why; it never counted as complete."""
+    client = _tracking.get_client()
+    beat = run.data.tags.get(HEARTBEAT_TAG, "never")
+    client.set_tag(
+        run.info.run_id,
+        ABANDONED_TAG,
+        f"abandoned: no heartbeat from its worker since {beat} (luigiflow marked it KILLED)",
+    )
+    client.set_terminated(run.info.run_id, "KILLED")
+
+
+def recheck_before_run(experiment_id: str, identity: str) -> Run | None:
+    """Right before creating a run: a FINISHED run of `identity`, if one appeared.
+
+    One query returns the newest runs of the identity in any state; RUNNING ones whose
+    worker died (no heartbeat) are retired on the way.
+    """
+    from mlflow.entities import ViewType
+
+    client = _tracking.get_client()
+    filter_string = f"tags.`{IDENTITY_TAG}` = '{identity}'"
+    with _tracking.translate_errors(f"checking runs with identity {identity[:12]}"):
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=filter_string,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=RECHECK_WINDOW,
+            order_by=ORDER_NEWEST_FIRST,
+        )
+    now = time.time()
+    for run in runs:
+        if is_abandoned(run, now):
+            retire(run)
+    finished = [r for r in runs if r.info.status == "FINISHED" and _counts(r)]
+    if finished:
+        return finished[0]
+    if len(runs) == RECHECK_WINDOW:  # many failed attempts: ask exactly
+        return query_finished_run(experiment_id, identity)
+    return None
+
+
+RECHECK_WINDOW = 50
 
 
 def scan_finished_runs_all(experiment_id: str, extra_filter: str = "") -> list[Run]:

@@ -313,7 +313,8 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
         exp_id = _tracking.experiment_id(self.get_experiment_name(), create=True)
         assert exp_id is not None
         # Another worker may have finished this identity since Luigi scheduled it.
-        existing = _lookup.query_finished_run(exp_id, self.identity)
+        # The same query retires runs of this identity whose worker stopped beating.
+        existing = _lookup.recheck_before_run(exp_id, self.identity)
         if existing is not None:
             self.__dict__["_lf_run"] = existing
             _events.record("reused", self.task_id, existing.info.run_id)
@@ -332,12 +333,15 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
         self.__dict__["_lf_state"] = state
         self._write_provenance_files(state)
         _events.record("started", self.task_id, run_id)
+        heartbeat = _lookup.Heartbeat(run_id)
         try:
             if self.seed_random:
                 _provenance.seed_everything(self.seed)
             self.run_task()
+            heartbeat.stop()
             self._finish(state, started)
         except BaseException as exc:
+            heartbeat.stop()
             self._fail(state, exc)
             raise
         finally:
@@ -362,6 +366,7 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
             "luigiflow.task_id": self.task_id[:MAX_TAG_LENGTH],
             "luigiflow.task_module": type(self).__module__,
             "luigiflow.seed": self.seed,
+            _lookup.HEARTBEAT_TAG: f"{time.time():.3f}",
         }
         params_json = canonical_json(self.encoded_params())
         if len(params_json) <= MAX_TAG_LENGTH:

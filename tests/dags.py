@@ -15,6 +15,7 @@ import luigiflow as lf
 
 
 def note(name: str) -> None:
+    time.sleep(float(os.environ.get("TASK_PAUSE", "0")))  # lets concurrent builds overlap
     ledger = os.environ.get("LEDGER")
     if ledger:
         with open(ledger, "a", encoding="utf-8") as f:
@@ -80,7 +81,7 @@ class Sleeper(lf.MlflowTask):
 
     artifacts = {"out": "out.json"}
     marker = luigi.Parameter(significant=False)
-    seconds = luigi.FloatParameter(default=60.0)
+    seconds = luigi.FloatParameter(default=60.0, significant=False)  # same task, any wait
 
     def run_task(self) -> None:
         note("Sleeper")

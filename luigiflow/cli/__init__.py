@@ -120,6 +120,30 @@ def reproduce(run_id: str, force: bool, workers: int) -> None:
 
 
 @app.command()
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@click.option(
+    "--older-than",
+    type=float,
+    default=None,
+    metavar="DAYS",
+    help="Only runs that ended at least DAYS ago.",
+)
+@click.option("--task", default=None, help="Only this task family or experiment.")
+@click.option(
+    "--backend-store-uri",
+    default=None,
+    help="The server's database, when MLFLOW_TRACKING_URI is an http server.",
+)
+def gc(
+    dry_run: bool, older_than: float | None, task: str | None, backend_store_uri: str | None
+) -> None:
+    """Permanently remove deleted runs and stale failed attempts, with their artifacts."""
+    from luigiflow.cli import _commands
+
+    _commands.gc(dry_run, older_than, task, backend_store_uri)
+
+
+@app.command()
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
 def ui(port: int, host: str) -> None:

@@ -405,6 +405,28 @@ def reproduce(run_id: str, force: bool, workers: int) -> None:
     console.print(table)
 
 
+def gc(
+    dry_run: bool, older_than: float | None, task: str | None, backend_store_uri: str | None
+) -> None:
+    from luigiflow import _gc
+
+    check_store()
+    garbage = _gc.find_garbage(older_than, task)
+    console = _console()
+    for item in garbage:
+        console.print(
+            f"{'would remove' if dry_run else 'removing'} {item.run_id} "
+            f"{item.experiment}/{item.family or '-'} [{item.status}] {item.reason}, "
+            f"{item.bytes} bytes",
+            highlight=False,
+        )
+    if not dry_run:
+        _gc.remove(garbage, backend_store_uri)
+    freed = sum(item.bytes for item in garbage)
+    verb = "would free" if dry_run else "freed"
+    console.print(f"{len(garbage)} run(s), {verb} {freed} bytes", highlight=False)
+
+
 def ui(port: int, host: str) -> None:
     uri = _tracking.tracking_uri()
     if uri.startswith(("http://", "https://")):
