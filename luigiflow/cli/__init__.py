@@ -16,6 +16,13 @@ TASK_ARGS = {"ignore_unknown_options": True, "allow_extra_args": True}
 def _task_options(fn: Any) -> Any:
     fn = click.option("--module", "-m", help="Python module holding the task classes.")(fn)
     fn = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Experiment config (TOML): task, parameters, steps, sweep.",
+    )(fn)
+    fn = click.option(
         "--workers",
         default=1,
         show_default=True,
@@ -78,6 +85,7 @@ def plan(**kwargs: Any) -> None:
 )
 @click.option("--ascending", is_flag=True, help="With --sort: lowest first.")
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most N runs.")
+@click.option("--sweep", "sweep_id", metavar="SWEEP_RUN_ID", help="Only runs linked by this sweep.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 def runs(**kwargs: Any) -> None:
     """FINISHED runs of one task (class name or experiment) with params and metrics."""

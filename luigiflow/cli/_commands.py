@@ -94,8 +94,23 @@ class _Progress:
             self.live.stop()
 
 
+def _roots(
+    module: str | None, task_words: Sequence[str], config_path: str | None
+) -> tuple[list[Any], Any]:
+    """The tasks to build: from TASK words, or from a config file (one per sweep point)."""
+    if config_path is None:
+        return [build_task(module, task_words)], None
+    if task_words or module:
+        raise LuigiflowError("give either --config or --module TASK [--param value], not both")
+    from luigiflow import _config
+
+    config = _config.load(config_path)
+    return config.tasks(), config
+
+
 def run(
     module: str | None,
+    config_path: str | None,
     workers: int,
     scheduler_url: str | None,
     rerun_changed: bool,
@@ -105,17 +120,17 @@ def run(
     from luigiflow import _plan
     from luigiflow._build import walk_graph
 
-    task = build_task(module, task_words)
+    roots, config = _roots(module, task_words, config_path)
     check_store()
     console = _console()
-    graph = walk_graph([task])
+    graph = walk_graph(roots)
     force = []
     if rerun_changed:
-        force = _plan.tasks_to_force(_plan.make_plan([task], rerun_changed=True))
+        force = _plan.tasks_to_force(_plan.make_plan(roots, rerun_changed=True))
     progress = _Progress(console, len(graph))
     try:
         result = lf.build(
-            [task],
+            roots,
             workers=workers,
             scheduler_url=scheduler_url,
             on_event=progress,
@@ -128,7 +143,8 @@ def run(
     finally:
         progress.stop()
     runs = _lookup.get_runs(list(result.runs.values())) if result.runs else {}
-    table = Table(title=f"luigiflow run {task!r}")
+    title = repr(roots[0]) if len(roots) == 1 else f"{len(roots)} tasks from {config_path}"
+    table = Table(title=f"luigiflow run {title}")
     for column in ("task", "status", "run id", "duration"):
         table.add_column(column, no_wrap=column == "run id")
     for t in result.tasks:
@@ -156,14 +172,42 @@ def run(
             first = (str(exc).splitlines() or [""])[0]
             click.echo(f"FAILED {failed!r}: {type(exc).__name__}: {first}", err=True)
         raise BuildError(result.failed, result)
+    if config is not None and config.sweep is not None:
+        _report_sweep(console, config, result)
 
 
-def plan(module: str | None, rerun_changed: bool, task_words: Sequence[str], fmt: str) -> None:
+def _report_sweep(console: Console, config: Any, result: Any) -> None:
+    from luigiflow import _sweep
+
+    sweep_id, frame, plots = _sweep.record(config, result)
+    metric = config.sweep.metric
+    table = Table(
+        title=f"sweep {sweep_id}: {len(frame)} combination(s)"
+        + (f", sorted by {metric} ({config.sweep.goal})" if metric else "")
+    )
+    for column in frame.columns:
+        table.add_column(str(column), no_wrap=column == "run_id")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+    console.print(
+        f"sweep record: run {sweep_id} in experiment '{_sweep.SWEEP_EXPERIMENT}'", highlight=False
+    )
+    console.print(f"plots: {plots}", highlight=False)
+
+
+def plan(
+    module: str | None,
+    config_path: str | None,
+    rerun_changed: bool,
+    task_words: Sequence[str],
+    fmt: str,
+) -> None:
     from luigiflow import _plan
 
-    task = build_task(module, task_words)
+    roots, _config = _roots(module, task_words, config_path)
     check_store()
-    entries = _plan.make_plan([task], rerun_changed=rerun_changed)
+    entries = _plan.make_plan(roots, rerun_changed=rerun_changed)
     if fmt == "json":
         click.echo(json.dumps([e.to_dict() for e in entries], indent=2, default=str))
         return
@@ -203,6 +247,7 @@ def runs(
     sort_by: str | None,
     ascending: bool,
     limit: int | None,
+    sweep_id: str | None,
     fmt: str,
 ) -> None:
     from luigiflow import _history
@@ -215,6 +260,11 @@ def runs(
         filters[key] = value
     check_store()
     found = _history.runs_of(name, filters)
+    if sweep_id:
+        from luigiflow import _sweep
+
+        linked = set(_sweep.leaf_runs(sweep_id))
+        found = [r for r in found if r.info.run_id in linked]
     rows = _history.run_rows(found)
     if sort_by:
         missing = [r for r in rows if sort_by not in r["metrics"]]
