@@ -483,6 +483,27 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
             state.run_id, key, _metric_value(self, key, value), step=step or 0
         )
 
+    def log_model_bundle(
+        self,
+        stages: list[Any],
+        input_example: Any,
+        name: str = "model",
+        predict_method: str = "predict",
+        registered_model_name: str | None = None,
+    ) -> str:
+        """Log fitted processing stages + a model as one MLflow pyfunc model on this run.
+
+        `predict(raw_rows)` of the logged model applies every stage's `transform` and then
+        the last stage's `predict_method`. Returns the model URI; serve it with
+        `luigiflow serve RUN_ID`.
+        """
+        self._state("log_model_bundle")
+        from luigiflow.models._bundle import log_pipeline_model
+
+        return log_pipeline_model(
+            self, stages, input_example, name, predict_method, registered_model_name
+        )
+
     @property
     def run_id(self) -> str:
         """The id of the MLflow run this task is writing (inside run_task) or completed by."""

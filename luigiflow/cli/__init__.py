@@ -128,6 +128,17 @@ def reproduce(run_id: str, force: bool, workers: int) -> None:
 
 
 @app.command()
+@click.argument("target", metavar="RUN_ID_OR_MODEL_URI")
+@click.option("--port", default=5001, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--host", default="127.0.0.1", show_default=True)
+def serve(target: str, port: int, host: str) -> None:
+    """Serve a model bundle over HTTP with MLflow's scoring server (/invocations, /ping)."""
+    from luigiflow.cli import _commands
+
+    _commands.serve(target, port, host)
+
+
+@app.command()
 @click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
 @click.option(
     "--older-than",

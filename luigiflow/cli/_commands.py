@@ -477,6 +477,13 @@ def gc(
     console.print(f"{len(garbage)} run(s), {verb} {freed} bytes", highlight=False)
 
 
+def serve(target: str, port: int, host: str) -> None:
+    from luigiflow.models._bundle import serve as serve_bundle
+
+    check_store()
+    serve_bundle(target, host, port)
+
+
 def ui(port: int, host: str) -> None:
     uri = _tracking.tracking_uri()
     if uri.startswith(("http://", "https://")):

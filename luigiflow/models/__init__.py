@@ -1,0 +1,1 @@
+"""Model bundles: processing chain + model as one MLflow pyfunc model, and serving it."""
