@@ -67,6 +67,12 @@ class BuildResult:
         self._resolve()
         return self._reused
 
+    def has_run(self, task: MlflowTask) -> bool:
+        """Whether `task` ended this build with a run (cheap: no lineage walk)."""
+        if self._runs is not None:
+            return task in self._runs
+        return task in self._known or bool(task.__dict__.get("_lf_run") or task.find_run())
+
     @property
     def success(self) -> bool:
         return not self.failed
@@ -197,7 +203,7 @@ def build(
     result = _assemble(graph, roots, events, failures_by_id)
     ok = luigi_result.scheduling_succeeded and _ok(luigi_result) and not result.failed
     if ok:
-        missing = [r for r in roots if r not in result.runs and isinstance(r, MlflowTask)]
+        missing = [r for r in roots if isinstance(r, MlflowTask) and not result.has_run(r)]
         if missing:  # never report success for a result that does not exist
             ok = False
             result.failed.update(
