@@ -57,7 +57,7 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
 # Artifacts larger than this record size only, not a checksum: hashing 1 GiB would
 # cost more than the zero-copy save it follows.
-CHECKSUM_MAX_BYTES = int(os.environ.get("LUIGIFLOW_CHECKSUM_MAX_BYTES", str(256 * 2**20)))
+CHECKSUM_MAX_BYTES = int(os.environ.get("LUIGIFLOW_CHECKSUM_MAX_BYTES", str(64 * 2**20)))
 
 
 class _TypedRegister(luigi.task_register.Register):
