@@ -17,8 +17,6 @@ import contextlib
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 import time
 import traceback
 from collections.abc import Mapping
@@ -28,6 +26,7 @@ import luigi
 import luigi.parameter
 
 from luigiflow import _artifacts, _events, _lookup, _provenance, _tracking
+from luigiflow._definition import TypedRegister, validate_class
 from luigiflow._errors import (
     ArtifactError,
     LuigiflowError,
@@ -43,6 +42,7 @@ from luigiflow._identity import (
     seed_from_identity,
 )
 from luigiflow._parameters import FileParameter, check_value, encode_param
+from luigiflow._recording import ARTIFACT_TAG_PREFIX, RunState, verify
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -50,39 +50,13 @@ if TYPE_CHECKING:
 FAMILY_TAG = "luigiflow.task_family"
 PARAMS_TAG = "luigiflow.params"
 UPSTREAM_TAG_PREFIX = "luigiflow.upstream."
-ARTIFACT_TAG_PREFIX = "luigiflow.artifact."
 VERSION_TAG = "luigiflow.version"
 ERROR_TAG = "luigiflow.error"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
-# Artifacts larger than this record size only, not a checksum: hashing 1 GiB would
-# cost more than the zero-copy save it follows.
-CHECKSUM_MAX_BYTES = int(os.environ.get("LUIGIFLOW_CHECKSUM_MAX_BYTES", str(64 * 2**20)))
 
 
-class _TypedRegister(luigi.task_register.Register):
-    """Luigi's instance cache, keyed by canonical values so 1, 1.0, "1" and True differ.
-
-    Luigi keys its flyweight cache on raw values, where 1 == 1.0 == True would hand
-    back one instance (and one identity) for three different tasks.
-    """
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        cache = luigi.task_register.Register._Register__instance_cache  # type: ignore[attr-defined]
-        create = super(luigi.task_register.Register, cls).__call__
-        if cache is None:
-            return create(*args, **kwargs)
-        values = cls.get_param_values(cls.get_params(), args, kwargs)  # type: ignore[attr-defined]
-        try:
-            key = (cls, canonical_json([[n, encode_value(v)] for n, v in values]))
-        except UnencodableValueError:
-            return create(*args, **kwargs)
-        if key not in cache:
-            cache[key] = create(*args, **kwargs)
-        return cache[key]
-
-
-class MlflowTask(luigi.Task, metaclass=_TypedRegister):
+class MlflowTask(luigi.Task, metaclass=TypedRegister):
     """A Luigi task recorded as one MLflow run; complete when a FINISHED run has its identity.
 
     Example::
@@ -107,7 +81,7 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _validate_class(cls)
+        validate_class(cls)
 
     # ----- parameters and identity -------------------------------------------------
 
@@ -267,7 +241,7 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
         run = self._bound_run()
         filename = self.artifacts[name]
         path = _artifacts.local_artifact_path(run.info.run_id, run.info.artifact_uri, filename)
-        _verify(run, name, filename, path)
+        verify(run, name, filename, path)
         return path
 
     def load_output(self, name: str | None = None) -> Any:
@@ -329,7 +303,7 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
             nested=mlflow.active_run() is not None,
         )
         run_id = active.info.run_id
-        state = _RunState(run_id, active.info.artifact_uri)
+        state = RunState(run_id, active.info.artifact_uri)
         self.__dict__["_lf_state"] = state
         self._write_provenance_files(state)
         _events.record("started", self.task_id, run_id)
@@ -378,7 +352,7 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
         tags.update(_provenance.provenance_tags(type(self)))
         return {k: str(v) for k, v in tags.items()}
 
-    def _write_provenance_files(self, state: _RunState) -> None:
+    def _write_provenance_files(self, state: RunState) -> None:
         """The installed packages, and the uncommitted diff when the tree is dirty."""
         state.write_extra("luigiflow/environment.txt", _provenance.installed_packages())
         path = _provenance.source_file(type(self))
@@ -389,7 +363,7 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
             diff, _cut = _provenance.git_diff(folder)
             state.write_extra("luigiflow/git.diff", diff)
 
-    def _finish(self, state: _RunState, started: float) -> None:
+    def _finish(self, state: RunState, started: float) -> None:
         import mlflow
         from mlflow.entities import Metric, Param, RunTag
 
@@ -413,7 +387,7 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
             client.log_batch(state.run_id, metrics=metrics, params=params, tags=tags)
             mlflow.end_run("FINISHED")
 
-    def _fail(self, state: _RunState, exc: BaseException) -> None:
+    def _fail(self, state: RunState, exc: BaseException) -> None:
         import mlflow
         from mlflow.entities import Param, RunTag
 
@@ -451,7 +425,7 @@ class MlflowTask(luigi.Task, metaclass=_TypedRegister):
 
     # ----- used inside run_task ----------------------------------------------------
 
-    def _state(self, what: str) -> _RunState:
+    def _state(self, what: str) -> RunState:
         state = self.__dict__.get("_lf_state")
         if state is None:
             raise LuigiflowError(
@@ -521,108 +495,3 @@ def _metric_value(task: MlflowTask, key: str, value: Any) -> float:
             f"{task.get_task_family()}: metric {key!r} must be a number, got {value!r}"
         ) from None
     return number
-
-
-class _RunState:
-    """Artifacts and metrics gathered while one run is active."""
-
-    def __init__(self, run_id: str, artifact_uri: str) -> None:
-        self.run_id = run_id
-        self.local = _artifacts.is_local_uri(artifact_uri)
-        if self.local:
-            self.root = _artifacts.local_path_of(artifact_uri)
-        else:
-            self.root = pathlib.Path(tempfile.mkdtemp(prefix="luigiflow-upload-"))
-        self.saved: dict[str, dict[str, Any]] = {}
-        self.metrics: dict[str, float] = {}
-
-    def write(self, name: str, filename: str, value: Any) -> None:
-        dest = self.root / filename
-        _artifacts.write_value(name, value, filename, dest)
-        size = _size(dest)
-        record: dict[str, Any] = {"file": filename, "bytes": size}
-        if size <= CHECKSUM_MAX_BYTES:
-            record["sha256"] = _artifacts.file_digest(dest)
-        self.saved[name] = record
-
-    def write_extra(self, relpath: str, text: str) -> None:
-        dest = self.root / relpath
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(text, encoding="utf-8")
-
-    def upload(self) -> None:
-        if self.local:
-            return
-        with _tracking.translate_errors(f"uploading artifacts of run {self.run_id}"):
-            _tracking.get_client().log_artifacts(self.run_id, str(self.root))
-
-    def cleanup(self) -> None:
-        if not self.local:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _size(path: pathlib.Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
-
-
-_verified: dict[tuple[str, int, int], bool] = {}
-
-
-def _verify(run: Run, name: str, filename: str, path: pathlib.Path) -> None:
-    """Check an artifact against the size and checksum recorded on its run."""
-    where = f"artifact {name!r} ({filename}) of run {run.info.run_id}"
-    if not path.exists():
-        raise ArtifactError(
-            f"{where} is missing at {path}; the run's files were removed — delete the run "
-            "(mlflow runs delete) so luigiflow recomputes it"
-        )
-    raw = run.data.tags.get(ARTIFACT_TAG_PREFIX + name)
-    if raw is None:
-        return  # recorded by something other than luigiflow: nothing to check against
-    record = json.loads(raw)
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if _verified.get(key):
-        return
-    size = _size(path)
-    if size != record.get("bytes"):
-        raise ArtifactError(
-            f"{where} is corrupted: {size} bytes on disk, {record.get('bytes')} recorded; "
-            "delete the run so luigiflow recomputes it"
-        )
-    expected = record.get("sha256")
-    if expected and _artifacts.file_digest(path) != expected:
-        raise ArtifactError(
-            f"{where} is corrupted: its sha256 differs from the one recorded; "
-            "delete the run so luigiflow recomputes it"
-        )
-    _verified[key] = True
-
-
-def _validate_class(cls: type[MlflowTask]) -> None:
-    name = cls.__name__
-    arts = cls.__dict__.get("artifacts", cls.artifacts)
-    if not isinstance(arts, Mapping):
-        raise TaskDefinitionError(
-            f"{name}.artifacts must be a dict of name -> file name "
-            f"(e.g. {{'model': 'model.pkl'}}), got {type(arts).__name__}"
-        )
-    problems = []
-    for key, filename in arts.items():
-        if not isinstance(key, str) or not key.isidentifier():
-            problems.append(f"artifact name {key!r} must be an identifier-like string")
-        problem = _artifacts.validate_filename(filename)
-        if problem:
-            problems.append(f"artifact {key!r}: {problem}")
-    files = [f for f in arts.values() if isinstance(f, str)]
-    if len(set(files)) != len(files):
-        problems.append("two artifacts share one file name")
-    if not isinstance(cls.version, int | str) or isinstance(cls.version, bool):
-        problems.append(f"version must be an int or str, got {cls.version!r}")
-    exp = cls.__dict__.get("experiment_name")
-    if exp is not None and (not isinstance(exp, str) or not exp.strip()):
-        problems.append(f"experiment_name must be a non-empty string, got {exp!r}")
-    if problems:
-        raise TaskDefinitionError(f"task class {name}: " + "; ".join(problems))

@@ -149,9 +149,9 @@ def test_corrupted_artifact_is_detected_on_load(store):
 
 
 def _clear_verified():
-    from luigiflow import _task
+    from luigiflow import _recording
 
-    _task._verified.clear()
+    _recording.verified.clear()
 
 
 def test_metric_must_be_number(store):
