@@ -81,3 +81,18 @@ def runs_of(client, experiment: str, status: str | None = None) -> list:
     if status:
         runs = [r for r in runs if r.info.status == status]
     return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def luigiflow_cli(*args: str, cwd, env=None, check: bool = True, timeout: float = 600):
+    """Run the `luigiflow` command as a user would, in a subprocess."""
+    out = subprocess.run(
+        [sys.executable, "-m", "luigiflow.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -11,21 +10,9 @@ import urllib.request
 
 import pytest
 
+from tests.conftest import luigiflow_cli as cli
 from tests.conftest import runs_of
-
-
-def cli(*args: str, cwd, check: bool = True, env=None) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        [sys.executable, "-m", "luigiflow.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    if check:
-        assert out.returncode == 0, out.stdout + out.stderr
-    return out
+from tests.servers import free_port, stop
 
 
 def plan_json(tmp_path, *words):
@@ -204,15 +191,7 @@ def test_help_does_not_import_mlflow(tmp_path):
     assert out.stdout.strip().endswith("MLFLOW_ABSENT")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ui_serves_the_store(client, tmp_path):
-    import os
-    import signal
 
     port = free_port()
     proc = subprocess.Popen(
@@ -239,9 +218,4 @@ def test_ui_serves_the_store(client, tmp_path):
         ) as response:
             assert "Default" in response.read().decode()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)

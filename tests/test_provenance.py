@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import luigiflow as lf
-from tests.conftest import runs_of
+from tests.conftest import luigiflow_cli, runs_of
 from tests.dags import Leaf
 
 PIPELINE = """
@@ -63,16 +63,7 @@ def make_project(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 def cli(project, *args, check=True):
-    out = subprocess.run(
-        [sys.executable, "-m", "luigiflow.cli", *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check:
-        assert out.returncode == 0, out.stdout + out.stderr
-    return out
+    return luigiflow_cli(*args, cwd=project, check=check)
 
 
 def test_clean_and_dirty_tree_recorded_with_diff(client, tmp_path):

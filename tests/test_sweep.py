@@ -6,27 +6,13 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 from PIL import Image
 
 from tests.conftest import REPO, runs_of
-
-
-def cli(*args, cwd, check=True):
-    out = subprocess.run(
-        [sys.executable, "-m", "luigiflow.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check:
-        assert out.returncode == 0, out.stdout + out.stderr
-    return out
+from tests.conftest import luigiflow_cli as cli
 
 
 def write_sweep(folder: pathlib.Path, algorithms: list[str]) -> pathlib.Path:

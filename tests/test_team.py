@@ -14,24 +14,11 @@ import time
 
 import pytest
 
+from tests.conftest import luigiflow_cli as cli
 from tests.conftest import runs_of
 from tests.servers import luigid, mlflow_server, postgres, start_mlflow, stop
 
 pytestmark = pytest.mark.xdist_group("servers")
-
-
-def cli(*args, cwd, env, check=True, timeout=300):
-    out = subprocess.run(
-        [sys.executable, "-m", "luigiflow.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check:
-        assert out.returncode == 0, out.stdout + out.stderr
-    return out
 
 
 def server_env(url: str, tmp_path: pathlib.Path) -> dict[str, str]:
