@@ -295,7 +295,8 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             return
         upstream_runs = self._upstream_runs()
         started = time.time()
-        tags = self._start_tags(upstream_runs)
+        params_json = canonical_json(self.encoded_params())
+        tags = self._start_tags(upstream_runs, params_json)
         active = mlflow.start_run(
             experiment_id=exp_id,
             run_name=f"{self.get_task_family()}-{self.identity[:8]}",
@@ -305,7 +306,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         run_id = active.info.run_id
         state = RunState(run_id, active.info.artifact_uri)
         self.__dict__["_lf_state"] = state
-        self._write_provenance_files(state)
+        self._write_provenance_files(state, params_json)
         _events.record("started", self.task_id, run_id)
         heartbeat = _lookup.Heartbeat(run_id)
         try:
@@ -332,7 +333,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
                 runs[name] = dep._bound_run()
         return runs
 
-    def _start_tags(self, upstream_runs: Mapping[str, Run]) -> dict[str, str]:
+    def _start_tags(self, upstream_runs: Mapping[str, Run], params_json: str) -> dict[str, str]:
         tags: dict[str, Any] = {
             IDENTITY_TAG: self.identity,
             FAMILY_TAG: self.get_task_family(),
@@ -342,7 +343,6 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             "luigiflow.seed": self.seed,
             _lookup.HEARTBEAT_TAG: f"{time.time():.3f}",
         }
-        params_json = canonical_json(self.encoded_params())
         if len(params_json) <= MAX_TAG_LENGTH:
             tags[PARAMS_TAG] = params_json
         else:
@@ -352,9 +352,11 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         tags.update(_provenance.provenance_tags(type(self)))
         return {k: str(v) for k, v in tags.items()}
 
-    def _write_provenance_files(self, state: RunState) -> None:
-        """The installed packages, and the uncommitted diff when the tree is dirty."""
+    def _write_provenance_files(self, state: RunState, params_json: str) -> None:
+        """Installed packages, params too long for a tag, the diff when the tree is dirty."""
         state.write_extra("luigiflow/environment.txt", _provenance.installed_packages())
+        if len(params_json) > MAX_TAG_LENGTH:  # the params tag points here
+            state.write_extra("luigiflow/params.json", params_json)
         path = _provenance.source_file(type(self))
         if not path:
             return
@@ -373,9 +375,6 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
                 f"{self.get_task_family()} (run {state.run_id}) did not save declared "
                 f"artifact(s) {', '.join(map(repr, missing))}; call self.save() with them"
             )
-        params_json = canonical_json(self.encoded_params())
-        if len(params_json) > MAX_TAG_LENGTH:
-            state.write_extra("luigiflow/params.json", params_json)
         state.upload()
         now_ms = int(time.time() * 1000)
         metrics = [Metric(k, v, now_ms, 0) for k, v in state.metrics.items()]
