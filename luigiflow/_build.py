@@ -19,7 +19,7 @@ from typing import Any
 
 import luigi
 
-from luigiflow import _events, _lookup
+from luigiflow import _events, _lookup, _recheck
 from luigiflow._errors import BuildError, LuigiflowError
 from luigiflow._task import UPSTREAM_TAG_PREFIX, MlflowTask
 
@@ -178,12 +178,16 @@ def build(
                     **luigi_options,
                 )
 
-        luigi_result = run_luigi()
+        # Roots already complete: Luigi would ask them and stop; skip its start-up.
+        # (complete() binds each root's run from the answers at hand, no query.)
+        done = all(isinstance(r, MlflowTask) and _lookup.known_complete(r) for r in roots)
+        luigi_result = None if done and all(r.complete() for r in roots) else run_luigi()
         # Luigi's worker leaves as soon as what remains is running on another worker
         # (keep_alive counts pending tasks only). Ask again until the roots exist: the
         # scheduler hands us a task again if its other runner fails or dies.
         while (
             scheduler_url
+            and luigi_result is not None
             and _ok(luigi_result)
             and not _events.collect(sink)[1]
             and not all(r.complete() for r in roots)
@@ -196,12 +200,15 @@ def build(
             watcher.stop()
         _events.activate(None)
         _lookup.forget()  # answers left unasked must not outlive the build
+        _recheck.forget()
         _lookup.clear_ignored()
         _remove_failure_handlers(handlers)
         shutil.rmtree(sink, ignore_errors=True)
 
     result = _assemble(graph, roots, events, failures_by_id)
-    ok = luigi_result.scheduling_succeeded and _ok(luigi_result) and not result.failed
+    ok = not result.failed and (
+        luigi_result is None or (luigi_result.scheduling_succeeded and _ok(luigi_result))
+    )
     if ok:
         missing = [r for r in roots if isinstance(r, MlflowTask) and not result.has_run(r)]
         if missing:  # never report success for a result that does not exist

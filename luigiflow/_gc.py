@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from luigiflow import _lookup, _tracking
+from luigiflow import _liveness, _lookup, _tracking
 from luigiflow._errors import LuigiflowError, RunNotFoundError
 from luigiflow._task import FAMILY_TAG
 
@@ -108,7 +108,7 @@ def _reason(run: Run, limit_ms: float) -> str | None:
         return "deleted run" if when <= limit_ms else None
     if info.status in ("FAILED", "KILLED") and when <= limit_ms:
         return f"{info.status.lower()} attempt"
-    if _lookup.is_abandoned(run) and (info.start_time or 0) <= limit_ms:
+    if _liveness.is_abandoned(run) and (info.start_time or 0) <= limit_ms:
         return "abandoned (no heartbeat)"
     return None  # FINISHED and active, or still alive: never touched
 
@@ -131,7 +131,7 @@ def remove(garbage: list[Garbage], backend_store_uri: str | None = None) -> None
         if run.info.status == "FINISHED" and run.info.lifecycle_stage != "deleted":
             continue  # changed since it was listed: never remove a live result
         if run.info.status == "RUNNING":
-            _lookup.retire(run)
+            _liveness.retire(run)
         repo = get_artifact_repository(run.info.artifact_uri)
         try:
             repo.delete_artifacts()

@@ -9,13 +9,15 @@ Freshness rule: a "not complete" answer is *single use*: the next `complete()` o
 task consumes it and any later call asks the store again, so a run finished by another
 worker is seen at once. A "complete" answer may be reused for RECENT_S seconds (siblings
 that share an upstream would otherwise each re-ask about it); after that the store is
-asked again, so a run deleted meanwhile stops counting. A task is never run on a stale
-answer: `MlflowTask.run` checks the store once more right before creating its run.
+asked again, so a run deleted meanwhile stops counting. A task is not run on a stale
+answer either: right before creating its run, `_recheck` looks for runs other workers
+finished since the answer was given. `prefetch` skips tasks it answered less than
+RECENT_S ago (Luigi asks about a shared upstream once, while each sibling's `deps()`
+names it again).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import defaultdict
@@ -38,8 +40,11 @@ PAGE_SIZE = 10_000
 RECENT_S = 2.0
 
 _lock = threading.Lock()
-# (uri, experiment, identity) -> (run or None, monotonic time of the answer)
-_answers: dict[tuple[str, str, str], tuple[Run | None, float]] = {}
+Key = tuple[str, str, str]  # (tracking uri, experiment name, identity)
+# Answers not yet given to complete(): (run or None, monotonic time, epoch ms asked).
+_answers: dict[Key, tuple[Run | None, float, int]] = {}
+# "Not complete" answers already given: (monotonic time, epoch ms the store was asked).
+_given_negative: dict[Key, tuple[float, int]] = {}
 
 
 def finished_filter(identity: str) -> str:
@@ -63,6 +68,8 @@ def ignore_runs_before(identities: Iterable[str], epoch_ms: int) -> None:
     with _lock:
         for key in [k for k in _answers if k[2] in identities]:
             del _answers[key]
+        for key in [k for k in _given_negative if k[2] in identities]:
+            del _given_negative[key]
 
 
 def clear_ignored() -> None:
@@ -91,97 +98,6 @@ def query_finished_run(experiment_id: str, identity: str) -> Run | None:
             order_by=ORDER_NEWEST_FIRST,
         )
     return runs[0] if runs else None
-
-
-HEARTBEAT_TAG = "luigiflow.heartbeat"
-ABANDONED_TAG = "luigiflow.error"
-
-
-def heartbeat_interval() -> float:
-    """Seconds between heartbeats of a running task (LUIGIFLOW_HEARTBEAT_S, default 30)."""
-    return float(os.environ.get("LUIGIFLOW_HEARTBEAT_S", "30"))
-
-
-def stale_after() -> float:
-    """Seconds without heartbeat after which a RUNNING run is abandoned (default 10 beats)."""
-    default = max(10 * heartbeat_interval(), 120.0)
-    return float(os.environ.get("LUIGIFLOW_STALE_AFTER_S", str(default)))
-
-
-class Heartbeat:
-    """Marks a run alive every few seconds while its task works, from a daemon thread."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-        self.thread.start()
-
-    def _beat(self) -> None:
-        client = _tracking.get_client()
-        while not self.done.wait(heartbeat_interval()):
-            try:
-                client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.3f}")
-            except Exception:  # a missed beat only makes the run look older
-                continue
-
-    def stop(self) -> None:
-        self.done.set()
-        self.thread.join()
-
-
-def is_abandoned(run: Run, now: float | None = None) -> bool:
-    """A RUNNING run whose worker has not beaten for `stale_after()` seconds."""
-    if run.info.status != "RUNNING":
-        return False
-    beat = run.data.tags.get(HEARTBEAT_TAG)
-    last = float(beat) if beat else run.info.start_time / 1000
-    return (now or time.time()) - last > stale_after()
-
-
-def retire(run: Run) -> None:
-    """Mark an abandoned RUNNING run KILLED, saying why; it never counted as complete."""
-    client = _tracking.get_client()
-    beat = run.data.tags.get(HEARTBEAT_TAG, "never")
-    client.set_tag(
-        run.info.run_id,
-        ABANDONED_TAG,
-        f"abandoned: no heartbeat from its worker since {beat} (luigiflow marked it KILLED)",
-    )
-    client.set_terminated(run.info.run_id, "KILLED")
-
-
-def recheck_before_run(experiment_id: str, identity: str) -> Run | None:
-    """Right before creating a run: a FINISHED run of `identity`, if one appeared.
-
-    One query returns the newest runs of the identity in any state; RUNNING ones whose
-    worker died (no heartbeat) are retired on the way.
-    """
-    from mlflow.entities import ViewType
-
-    client = _tracking.get_client()
-    filter_string = f"tags.`{IDENTITY_TAG}` = '{identity}'"
-    with _tracking.translate_errors(f"checking runs with identity {identity[:12]}"):
-        runs = client.search_runs(
-            [experiment_id],
-            filter_string=filter_string,
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=RECHECK_WINDOW,
-            order_by=ORDER_NEWEST_FIRST,
-        )
-    now = time.time()
-    for run in runs:
-        if is_abandoned(run, now):
-            retire(run)
-    finished = [r for r in runs if r.info.status == "FINISHED" and _counts(r)]
-    if finished:
-        return finished[0]
-    if len(runs) == RECHECK_WINDOW:  # many failed attempts: ask exactly
-        return query_finished_run(experiment_id, identity)
-    return None
-
-
-RECHECK_WINDOW = 50
 
 
 def scan_finished_runs_all(experiment_id: str, extra_filter: str = "") -> list[Run]:
@@ -227,13 +143,15 @@ def prefetch(tasks: Iterable[Any]) -> None:
     uri = _tracking.tracking_uri()
     by_experiment: dict[str, list[MlflowTask]] = defaultdict(list)
     seen: set[str] = set()
-    for task in tasks:
-        if not isinstance(task, MlflowTask) or task.task_id in seen:
-            continue
-        seen.add(task.task_id)
-        if _fresh_positive((uri, task.get_experiment_name(), task.identity)) is None:
-            by_experiment[task.get_experiment_name()].append(task)
-    found: dict[tuple[str, str, str], Run | None] = {}
+    with _lock:
+        for task in tasks:
+            if not isinstance(task, MlflowTask) or task.task_id in seen:
+                continue
+            seen.add(task.task_id)
+            if not _recently_answered((uri, task.get_experiment_name(), task.identity)):
+                by_experiment[task.get_experiment_name()].append(task)
+    found: dict[Key, Run | None] = {}
+    asked_ms = _epoch_ms()
     for name, group in by_experiment.items():
         exp_id = _tracking.experiment_id(name, create=False)
         if exp_id is None:
@@ -249,10 +167,23 @@ def prefetch(tasks: Iterable[Any]) -> None:
                 found[(uri, name, identity)] = runs.get(identity)
     now = time.monotonic()
     with _lock:
-        _answers.update({key: (run, now) for key, run in found.items()})
+        _answers.update({key: (run, now, asked_ms) for key, run in found.items()})
 
 
-def _fresh_positive(key: tuple[str, str, str]) -> Run | None:
+def _epoch_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _recently_answered(key: Key) -> bool:
+    """An answer is waiting for complete(), or one was given less than RECENT_S ago."""
+    entry = _answers.get(key)
+    if entry is not None and (entry[0] is None or _fresh_positive(key) is not None):
+        return True
+    given = _given_negative.get(key)
+    return given is not None and time.monotonic() - given[0] < RECENT_S
+
+
+def _fresh_positive(key: Key) -> Run | None:
     entry = _answers.get(key)
     if (
         entry is not None
@@ -273,22 +204,48 @@ def find_finished_run(task: MlflowTask, fresh: bool = False) -> Run | None:
             if run is not None:
                 return run
             entry = _answers.pop(key, None)
-            if entry is not None and entry[0] is None:
-                return None  # a single-use "not complete" answer
+            if entry is not None and entry[0] is None:  # a single-use "not complete"
+                _given_negative[key] = (entry[1], entry[2])
+                return None
+    asked_ms = _epoch_ms()
     exp_id = _tracking.experiment_id(task.get_experiment_name(), create=False)
-    if exp_id is None:
-        return None
-    run = query_finished_run(exp_id, task.identity)
-    if run is not None:
-        with _lock:
-            _answers[key] = (run, time.monotonic())
+    run = None if exp_id is None else query_finished_run(exp_id, task.identity)
+    with _lock:
+        if run is not None:
+            _answers[key] = (run, time.monotonic(), asked_ms)
+        else:
+            _given_negative[key] = (time.monotonic(), asked_ms)
     return run
+
+
+def negative_answer_ms(task: MlflowTask) -> int | None:
+    """When the store was asked for the "not complete" answer `task` was scheduled on."""
+    key = (_tracking.tracking_uri(), task.get_experiment_name(), task.identity)
+    with _lock:
+        given = _given_negative.get(key)
+    return given[1] if given else None
+
+
+def note_complete(task: MlflowTask) -> None:
+    """`task` just got a FINISHED run here: its "not complete" answer is void."""
+    key = (_tracking.tracking_uri(), task.get_experiment_name(), task.identity)
+    with _lock:
+        _given_negative.pop(key, None)
+        _answers.pop(key, None)
+
+
+def known_complete(task: MlflowTask) -> bool:
+    """A fresh "complete" answer is at hand (no query)."""
+    key = (_tracking.tracking_uri(), task.get_experiment_name(), task.identity)
+    with _lock:
+        return _fresh_positive(key) is not None
 
 
 def forget() -> None:
     """Drop every cached answer."""
     with _lock:
         _answers.clear()
+        _given_negative.clear()
 
 
 def get_runs(run_ids: Sequence[str]) -> dict[str, Run]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import luigi
 import luigi.parameter
 
-from luigiflow import _artifacts, _events, _lookup, _provenance, _tracking
+from luigiflow import _artifacts, _events, _liveness, _lookup, _provenance, _recheck, _tracking
 from luigiflow._definition import TypedRegister, validate_class
 from luigiflow._errors import (
     ArtifactError,
@@ -287,10 +287,10 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         exp_id = _tracking.experiment_id(self.get_experiment_name(), create=True)
         assert exp_id is not None
         # Another worker may have finished this identity since Luigi scheduled it.
-        # The same query retires runs of this identity whose worker stopped beating.
-        existing = _lookup.recheck_before_run(exp_id, self.identity)
+        existing = _recheck.existing_run(exp_id, self.identity, _lookup.negative_answer_ms(self))
         if existing is not None:
             self.__dict__["_lf_run"] = existing
+            _lookup.note_complete(self)
             _events.record("reused", self.task_id, existing.info.run_id)
             return
         upstream_runs = self._upstream_runs()
@@ -308,7 +308,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         self.__dict__["_lf_state"] = state
         self._write_provenance_files(state, params_json)
         _events.record("started", self.task_id, run_id)
-        heartbeat = _lookup.Heartbeat(run_id)
+        heartbeat = _liveness.Heartbeat(run_id)
         try:
             if self.seed_random:
                 _provenance.seed_everything(self.seed)
@@ -324,6 +324,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             state.cleanup()
         # Downstream tasks look this run up afresh before consuming it (see _lookup).
         self.__dict__.pop("_lf_run", None)
+        _lookup.note_complete(self)
         _events.record("executed", self.task_id, run_id)
 
     def _upstream_runs(self) -> dict[str, Run]:
@@ -341,7 +342,8 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             "luigiflow.task_id": self.task_id[:MAX_TAG_LENGTH],
             "luigiflow.task_module": type(self).__module__,
             "luigiflow.seed": self.seed,
-            _lookup.HEARTBEAT_TAG: f"{time.time():.3f}",
+            _liveness.HEARTBEAT_TAG: f"{time.time():.3f}",
+            _liveness.WORKER_TAG: _liveness.worker_token(),
         }
         if len(params_json) <= MAX_TAG_LENGTH:
             tags[PARAMS_TAG] = params_json

@@ -12,7 +12,7 @@ import sys
 import luigi
 import pytest
 
-from luigiflow import _lookup, _tracking
+from luigiflow import _lookup, _recheck, _tracking
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -61,6 +61,7 @@ def _reset_globals() -> None:
         mlflow.end_run()
     _tracking.forget_experiments()
     _lookup.forget()
+    _recheck.forget()
     luigi.configuration.LuigiConfigParser._instance = None
     luigi.task_register.Register.clear_instance_cache()
 

@@ -1,0 +1,93 @@
+"""Right before a task runs, runs that other workers finished meanwhile are found."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import luigi
+import pytest
+
+import luigiflow as lf
+from luigiflow import _liveness, _tracking
+from luigiflow._identity import IDENTITY_TAG
+from tests.conftest import runs_of
+from tests.dags import Gather
+
+# What the "other worker" does while First runs: "finish" or "finish-then-delete".
+_ACTION: dict[str, str] = {}
+
+
+def _as_another_worker(task: lf.MlflowTask, action: str) -> str:
+    client = _tracking.get_client()
+    exp_id = _tracking.experiment_id(task.get_experiment_name(), create=True)
+    assert exp_id is not None
+    run = client.create_run(
+        exp_id,
+        tags={IDENTITY_TAG: task.identity, _liveness.WORKER_TAG: "elsewhere/1/feedbeef"},
+    )
+    client.set_terminated(run.info.run_id, "FINISHED")
+    if action == "finish-then-delete":
+        client.delete_run(run.info.run_id)
+    return str(run.info.run_id)
+
+
+class Second(lf.MlflowTask):
+    artifacts: dict[str, str] = {}
+    label = luigi.Parameter(default="x")
+
+    def requires(self) -> dict[str, Any]:
+        return {"first": First(label=self.label)}
+
+    def run_task(self) -> None:
+        pass
+
+
+class First(lf.MlflowTask):
+    artifacts: dict[str, str] = {}
+    label = luigi.Parameter(default="x")
+
+    def run_task(self) -> None:
+        # Luigi has already decided Second is not complete; now another worker finishes it.
+        _ACTION["run_id"] = _as_another_worker(Second(label=self.label), _ACTION["action"])
+
+
+@pytest.mark.parametrize("interval", ["0", "1"])
+def test_run_finished_by_another_worker_meanwhile_is_reused(client, monkeypatch, interval):
+    monkeypatch.setenv("LUIGIFLOW_RECHECK_S", interval)
+    _ACTION["action"] = "finish"
+    second = Second(label=f"reuse-{interval}")
+    result = lf.build([second])
+    assert result.executed == [First(label=f"reuse-{interval}")]
+    assert result.runs[second] == _ACTION["run_id"]
+    assert [r.info.run_id for r in runs_of(client, "Second")] == [_ACTION["run_id"]]
+
+
+def test_deleted_run_of_another_worker_is_not_reused(client):
+    _ACTION["action"] = "finish-then-delete"
+    second = Second(label="deleted")
+    result = lf.build([second])
+    assert second in result.executed
+    assert result.runs[second] != _ACTION["run_id"]
+
+
+def test_completion_is_asked_in_batches_not_per_task(client, monkeypatch):
+    # Each sibling's deps() names the shared upstream again, and every task re-checks
+    # before it runs; neither may cost a query per task.
+    from mlflow import MlflowClient
+
+    calls: list[str] = []
+    search = MlflowClient.search_runs
+
+    def counting(self: MlflowClient, *args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("filter_string", ""))
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "search_runs", counting)
+    monkeypatch.setenv("LUIGIFLOW_RECHECK_S", "3600")
+    width = 40
+    result = lf.build([Gather(width=width)])
+    assert len(result.executed) == width + 2
+    assert len(calls) < width // 2, "\n".join(c[:90] for c in calls)
+    calls.clear()
+    assert lf.build([Gather(width=width + 5)]).executed != []
+    assert len(calls) < width // 2, "\n".join(c[:90] for c in calls)
