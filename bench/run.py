@@ -152,18 +152,52 @@ def main() -> None:
         "extend: N done, N + 10% asked (ms per task of the asked graph).\n"
     )
     lines.append(f"## Wide check: {wide} finished independent tasks asked again\n")
-    lf_ms, blog_ms = wide_rows["luigiflow"]["ms_per_task"], wide_rows["blog"]["ms_per_task"]
+    lf_ms_wide = wide_rows["luigiflow"]["ms_per_task"]
+    blog_ms = wide_rows["blog"]["ms_per_task"]
     lines.append("| system | ms per finished task |\n|---|---|")
     lines.append(
-        f"| luigiflow (batched lookup) | {lf_ms:.3f} |\n| blog (search per task) | {blog_ms:.3f} |"
+        f"| luigiflow (batched lookup) | {lf_ms_wide:.3f} |\n"
+        f"| blog (search per task) | {blog_ms:.3f} |"
     )
-    lines.append(f"\nratio blog/luigiflow: {blog_ms / lf_ms:.1f}x\n")
+    lines.append(f"\nratio blog/luigiflow: {blog_ms / lf_ms_wide:.1f}x\n")
     lines.append(f"## Artifact: one {artifact_mib} MiB file, from save to FINISHED\n")
     lines.append("| system | seconds |\n|---|---|")
     lines.append(f"| luigiflow save(Path) (hard link) | {art['luigiflow']['seconds']:.3f} |")
     lines.append(f"| MLflow log_artifact (copy) | {art['mlflow']['seconds']:.3f} |")
     lines.append(f"\nratio: {art['mlflow']['seconds'] / art['luigiflow']['seconds']:.1f}x faster\n")
     lines.append(f"## CLI\n\n`luigiflow --help`: {helps:.3f} s (median of 5)\n")
+    lines.append("## Targets (issue 4), from the numbers above\n")
+    lines.append("| target | measured | met |\n|---|---|---|")
+
+    def target(name: str, measured: str, met: bool) -> None:
+        lines.append(f"| {name} | {measured} | {'yes' if met else 'NO'} |")
+
+    for n in sizes:
+        lf_ms = rows[("cold", n, "luigiflow")]["ms_per_task"]  # type: ignore[index]
+        if "gokart" in systems:
+            gk_ms = rows[("cold", n, "gokart")]["ms_per_task"]  # type: ignore[index]
+            target(
+                f"cold N={n}: per task no worse than gokart",
+                f"{lf_ms:.2f} vs {gk_ms:.2f} ms",
+                lf_ms <= gk_ms,
+            )
+        for scenario in ("noop", "extend"):
+            ours = rows[(scenario, n, "luigiflow")]["seconds"]  # type: ignore[index]
+            blog = rows[(scenario, n, "blog")]["seconds"]  # type: ignore[index]
+            target(
+                f"{scenario} N={n}: at least 5x faster than the blog design",
+                f"{blog / ours:.1f}x",
+                blog / ours >= 5,
+            )
+    target(
+        "wide check: at most 0.5 ms per finished task, 10x faster than a search per task",
+        f"{lf_ms_wide:.3f} ms, {blog_ms / lf_ms_wide:.1f}x",
+        lf_ms_wide <= 0.5 and blog_ms / lf_ms_wide >= 10,
+    )
+    art_ratio = art["mlflow"]["seconds"] / art["luigiflow"]["seconds"]
+    target("artifact: at least 5x faster than log_artifact", f"{art_ratio:.1f}x", art_ratio >= 5)
+    target("`luigiflow --help` under 0.5 s", f"{helps:.3f} s", helps < 0.5)
+    lines.append("")
     text = "\n".join(lines)
     Path(args.output).write_text(text, encoding="utf-8")
     print(text)

@@ -17,7 +17,7 @@ import luigi
 from luigiflow import _lookup, _provenance, _tracking
 from luigiflow._build import walk_graph
 from luigiflow._identity import decode_value
-from luigiflow._task import FAMILY_TAG, PARAMS_TAG, UPSTREAM_TAG_PREFIX, VERSION_TAG, MlflowTask
+from luigiflow._task import FAMILY_TAG, PARAMS_TAG, UPSTREAM_TAG_PREFIX, MlflowTask, task_facts
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -114,7 +114,7 @@ class _Planner:
                 entry.code_changed = True
                 entry.reasons.append(
                     f"code changed since run {run.info.run_id} "
-                    f"({run.data.tags.get('luigiflow.code.fingerprint')} -> "
+                    f"({task_facts(run.data.tags).get('code_fingerprint')} -> "
                     f"{_provenance.code_fingerprint(type(task))})"
                 )
             elif run is not None:  # complete, but an upstream is re-run for its code
@@ -153,7 +153,8 @@ class _Planner:
             entry.reasons.append(
                 f"{prefix}parameter {change.name} changed: {change.old} -> {change.new}"
             )
-        old_version = nearest.data.tags.get(VERSION_TAG)
+        facts = task_facts(nearest.data.tags)
+        old_version = json.dumps(facts["version"]) if "version" in facts else None
         new_version = json.dumps(_encoded_version(task))
         if old_version is not None and old_version != new_version:
             entry.reasons.append(
@@ -208,7 +209,7 @@ def _show_version(recorded: str) -> Any:
 
 
 def _code_changed(task: MlflowTask, run: Run) -> bool:
-    recorded = run.data.tags.get("luigiflow.code.fingerprint")
+    recorded = task_facts(run.data.tags).get("code_fingerprint")
     return recorded is not None and recorded != _provenance.code_fingerprint(type(task))
 
 

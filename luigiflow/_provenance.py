@@ -176,10 +176,9 @@ def provenance_tags(cls: type) -> dict[str, Any]:
     Git state and environment are one JSON tag each: every tag is a row that each
     completion scan loads, so fewer, denser tags keep lookups fast.
     """
-    tags: dict[str, Any] = {"luigiflow.code.fingerprint": code_fingerprint(cls)}
+    tags: dict[str, Any] = {}
     path = source_file(cls)
     if path:
-        tags["luigiflow.code.source"] = path
         tags["mlflow.source.name"] = path
         git = git_state(os.path.dirname(os.path.abspath(path)))
         if git:

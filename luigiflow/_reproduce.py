@@ -13,7 +13,7 @@ from luigiflow import _history, _provenance
 from luigiflow._errors import RunNotFoundError, TaskNotFoundError
 from luigiflow._identity import IDENTITY_TAG, decode_value
 from luigiflow._plan import recorded_params
-from luigiflow._task import FAMILY_TAG, MlflowTask
+from luigiflow._task import FAMILY_TAG, MlflowTask, task_facts
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -28,7 +28,7 @@ def task_from_run(run: Run) -> MlflowTask:
         raise RunNotFoundError(
             f"run {run.info.run_id} was not recorded by luigiflow (no task family or params)"
         )
-    module = tags.get("luigiflow.task_module")
+    module = task_facts(tags).get("module")
     if module:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
@@ -74,7 +74,7 @@ def differences(run: Run, task: MlflowTask) -> list[str]:
         found.append("the recorded run was made from a dirty tree (see its luigiflow/git.diff)")
     if current_git.get("dirty") == "True":
         found.append("the working tree has uncommitted changes")
-    recorded_fp = tags.get("luigiflow.code.fingerprint")
+    recorded_fp = task_facts(tags).get("code_fingerprint")
     current_fp = _provenance.code_fingerprint(type(task))
     if recorded_fp and recorded_fp != current_fp:
         found.append(f"{task.get_task_family()} source changed: {recorded_fp} -> {current_fp}")

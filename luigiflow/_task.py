@@ -50,7 +50,10 @@ if TYPE_CHECKING:
 FAMILY_TAG = "luigiflow.task_family"
 PARAMS_TAG = "luigiflow.params"
 UPSTREAM_TAG_PREFIX = "luigiflow.upstream."
-VERSION_TAG = "luigiflow.version"
+# Facts about the task that made a run, one JSON tag: id, module, version, seed and
+# the code fingerprint/source. Every tag is a row each completion scan loads, so the
+# facts nobody filters on share one.
+TASK_TAG = "luigiflow.task"
 ERROR_TAG = "luigiflow.error"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
@@ -282,7 +285,6 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         raise NotImplementedError(f"{self.get_task_family()} must define run_task()")
 
     def run(self) -> None:
-        import mlflow
 
         exp_id = _tracking.experiment_id(self.get_experiment_name(), create=True)
         assert exp_id is not None
@@ -297,12 +299,8 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         started = time.time()
         params_json = canonical_json(self.encoded_params())
         tags = self._start_tags(upstream_runs, params_json)
-        active = mlflow.start_run(
-            experiment_id=exp_id,
-            run_name=f"{self.get_task_family()}-{self.identity[:8]}",
-            tags=tags,
-            nested=mlflow.active_run() is not None,
-        )
+        run_name = f"{self.get_task_family()}-{self.identity[:8]}"
+        active = _tracking.start_run(exp_id, run_name, tags)
         run_id = active.info.run_id
         state = RunState(run_id, active.info.artifact_uri)
         self.__dict__["_lf_state"] = state
@@ -338,10 +336,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         tags: dict[str, Any] = {
             IDENTITY_TAG: self.identity,
             FAMILY_TAG: self.get_task_family(),
-            VERSION_TAG: json.dumps(encode_value(self.version)),
-            "luigiflow.task_id": self.task_id[:MAX_TAG_LENGTH],
-            "luigiflow.task_module": type(self).__module__,
-            "luigiflow.seed": self.seed,
+            TASK_TAG: self._task_facts(),
             _liveness.HEARTBEAT_TAG: f"{time.time():.3f}",
             _liveness.WORKER_TAG: _liveness.worker_token(),
         }
@@ -353,6 +348,17 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             tags[UPSTREAM_TAG_PREFIX + name] = run.info.run_id
         tags.update(_provenance.provenance_tags(type(self)))
         return {k: str(v) for k, v in tags.items()}
+
+    def _task_facts(self) -> str:
+        facts = {
+            "id": self.task_id[:1000],
+            "module": type(self).__module__,
+            "version": encode_value(self.version),
+            "seed": self.seed,
+            "code_fingerprint": _provenance.code_fingerprint(type(self)),
+            "code_source": _provenance.source_file(type(self)),
+        }
+        return json.dumps(facts, sort_keys=True)
 
     def _write_provenance_files(self, state: RunState, params_json: str) -> None:
         """Installed packages, params too long for a tag, the diff when the tree is dirty."""
@@ -496,3 +502,12 @@ def _metric_value(task: MlflowTask, key: str, value: Any) -> float:
             f"{task.get_task_family()}: metric {key!r} must be a number, got {value!r}"
         ) from None
     return number
+
+
+def task_facts(tags: Mapping[str, str]) -> dict[str, Any]:
+    """The `luigiflow.task` facts recorded on a run ({} when absent or unreadable)."""
+    try:
+        facts = json.loads(tags.get(TASK_TAG, "{}"))
+    except ValueError:
+        return {}
+    return facts if isinstance(facts, dict) else {}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from luigiflow._errors import TrackingError
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
+    from mlflow import ActiveRun, MlflowClient
 
 _lock = threading.Lock()
 _clients: dict[tuple[int, str], MlflowClient] = {}
@@ -118,6 +118,47 @@ def forget_experiments() -> None:
     """Drop cached experiment ids (tests switch stores between cases)."""
     _experiment_ids.clear()
     _clients.clear()
+
+
+_context: tuple[int, dict[str, str]] | None = None
+
+
+def start_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> ActiveRun:
+    """Create a run and make it MLflow's active run, as `mlflow.start_run` does.
+
+    `mlflow.start_run` re-resolves MLflow's context tags (user, source, git) and probes
+    for Databricks on every call: about 1 ms a run, for values that never change within
+    a process. They are resolved once here and the run joins the fluent run stack, so
+    `mlflow.log_*` and autologging in user code land on it. Where that stack is not
+    what this MLflow keeps, or system metrics are on (start_run starts their monitor),
+    `mlflow.start_run` itself is used.
+    """
+    global _context
+    import mlflow
+    from mlflow.tracking import fluent
+
+    stack_var = getattr(fluent, "_active_run_stack", None)
+    active_run_class = getattr(fluent, "ActiveRun", None)
+    stack = stack_var.get() if stack_var is not None and hasattr(stack_var, "get") else None
+    system_metrics = os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "").lower()
+    if not isinstance(stack, list) or active_run_class is None or system_metrics in ("true", "1"):
+        return mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name,
+            tags=tags,
+            nested=mlflow.active_run() is not None,
+        )
+    if _context is None or _context[0] != os.getpid():
+        from mlflow.tracking.context.registry import resolve_tags
+
+        _context = (os.getpid(), resolve_tags({}))
+    all_tags = {**_context[1], **tags}
+    if stack:  # a run is active (build() called inside one): ours nests under it
+        all_tags["mlflow.parentRunId"] = stack[-1].info.run_id
+    run = get_client().create_run(experiment_id, tags=all_tags, run_name=run_name)
+    active: ActiveRun = active_run_class(run)
+    stack.append(active)
+    return active
 
 
 @contextlib.contextmanager

@@ -192,6 +192,19 @@ def test_run_task_runs_inside_active_mlflow_run(client):
     assert mlflow.active_run() is None
 
 
+def test_runs_carry_mlflow_context_tags_and_nest_under_an_active_run(client):
+    mlflow.set_experiment("outer")
+    with mlflow.start_run() as outer:
+        result = lf.build([Source()])
+    run = client.get_run(result.runs[Source()])
+    assert run.data.tags["mlflow.parentRunId"] == outer.info.run_id
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.type"] == "LOCAL"
+    assert run.data.tags["mlflow.runName"].startswith("Source-")
+    assert (
+        mlflow.active_run() is None and client.get_run(outer.info.run_id).info.status == "FINISHED"
+    )
+
+
 def test_seed_is_set_before_run_task(client):
     import random
 

@@ -353,16 +353,16 @@ def _node_label(node: Any) -> str:
         )
     tags = data.tags
     from luigiflow._provenance import git_of
+    from luigiflow._task import task_facts
 
     git = git_of(tags)
+    fingerprint = task_facts(tags).get("code_fingerprint")
     commit = git.get("commit")
     if commit:
         dirty = " (dirty)" if git.get("dirty") == "True" else ""
-        lines.append(
-            f"code: git {commit[:12]}{dirty}, fingerprint {tags.get('luigiflow.code.fingerprint')}"
-        )
-    elif tags.get("luigiflow.code.fingerprint"):
-        lines.append(f"code: fingerprint {tags['luigiflow.code.fingerprint']} (no git)")
+        lines.append(f"code: git {commit[:12]}{dirty}, fingerprint {fingerprint}")
+    elif fingerprint:
+        lines.append(f"code: fingerprint {fingerprint} (no git)")
     return "\n".join(lines)
 
 
