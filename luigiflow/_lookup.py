@@ -45,6 +45,8 @@ Key = tuple[str, str, str]  # (tracking uri, experiment name, identity)
 _answers: dict[Key, tuple[Run | None, float, int]] = {}
 # "Not complete" answers already given: (monotonic time, epoch ms the store was asked).
 _given_negative: dict[Key, tuple[float, int]] = {}
+# Runs this process finished, by task: fetched by id when asked about again.
+_finished_here: dict[Key, str] = {}
 
 
 def finished_filter(identity: str) -> str:
@@ -157,7 +159,21 @@ def prefetch(tasks: Iterable[Any]) -> None:
         if exp_id is None:
             found.update(((uri, name, t.identity), None) for t in group)
             continue
-        identities = {t.identity for t in group}
+        # Runs finished by this process are fetched by id (IN works on run ids), not
+        # found by scanning the whole experiment; a deleted one is looked up as usual.
+        with _lock:
+            mine = {
+                t.identity: _finished_here[k]
+                for t in group
+                if (k := (uri, name, t.identity)) in _finished_here
+            }
+        fetched = _fetch_finished(exp_id, list(mine.values())) if mine else {}
+        for identity, run_id in mine.items():
+            if run_id in fetched:
+                found[(uri, name, identity)] = fetched[run_id]
+        identities = {t.identity for t in group} - {k[2] for k in found if k[1] == name}
+        if not identities:
+            continue
         if len(identities) < SCAN_THRESHOLD:
             for identity in identities:
                 found[(uri, name, identity)] = query_finished_run(exp_id, identity)
@@ -226,12 +242,32 @@ def negative_answer_ms(task: MlflowTask) -> int | None:
     return given[1] if given else None
 
 
-def note_complete(task: MlflowTask) -> None:
-    """`task` just got a FINISHED run here: its "not complete" answer is void."""
+def note_complete(task: MlflowTask, run_id: str) -> None:
+    """`task` just got FINISHED run `run_id` here: its "not complete" answer is void."""
     key = (_tracking.tracking_uri(), task.get_experiment_name(), task.identity)
     with _lock:
         _given_negative.pop(key, None)
         _answers.pop(key, None)
+        _finished_here[key] = run_id
+
+
+def _fetch_finished(experiment_id: str, run_ids: list[str]) -> dict[str, Run]:
+    """Those of `run_ids` that are FINISHED, not deleted, and count."""
+    from mlflow.entities import ViewType
+
+    client = _tracking.get_client()
+    result: dict[str, Run] = {}
+    for start in range(0, len(run_ids), 500):
+        quoted = ", ".join(f"'{r}'" for r in run_ids[start : start + 500] if r.isalnum())
+        with _tracking.translate_errors(f"fetching runs of experiment {experiment_id}"):
+            runs = client.search_runs(
+                [experiment_id],
+                filter_string=f"attributes.run_id IN ({quoted}) AND attributes.status = 'FINISHED'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=500,
+            )
+        result.update((r.info.run_id, r) for r in runs if _counts(r))
+    return result
 
 
 def known_complete(task: MlflowTask) -> bool:
@@ -246,6 +282,7 @@ def forget() -> None:
     with _lock:
         _answers.clear()
         _given_negative.clear()
+        _finished_here.clear()
 
 
 def get_runs(run_ids: Sequence[str]) -> dict[str, Run]:

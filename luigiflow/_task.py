@@ -292,7 +292,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         existing = _recheck.existing_run(exp_id, self.identity, _lookup.negative_answer_ms(self))
         if existing is not None:
             self.__dict__["_lf_run"] = existing
-            _lookup.note_complete(self)
+            _lookup.note_complete(self, existing.info.run_id)
             _events.record("reused", self.task_id, existing.info.run_id)
             return
         upstream_runs = self._upstream_runs()
@@ -322,7 +322,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             state.cleanup()
         # Downstream tasks look this run up afresh before consuming it (see _lookup).
         self.__dict__.pop("_lf_run", None)
-        _lookup.note_complete(self)
+        _lookup.note_complete(self, run_id)
         _events.record("executed", self.task_id, run_id)
 
     def _upstream_runs(self) -> dict[str, Run]:

@@ -82,3 +82,17 @@ def test_positive_answer_expires(client, monkeypatch):
 def test_lookup_creates_no_experiment(client):
     assert not Fan(index=99).complete()
     assert client.get_experiment_by_name("Fan") is None
+
+
+def test_run_finished_here_is_fetched_by_id_and_its_deletion_seen(client):
+    tasks = [Fan(index=i) for i in range(5)]
+    lf.build(tasks)
+    runs = {t: t.find_run() for t in tasks}
+    _lookup.forget()
+    for task in tasks:  # as if this process had just finished them
+        _lookup.note_complete(task, runs[task].info.run_id)
+    client.delete_run(runs[tasks[0]].info.run_id)
+    _lookup.prefetch(tasks)
+    assert _lookup.find_finished_run(tasks[0]) is None
+    for task in tasks[1:]:
+        assert _lookup.find_finished_run(task).info.run_id == runs[task].info.run_id
