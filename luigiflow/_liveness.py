@@ -89,22 +89,3 @@ def retire(run: Run) -> None:
         f"abandoned: no heartbeat from its worker since {beat} (luigiflow marked it KILLED)",
     )
     client.set_terminated(run.info.run_id, "KILLED")
-
-
-def retire_abandoned(experiment_id: str) -> int:
-    """Mark KILLED every RUNNING run of an experiment whose worker stopped beating."""
-    from mlflow.entities import ViewType
-
-    client = _tracking.get_client()
-    with _tracking.translate_errors(f"listing running runs of experiment {experiment_id}"):
-        running = client.search_runs(
-            [experiment_id],
-            filter_string="attributes.status = 'RUNNING'",
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1000,
-        )
-    now = time.time()
-    abandoned = [run for run in running if is_abandoned(run, now)]
-    for run in abandoned:
-        retire(run)
-    return len(abandoned)

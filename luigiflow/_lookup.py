@@ -11,9 +11,12 @@ worker is seen at once. A "complete" answer may be reused for RECENT_S seconds (
 that share an upstream would otherwise each re-ask about it); after that the store is
 asked again, so a run deleted meanwhile stops counting. A task is not run on a stale
 answer either: right before creating its run, `_recheck` looks for runs other workers
-finished since the answer was given. `prefetch` skips tasks it answered less than
-RECENT_S ago (Luigi asks about a shared upstream once, while each sibling's `deps()`
-names it again).
+finished since the answer was given.
+
+Two savings keep the number of queries small: `prefetch` skips tasks it answered less
+than RECENT_S ago (Luigi asks about a shared upstream once, while each sibling's
+`deps()` names it again), and tasks this process has just run are fetched by run id
+(the one field MLflow can match with IN) instead of scanning their whole experiment.
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ def clear_ignored() -> None:
     _not_before.clear()
 
 
-def _counts(run: Run) -> bool:
+def counts(run: Run) -> bool:
+    """The run is not one `ignore_runs_before` set aside."""
     threshold = _not_before.get(run.data.tags.get(IDENTITY_TAG, ""))
     return threshold is None or run.info.start_time >= threshold
 
@@ -133,7 +137,7 @@ def scan_finished_runs(experiment_id: str) -> dict[str, Run]:
     newest: dict[str, Run] = {}
     for run in scan_finished_runs_all(experiment_id):
         identity = run.data.tags.get(IDENTITY_TAG)
-        if identity is not None and identity not in newest and _counts(run):
+        if identity is not None and identity not in newest and counts(run):
             newest[identity] = run  # newest first: the first counting run wins
     return newest
 
@@ -205,7 +209,7 @@ def _fresh_positive(key: Key) -> Run | None:
         entry is not None
         and entry[0] is not None
         and time.monotonic() - entry[1] < RECENT_S
-        and _counts(entry[0])
+        and counts(entry[0])
     ):
         return entry[0]
     return None
@@ -266,8 +270,14 @@ def _fetch_finished(experiment_id: str, run_ids: list[str]) -> dict[str, Run]:
                 run_view_type=ViewType.ACTIVE_ONLY,
                 max_results=500,
             )
-        result.update((r.info.run_id, r) for r in runs if _counts(r))
+        result.update((r.info.run_id, r) for r in runs if counts(r))
     return result
+
+
+def oldest_negative_ms() -> int | None:
+    """When the store was asked for the oldest "not complete" answer given out."""
+    with _lock:
+        return min((ms for _, ms in _given_negative.values()), default=None)
 
 
 def known_complete(task: MlflowTask) -> bool:

@@ -5,8 +5,9 @@ the store again for every task would cost a query per run; instead each process
 watches each experiment it runs tasks in. At most every `recheck_interval()` seconds
 one query lists the runs that *other* workers FINISHED since the last look (by
 `end_time`, less a clock-skew margin); a task whose identity shows up there reuses
-that run instead of computing again. The first look in a build also marks KILLED the
-RUNNING runs whose worker died (no heartbeat).
+that run instead of computing again. The exact check (the first task of an
+experiment in a process) also marks KILLED the RUNNING runs of that identity whose
+worker died (no heartbeat).
 
 What this gives up, knowingly: a run another worker finishes less than one interval
 before ours starts may be computed twice. It is never wrongly *reused*: a candidate
@@ -52,27 +53,58 @@ def existing_run(experiment_id: str, identity: str, asked_ms: int | None) -> Run
     """A FINISHED run of `identity` that appeared since `asked_ms`, or None.
 
     `asked_ms` is when the store said the task was not complete; None (the task was
-    never asked about, e.g. `run()` called directly) means one exact query.
+    never asked about, e.g. `run()` called directly) means one exact query. The first
+    task of an experiment in a process is also checked exactly (a forked worker runs
+    just one); the watch serves the tasks after it.
     """
     key = (_tracking.tracking_uri(), experiment_id)
     with _lock:
         watch = _watches.get(key)
-        if watch is None and asked_ms is not None:
-            start = asked_ms - SKEW_MS
-            watch = _watches[key] = _Watch(covered_from_ms=start, next_from_ms=start)
-            _liveness.retire_abandoned(experiment_id)
-        if (
-            watch is not None
-            and asked_ms is not None
-            and asked_ms - SKEW_MS >= watch.covered_from_ms
-        ):
+        if watch is None:
+            if asked_ms is not None:
+                # From the oldest answer this process still acts on: every task it
+                # will run was asked about after that.
+                start = min(asked_ms, _lookup.oldest_negative_ms() or asked_ms) - SKEW_MS
+                _watches[key] = _Watch(covered_from_ms=start, next_from_ms=start)
+        elif asked_ms is not None and asked_ms - SKEW_MS >= watch.covered_from_ms:
             if time.monotonic() - watch.looked_at >= recheck_interval():
                 _look(experiment_id, watch)
             if identity not in watch.finished:
                 return None
-    # Never asked, asked before the watch began, or another worker finished this
-    # identity: one exact query (newest first; deletions and --force seen).
-    return _lookup.query_finished_run(experiment_id, identity)
+    # No watch yet, asked before the watch began, or another worker finished this
+    # identity (confirm it: newest first, deletions and --force seen).
+    return _exact(experiment_id, identity)
+
+
+def _exact(experiment_id: str, identity: str) -> Run | None:
+    """The newest counting FINISHED run of `identity`; dead RUNNING ones are retired.
+
+    One query returns the newest runs of the identity in any state.
+    """
+    from mlflow.entities import ViewType
+
+    client = _tracking.get_client()
+    with _tracking.translate_errors(f"checking runs with identity {identity[:12]}"):
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{IDENTITY_TAG}` = '{identity}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=WINDOW,
+            order_by=_lookup.ORDER_NEWEST_FIRST,
+        )
+    now = time.time()
+    for run in runs:
+        if _liveness.is_abandoned(run, now):
+            _liveness.retire(run)
+    finished = [r for r in runs if r.info.status == "FINISHED" and _lookup.counts(r)]
+    if finished:
+        return finished[0]
+    if len(runs) == WINDOW:  # many failed attempts: ask exactly
+        return _lookup.query_finished_run(experiment_id, identity)
+    return None
+
+
+WINDOW = 50
 
 
 def _look(experiment_id: str, watch: _Watch) -> None:

@@ -62,6 +62,33 @@ def test_run_finished_by_another_worker_meanwhile_is_reused(client, monkeypatch,
     assert [r.info.run_id for r in runs_of(client, "Second")] == [_ACTION["run_id"]]
 
 
+class Link(lf.MlflowTask):
+    """A chain in one experiment: Link(0) <- Link(1) <- Link(2)."""
+
+    artifacts: dict[str, str] = {}
+    i = luigi.IntParameter()
+    tag = luigi.Parameter()
+
+    def requires(self) -> dict[str, Any]:
+        return {"prev": Link(i=self.i - 1, tag=self.tag)} if self.i else {}
+
+    def run_task(self) -> None:
+        if self.i == 0:  # meanwhile another worker finishes the last link
+            _ACTION["run_id"] = _as_another_worker(Link(i=2, tag=self.tag), _ACTION["action"])
+
+
+@pytest.mark.parametrize("interval", ["0", "3600"])
+def test_watch_over_an_experiment_sees_runs_other_workers_finished(client, monkeypatch, interval):
+    # Link(0) is checked exactly; Link(1) and Link(2) by the experiment's watch, whose
+    # first look (before Link(1)) already sees the other worker's run.
+    monkeypatch.setenv("LUIGIFLOW_RECHECK_S", interval)
+    _ACTION["action"] = "finish"
+    last = Link(i=2, tag=interval)
+    result = lf.build([last])
+    assert set(result.executed) == {Link(i=0, tag=interval), Link(i=1, tag=interval)}
+    assert result.runs[last] == _ACTION["run_id"]
+
+
 def test_deleted_run_of_another_worker_is_not_reused(client):
     _ACTION["action"] = "finish-then-delete"
     second = Second(label="deleted")
