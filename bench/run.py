@@ -25,6 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SYSTEMS = ["luigiflow", "luigi", "gokart", "blog"]
+NOTES_MARKER = "<!-- notes below are kept by scripts/bench -->"
 
 
 def one(system: str, scenario: str, n: int, workdir: str) -> dict[str, float]:
@@ -199,7 +200,12 @@ def main() -> None:
     target("`luigiflow --help` under 0.5 s", f"{helps:.3f} s", helps < 0.5)
     lines.append("")
     text = "\n".join(lines)
-    Path(args.output).write_text(text, encoding="utf-8")
+    output = Path(args.output)
+    if output.exists():  # hand-written reading of the numbers survives a new run
+        old = output.read_text(encoding="utf-8")
+        if NOTES_MARKER in old:
+            text += "\n" + old[old.index(NOTES_MARKER) :]
+    output.write_text(text, encoding="utf-8")
     print(text)
 
 

@@ -111,14 +111,12 @@ def environment() -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def installed_packages() -> str:
     """A `pip freeze`-style list of every installed distribution."""
-    lines = sorted(
-        {
-            f"{d.metadata['Name']}=={d.version}"
-            for d in metadata.distributions()
-            if d.metadata["Name"]
-        },
-        key=str.lower,
-    )
+    found = set()
+    for dist in metadata.distributions():
+        meta = dist.metadata  # parsed on every access: read it once per distribution
+        if meta["Name"]:
+            found.add(f"{meta['Name']}=={meta['Version']}")
+    lines = sorted(found, key=str.lower)
     return "\n".join(lines) + "\n"
 
 
