@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from luigiflow import _lookup, _tracking
 from luigiflow._errors import RunNotFoundError
 from luigiflow._identity import IDENTITY_TAG
-from luigiflow._task import ARTIFACT_TAG_PREFIX, FAMILY_TAG, UPSTREAM_TAG_PREFIX
+from luigiflow._recording import ARTIFACT_TAG_PREFIX
+from luigiflow._task import FAMILY_TAG, UPSTREAM_TAG_PREFIX
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

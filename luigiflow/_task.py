@@ -1,31 +1,20 @@
 """MlflowTask: a Luigi task whose every execution is one MLflow run.
 
-The life of one run, in `run()`:
-  1. look once more for a FINISHED run of this identity (another worker may have
-     finished it since scheduling) and stop if there is one;
-  2. create the run with identity, lineage and provenance tags in one call and make
-     it the active MLflow run, so `mlflow.log_*`, autologging and system metrics land on it;
-  3. seed `random`/NumPy/PyTorch from the identity and call `run_task()`;
-  4. check every declared artifact was saved, then write params, metrics and
-     artifact records in one `log_batch` and only then mark the run FINISHED.
-Any exception marks the run FAILED with its traceback stored as an artifact.
+What a task is (parameters, identity, artifacts, completion, loading) lives here; how
+one execution is recorded as a run lives in `_execution`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pathlib
-import time
-import traceback
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import luigi
 import luigi.parameter
 
-from luigiflow import _artifacts, _events, _liveness, _lookup, _provenance, _recheck, _tracking
+from luigiflow import _artifacts, _lookup, _provenance, _tracking
 from luigiflow._definition import TypedRegister, validate_class
 from luigiflow._errors import (
     ArtifactError,
@@ -34,15 +23,13 @@ from luigiflow._errors import (
     TaskDefinitionError,
 )
 from luigiflow._identity import (
-    IDENTITY_TAG,
     UnencodableValueError,
-    canonical_json,
     compute_identity,
     encode_value,
     seed_from_identity,
 )
 from luigiflow._parameters import FileParameter, check_value, encode_param
-from luigiflow._recording import ARTIFACT_TAG_PREFIX, RunState, verify
+from luigiflow._recording import RunState, verify
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -285,45 +272,9 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         raise NotImplementedError(f"{self.get_task_family()} must define run_task()")
 
     def run(self) -> None:
+        from luigiflow import _execution  # imported here: it builds on this module
 
-        exp_id = _tracking.experiment_id(self.get_experiment_name(), create=True)
-        assert exp_id is not None
-        # Another worker may have finished this identity since Luigi scheduled it.
-        existing = _recheck.existing_run(exp_id, self.identity, _lookup.negative_answer_ms(self))
-        if existing is not None:
-            self.__dict__["_lf_run"] = existing
-            _lookup.note_complete(self, existing.info.run_id)
-            _events.record("reused", self.task_id, existing.info.run_id)
-            return
-        upstream_runs = self._upstream_runs()
-        started = time.time()
-        params_json = canonical_json(self.encoded_params())
-        tags = self._start_tags(upstream_runs, params_json)
-        run_name = f"{self.get_task_family()}-{self.identity[:8]}"
-        active = _tracking.start_run(exp_id, run_name, tags)
-        run_id = active.info.run_id
-        state = RunState(run_id, active.info.artifact_uri)
-        self.__dict__["_lf_state"] = state
-        self._write_provenance_files(state, params_json)
-        _events.record("started", self.task_id, run_id)
-        heartbeat = _liveness.Heartbeat(run_id)
-        try:
-            if self.seed_random:
-                _provenance.seed_everything(self.seed)
-            self.run_task()
-            heartbeat.stop()
-            self._finish(state, started)
-        except BaseException as exc:
-            heartbeat.stop()
-            self._fail(state, exc)
-            raise
-        finally:
-            self.__dict__.pop("_lf_state", None)
-            state.cleanup()
-        # Downstream tasks look this run up afresh before consuming it (see _lookup).
-        self.__dict__.pop("_lf_run", None)
-        _lookup.note_complete(self, run_id)
-        _events.record("executed", self.task_id, run_id)
+        _execution.execute(self)
 
     def _upstream_runs(self) -> dict[str, Run]:
         runs: dict[str, Run] = {}
@@ -331,104 +282,6 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             if isinstance(dep, MlflowTask):
                 runs[name] = dep._bound_run()
         return runs
-
-    def _start_tags(self, upstream_runs: Mapping[str, Run], params_json: str) -> dict[str, str]:
-        tags: dict[str, Any] = {
-            IDENTITY_TAG: self.identity,
-            FAMILY_TAG: self.get_task_family(),
-            TASK_TAG: self._task_facts(),
-            _liveness.HEARTBEAT_TAG: f"{time.time():.3f}",
-            _liveness.WORKER_TAG: _liveness.worker_token(),
-        }
-        if len(params_json) <= MAX_TAG_LENGTH:
-            tags[PARAMS_TAG] = params_json
-        else:
-            tags[PARAMS_TAG] = "@artifact:luigiflow/params.json"
-        for name, run in upstream_runs.items():
-            tags[UPSTREAM_TAG_PREFIX + name] = run.info.run_id
-        tags.update(_provenance.provenance_tags(type(self)))
-        return {k: str(v) for k, v in tags.items()}
-
-    def _task_facts(self) -> str:
-        facts = {
-            "id": self.task_id[:1000],
-            "module": type(self).__module__,
-            "version": encode_value(self.version),
-            "seed": self.seed,
-            "code_fingerprint": _provenance.code_fingerprint(type(self)),
-            "code_source": _provenance.source_file(type(self)),
-        }
-        return json.dumps(facts, sort_keys=True)
-
-    def _write_provenance_files(self, state: RunState, params_json: str) -> None:
-        """Installed packages, params too long for a tag, the diff when the tree is dirty."""
-        state.write_extra("luigiflow/environment.txt", _provenance.installed_packages())
-        if len(params_json) > MAX_TAG_LENGTH:  # the params tag points here
-            state.write_extra("luigiflow/params.json", params_json)
-        path = _provenance.source_file(type(self))
-        if not path:
-            return
-        folder = os.path.dirname(os.path.abspath(path))
-        if _provenance.git_state(folder).get("dirty") == "True":
-            diff, _cut = _provenance.git_diff(folder)
-            state.write_extra("luigiflow/git.diff", diff)
-
-    def _finish(self, state: RunState, started: float) -> None:
-        import mlflow
-        from mlflow.entities import Metric, Param, RunTag
-
-        missing = [n for n in self.artifacts if n not in state.saved]
-        if missing:
-            raise ArtifactError(
-                f"{self.get_task_family()} (run {state.run_id}) did not save declared "
-                f"artifact(s) {', '.join(map(repr, missing))}; call self.save() with them"
-            )
-        state.upload()
-        now_ms = int(time.time() * 1000)
-        metrics = [Metric(k, v, now_ms, 0) for k, v in state.metrics.items()]
-        params = [Param(k, v) for k, v in self._display_params().items()]
-        tags = [RunTag(ARTIFACT_TAG_PREFIX + n, json.dumps(rec)) for n, rec in state.saved.items()]
-        tags.append(RunTag("luigiflow.duration_s", f"{time.time() - started:.3f}"))
-        client = _tracking.get_client()
-        with _tracking.translate_errors(f"recording results of {self!r}"):
-            client.log_batch(state.run_id, metrics=metrics, params=params, tags=tags)
-            mlflow.end_run("FINISHED")
-
-    def _fail(self, state: RunState, exc: BaseException) -> None:
-        import mlflow
-        from mlflow.entities import Param, RunTag
-
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt | SystemExit) else "FAILED"
-        text = "".join(traceback.format_exception(exc))
-        # Best effort: the store may be the very thing that failed.
-        try:
-            client = _tracking.get_client()
-            client.log_text(state.run_id, text, "luigiflow/traceback.txt")
-            client.log_batch(
-                state.run_id,
-                params=[Param(k, v) for k, v in self._display_params().items()],
-                tags=[RunTag(ERROR_TAG, f"{type(exc).__name__}: {exc}"[:MAX_TAG_LENGTH])],
-            )
-        except Exception:
-            pass
-        with contextlib.suppress(Exception):
-            mlflow.end_run(status)
-        _events.record_failure(self.task_id, exc)
-
-    def _display_params(self) -> dict[str, str]:
-        shown = {}
-        for name, param in self.get_params():
-            value = getattr(self, name)
-            try:
-                text = param.serialize(value)
-            except Exception:
-                text = repr(value)
-            if not isinstance(text, str):
-                text = json.dumps(text, default=str)
-            if len(text) > MAX_PARAM_LENGTH:
-                text = text[: MAX_PARAM_LENGTH - 20] + "...[truncated]"
-            shown[name] = text
-        return shown
 
     # ----- used inside run_task ----------------------------------------------------
 
