@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 import traceback
 from collections.abc import Mapping
@@ -106,13 +107,24 @@ def start_tags(
 def _task_facts(task: MlflowTask) -> str:
     facts = {
         "id": task.task_id[:1000],
-        "module": type(task).__module__,
+        "module": importable_module(type(task)),
         "version": encode_value(task.version),
         "seed": task.seed,
         "code_fingerprint": _provenance.code_fingerprint(type(task)),
         "code_source": _provenance.source_file(type(task)),
     }
     return json.dumps(facts, sort_keys=True)
+
+
+def importable_module(cls: type) -> str:
+    """The module a class can be imported from later (`python -m pkg.mod` runs it as
+    `__main__`; its real name is on the module's spec)."""
+    module = cls.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name and spec.name != "__main__":
+            return str(spec.name)
+    return module
 
 
 def _write_provenance_files(task: MlflowTask, state: RunState, params_json: str) -> None:

@@ -43,7 +43,8 @@ def task_from_run(run: Run) -> MlflowTask:
         cls = luigi.task_register.Register.get_task_cls(family)
     except luigi.task_register.TaskClassException as exc:
         raise TaskNotFoundError(
-            f"task {family!r} of run {run.info.run_id} is not defined; pass --module"
+            f"task {family!r} of run {run.info.run_id} is not defined here (recorded "
+            f"module: {module or 'unknown'}); pass --module with the module that defines it"
         ) from exc
     own = dict(cls.get_params())
     values: dict[str, Any] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -140,6 +141,26 @@ def test_reproduce_force_gives_identical_metrics_and_same_seed(client, tmp_path)
     again = cli(project, "reproduce", first.info.run_id)
     assert "reused" in again.stdout
     assert len(runs_of(client, "Step")) == 2
+
+
+def test_reproduce_runs_made_by_a_script(client, tmp_path):
+    project = make_project(tmp_path)
+    main = "\nif __name__ == '__main__':\n    lf.build([Step(k=int(sys.argv[1]))])\n"
+    (project / "mypipe.py").write_text(
+        PIPELINE.replace("import luigi\n", "import sys\nimport luigi\n", 1) + main
+    )
+    env = dict(os.environ)
+    subprocess.run([sys.executable, "-m", "mypipe", "4"], cwd=project, env=env, check=True)
+    subprocess.run([sys.executable, "mypipe.py", "5"], cwd=project, env=env, check=True)
+    by_k = {r.data.params["k"]: r for r in runs_of(client, "Step")}
+    # `python -m mypipe` runs the module as __main__: its importable name is recorded
+    assert json.loads(by_k["4"].data.tags["luigiflow.task"])["module"] == "mypipe"
+    assert "reused" in cli(project, "reproduce", by_k["4"].info.run_id).stdout
+    # a file run as a script has no importable name: the error says what to pass
+    failed = cli(project, "reproduce", by_k["5"].info.run_id, check=False)
+    assert failed.returncode == 1 and "--module" in failed.stderr
+    again = cli(project, "reproduce", by_k["5"].info.run_id, "--module", "mypipe")
+    assert "reused" in again.stdout
 
 
 def test_reproduce_reports_code_difference(client, tmp_path):

@@ -117,14 +117,19 @@ def diff(run_a: str, run_b: str) -> None:
 @click.argument("run_id")
 @click.option("--force", is_flag=True, help="Re-execute into a new run even though it is complete.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
-def reproduce(run_id: str, force: bool, workers: int) -> None:
+@click.option(
+    "--module",
+    default=None,
+    help="Import this module first (when the run was made by a script run as a file).",
+)
+def reproduce(run_id: str, force: bool, workers: int, module: str | None) -> None:
     """Rebuild the task of RUN_ID from the parameters recorded on it.
 
     Says first how the current code differs from the recorded commit and fingerprint.
     """
     from luigiflow.cli import _commands
 
-    _commands.reproduce(run_id, force, workers)
+    _commands.reproduce(run_id, force, workers, module)
 
 
 @app.command()

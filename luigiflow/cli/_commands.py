@@ -20,7 +20,7 @@ from rich.tree import Tree
 
 from luigiflow import _lookup, _tracking
 from luigiflow._errors import BuildError, LuigiflowError, TrackingError
-from luigiflow.cli._tasks import build_task
+from luigiflow.cli._tasks import build_task, import_module
 
 
 def _console() -> Console:
@@ -412,11 +412,12 @@ def diff(run_a: str, run_b: str) -> None:
     console.print(table)
 
 
-def reproduce(run_id: str, force: bool, workers: int) -> None:
+def reproduce(run_id: str, force: bool, workers: int, module: str | None = None) -> None:
     import luigiflow as lf
     from luigiflow import _reproduce
 
     check_store()
+    import_module(module)
     console = _console()
     original = _reproduce.load_run(run_id)
     task = _reproduce.task_from_run(original)
