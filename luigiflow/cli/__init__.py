@@ -1,4 +1,4 @@
-"""The `luigiflow` command: argument wiring only; the work is in `_commands`.
+"""The `luigiflow` command: argument wiring only; the work is in `_commands`/`_inspect`.
 
 Nothing here imports MLflow, so `luigiflow --help` answers at once.
 """
@@ -89,18 +89,18 @@ def plan(**kwargs: Any) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 def runs(**kwargs: Any) -> None:
     """FINISHED runs of one task (class name or experiment) with params and metrics."""
-    from luigiflow.cli import _commands
+    from luigiflow.cli import _inspect
 
-    _commands.runs(**kwargs)
+    _inspect.runs(**kwargs)
 
 
 @app.command()
 @click.argument("run_id")
 def show(run_id: str) -> None:
     """A run and its whole upstream chain: params, metrics, artifacts, code version."""
-    from luigiflow.cli import _commands
+    from luigiflow.cli import _inspect
 
-    _commands.show(run_id)
+    _inspect.show(run_id)
 
 
 @app.command()
@@ -108,9 +108,9 @@ def show(run_id: str) -> None:
 @click.argument("run_b")
 def diff(run_a: str, run_b: str) -> None:
     """What differs between two results along their whole upstream chains."""
-    from luigiflow.cli import _commands
+    from luigiflow.cli import _inspect
 
-    _commands.diff(run_a, run_b)
+    _inspect.diff(run_a, run_b)
 
 
 @app.command()
