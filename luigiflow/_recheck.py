@@ -5,9 +5,9 @@ the store again for every task would cost a query per run; instead each process
 watches each experiment it runs tasks in. At most every `recheck_interval()` seconds
 one query lists the runs that *other* workers FINISHED since the last look (by
 `end_time`, less a clock-skew margin); a task whose identity shows up there reuses
-that run instead of computing again. The exact check (the first task of an
-experiment in a process) also marks KILLED the RUNNING runs of that identity whose
-worker died (no heartbeat).
+that run instead of computing again. Both the exact check (the first task of an
+experiment in a process) and each look mark KILLED the RUNNING runs whose worker died
+(no heartbeat).
 
 What this gives up, knowingly: a run another worker finishes less than one interval
 before ours starts may be computed twice. It is never wrongly *reused*: a candidate
@@ -133,6 +133,19 @@ def _look(experiment_id: str, watch: _Watch) -> None:
             token = page.token
             if not token:
                 break
+        # Dead workers' runs (no heartbeat) are marked KILLED on the way; alive ones
+        # and our own are left alone.
+        running = client.search_runs(
+            [experiment_id],
+            filter_string="attributes.status = 'RUNNING'"
+            f" AND tags.`{_liveness.WORKER_TAG}` != '{_liveness.worker_token()}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+        )
+        now = time.time()
+        for run in running:
+            if _liveness.is_abandoned(run, now):
+                _liveness.retire(run)
     watch.next_from_ms = now_ms - SKEW_MS
     watch.looked_at = time.monotonic()
 

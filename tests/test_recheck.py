@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import luigi
@@ -118,3 +119,25 @@ def test_completion_is_asked_in_batches_not_per_task(client, monkeypatch):
     calls.clear()
     assert lf.build([Gather(width=width + 5)]).executed != []
     assert len(calls) < width // 2, "\n".join(c[:90] for c in calls)
+
+
+def test_a_look_marks_dead_workers_runs_killed(client, monkeypatch):
+    monkeypatch.setenv("LUIGIFLOW_STALE_AFTER_S", "60")
+    exp_id = _tracking.experiment_id("Link", create=True)
+    assert exp_id is not None
+    dead, alive = (
+        client.create_run(
+            exp_id,
+            tags={
+                IDENTITY_TAG: f"{name:0<64}",
+                _liveness.WORKER_TAG: f"elsewhere/{name}/0",
+                _liveness.HEARTBEAT_TAG: f"{beat:.3f}",
+            },
+        )
+        for name, beat in (("dead", time.time() - 3600), ("alive", time.time()))
+    )
+    _ACTION["action"] = "finish"
+    lf.build([Link(i=2, tag="retire")])  # Link(1) and Link(2) are re-checked by a look
+    assert client.get_run(dead.info.run_id).info.status == "KILLED"
+    assert "abandoned" in client.get_run(dead.info.run_id).data.tags["luigiflow.error"]
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING"
