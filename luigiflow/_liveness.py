@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from luigiflow import _tracking
@@ -89,3 +90,11 @@ def retire(run: Run) -> None:
         f"abandoned: no heartbeat from its worker since {beat} (luigiflow marked it KILLED)",
     )
     client.set_terminated(run.info.run_id, "KILLED")
+
+
+def retire_abandoned(runs: Iterable[Run]) -> None:
+    """Retire those of `runs` that are abandoned (others, FINISHED or alive, are kept)."""
+    now = time.time()
+    for run in runs:
+        if is_abandoned(run, now):
+            retire(run)

@@ -172,10 +172,9 @@ def prefetch(tasks: Iterable[Any]) -> None:
                 if (k := (uri, name, t.identity)) in _finished_here
             }
         fetched = _fetch_finished(exp_id, list(mine.values())) if mine else {}
-        for identity, run_id in mine.items():
-            if run_id in fetched:
-                found[(uri, name, identity)] = fetched[run_id]
-        identities = {t.identity for t in group} - {k[2] for k in found if k[1] == name}
+        known = {identity for identity, run_id in mine.items() if run_id in fetched}
+        found.update(((uri, name, identity), fetched[mine[identity]]) for identity in known)
+        identities = {t.identity for t in group} - known
         if not identities:
             continue
         if len(identities) < SCAN_THRESHOLD:

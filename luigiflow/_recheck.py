@@ -92,10 +92,7 @@ def _exact(experiment_id: str, identity: str) -> Run | None:
             max_results=WINDOW,
             order_by=_lookup.ORDER_NEWEST_FIRST,
         )
-    now = time.time()
-    for run in runs:
-        if _liveness.is_abandoned(run, now):
-            _liveness.retire(run)
+    _liveness.retire_abandoned(runs)
     finished = [r for r in runs if r.info.status == "FINISHED" and _lookup.counts(r)]
     if finished:
         return finished[0]
@@ -110,42 +107,24 @@ WINDOW = 50
 def _look(experiment_id: str, watch: _Watch) -> None:
     from mlflow.entities import ViewType
 
-    client = _tracking.get_client()
     now_ms = int(time.time() * 1000)
-    filter_string = (
-        "attributes.status = 'FINISHED'"
-        f" AND attributes.end_time >= {watch.next_from_ms}"
-        f" AND tags.`{_liveness.WORKER_TAG}` != '{_liveness.worker_token()}'"
+    not_mine = f"tags.`{_liveness.WORKER_TAG}` != '{_liveness.worker_token()}'"
+    finished = _lookup.scan_finished_runs_all(
+        experiment_id, f"attributes.end_time >= {watch.next_from_ms} AND {not_mine}"
     )
-    token = None
-    with _tracking.translate_errors(f"checking runs finished in experiment {experiment_id}"):
-        while True:
-            page = client.search_runs(
-                [experiment_id],
-                filter_string=filter_string,
-                run_view_type=ViewType.ACTIVE_ONLY,
-                max_results=_lookup.PAGE_SIZE,
-                page_token=token,
-            )
-            watch.finished.update(
-                r.data.tags[IDENTITY_TAG] for r in page if IDENTITY_TAG in r.data.tags
-            )
-            token = page.token
-            if not token:
-                break
-        # Dead workers' runs (no heartbeat) are marked KILLED on the way; alive ones
-        # and our own are left alone.
-        running = client.search_runs(
+    watch.finished.update(
+        r.data.tags[IDENTITY_TAG] for r in finished if IDENTITY_TAG in r.data.tags
+    )
+    # Dead workers' runs (no heartbeat) are marked KILLED on the way; alive ones and
+    # our own are left alone.
+    with _tracking.translate_errors(f"listing running runs of experiment {experiment_id}"):
+        running = _tracking.get_client().search_runs(
             [experiment_id],
-            filter_string="attributes.status = 'RUNNING'"
-            f" AND tags.`{_liveness.WORKER_TAG}` != '{_liveness.worker_token()}'",
+            filter_string=f"attributes.status = 'RUNNING' AND {not_mine}",
             run_view_type=ViewType.ACTIVE_ONLY,
             max_results=1000,
         )
-        now = time.time()
-        for run in running:
-            if _liveness.is_abandoned(run, now):
-                _liveness.retire(run)
+    _liveness.retire_abandoned(running)
     watch.next_from_ms = now_ms - SKEW_MS
     watch.looked_at = time.monotonic()
 
