@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from luigiflow import _tracking
+from luigiflow._errors import LuigiflowError
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -38,15 +39,29 @@ def worker_token() -> str:
     return _worker[1]
 
 
+def env_seconds(name: str, default: float) -> float:
+    """A duration in seconds from environment variable `name`, or `default`."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also rejects nan
+        raise LuigiflowError(f"{name}={raw!r} is not a number of seconds; set e.g. {name}=1")
+    return value
+
+
 def heartbeat_interval() -> float:
     """Seconds between heartbeats of a running task (LUIGIFLOW_HEARTBEAT_S, default 30)."""
-    return float(os.environ.get("LUIGIFLOW_HEARTBEAT_S", "30"))
+    return env_seconds("LUIGIFLOW_HEARTBEAT_S", 30.0)
 
 
 def stale_after() -> float:
     """Seconds without heartbeat after which a RUNNING run is abandoned (default 10 beats)."""
     default = max(10 * heartbeat_interval(), 120.0)
-    return float(os.environ.get("LUIGIFLOW_STALE_AFTER_S", str(default)))
+    return env_seconds("LUIGIFLOW_STALE_AFTER_S", default)
 
 
 class Heartbeat:

@@ -16,7 +16,6 @@ is confirmed with an exact query, which sees deletions.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ SKEW_MS = 5_000
 
 def recheck_interval() -> float:
     """Seconds between looks at other workers' runs (LUIGIFLOW_RECHECK_S, default 1)."""
-    return float(os.environ.get("LUIGIFLOW_RECHECK_S", "1"))
+    return _liveness.env_seconds("LUIGIFLOW_RECHECK_S", 1.0)
 
 
 @dataclass

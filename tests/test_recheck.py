@@ -141,3 +141,12 @@ def test_a_look_marks_dead_workers_runs_killed(client, monkeypatch):
     assert client.get_run(dead.info.run_id).info.status == "KILLED"
     assert "abandoned" in client.get_run(dead.info.run_id).data.tags["luigiflow.error"]
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_bad_recheck_interval_is_a_clear_error(client, monkeypatch, value):
+    monkeypatch.setenv("LUIGIFLOW_RECHECK_S", value)
+    with pytest.raises(lf.BuildError) as caught:
+        lf.build([Link(i=1, tag=f"bad-{value}")])
+    [error] = caught.value.failures.values()
+    assert "LUIGIFLOW_RECHECK_S" in str(error) and "number of seconds" in str(error)
