@@ -16,15 +16,16 @@ def warm_up(system: str) -> None:
     if system in ("luigiflow", "blog", "mlflow"):
         import mlflow
 
-        from luigiflow import _lookup, _tracking
+        from luigiflow._store import client, current
 
-        _tracking.get_client().search_experiments()  # creates and migrates the store
+        client.get_client().search_experiments()  # creates and migrates the store
         mlflow.search_experiments()
-        scratch = _tracking.experiment_id("warm-up", create=True)
+        store = current.get_store()
+        scratch = store.experiment_id("warm-up", create=True)
         assert scratch is not None
         if system == "luigiflow":  # SQLAlchemy compiles each query shape once
-            _lookup.query_finished_run(scratch, "0" * 64)
-            _lookup.scan_finished_runs_all(scratch)
+            store.find_finished(scratch, "0" * 64)
+            list(store.finished_runs(scratch))
         elif system == "blog":
             _blog_search("warm-up", {"task_family": "warm-up"})
     elif system == "gokart":
@@ -211,20 +212,18 @@ def wide_check(system: str, n: int) -> dict[str, float]:
     lf.build(roots, log_level="CRITICAL")  # populate (not timed)
     luigi.task_register.Register.clear_instance_cache()
     roots = [Root(i=i) for i in range(n)]
-    from luigiflow import _lookup
+    from luigiflow._store import current
 
-    _lookup.forget()
     start = time.perf_counter()
     if system == "luigiflow":
         result = lf.build(roots, log_level="CRITICAL")
         assert not result.executed
     else:  # the blog: one search per task, on the same runs
-        from luigiflow import _tracking
-
-        exp_id = _tracking.experiment_id("Root", create=False)
+        store = current.get_store()
+        exp_id = store.experiment_id("Root", create=False)
         assert exp_id is not None
         for task in roots:
-            assert _lookup.query_finished_run(exp_id, task.identity) is not None
+            assert store.find_finished(exp_id, task.identity) is not None
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "ms_per_task": seconds * 1000 / n}
 

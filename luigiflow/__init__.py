@@ -15,7 +15,7 @@ result = lf.build([Train(alpha=0.5)])
 
 from __future__ import annotations
 
-from luigiflow._build import BuildResult, build
+from luigiflow._core.parameters import FileParameter
 from luigiflow._errors import (
     ArtifactError,
     BuildError,
@@ -28,10 +28,10 @@ from luigiflow._errors import (
     TaskNotFoundError,
     TrackingError,
 )
-from luigiflow._history import find_runs
-from luigiflow._parameters import FileParameter
+from luigiflow._ops.build import BuildResult, build
+from luigiflow._ops.lineage import find_runs
+from luigiflow._settings import tracking_uri
 from luigiflow._task import MlflowTask
-from luigiflow._tracking import tracking_uri
 
 __version__ = "0.1.0"
 

@@ -1,12 +1,12 @@
 """MlflowTask: a Luigi task whose every execution is one MLflow run.
 
-What a task is (parameters, identity, artifacts, completion, loading) lives here; how
-one execution is recorded as a run lives in `_execution`.
+What a task is (parameters, identity, artifacts, loading) lives here; deciding
+completion and recording an execution are the engine's (`_engine`), which sees the
+task through its `TrackedTask` protocol.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -14,36 +14,31 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import luigi
 import luigi.parameter
 
-from luigiflow import _artifacts, _lookup, _provenance, _tracking
-from luigiflow._definition import TypedRegister, validate_class
+from luigiflow._core import provenance, serializers
+from luigiflow._core.definition import validate_class
+from luigiflow._core.identity import (
+    UnencodableValueError,
+    compute_identity,
+    encode_value,
+    seed_from_identity,
+)
+from luigiflow._core.parameters import FileParameter, check_value, encode_param
+from luigiflow._engine import execution
+from luigiflow._engine import session as _session
+from luigiflow._engine.luigi_compat import TypedRegister
+from luigiflow._engine.protocol import RUN_STATE, bind_run, bound_run, is_tracked
 from luigiflow._errors import (
     ArtifactError,
     LuigiflowError,
     ParameterError,
     TaskDefinitionError,
 )
-from luigiflow._identity import (
-    UnencodableValueError,
-    compute_identity,
-    encode_value,
-    seed_from_identity,
-)
-from luigiflow._parameters import FileParameter, check_value, encode_param
-from luigiflow._recording import RunState, verify
+from luigiflow._store import artifacts as _artifacts
+from luigiflow._store import current as _current
 
 if TYPE_CHECKING:
-    from mlflow.entities import Run
-
-FAMILY_TAG = "luigiflow.task_family"
-PARAMS_TAG = "luigiflow.params"
-UPSTREAM_TAG_PREFIX = "luigiflow.upstream."
-# Facts about the task that made a run, one JSON tag: id, module, version, seed and
-# the code fingerprint/source. Every tag is a row each completion scan loads, so the
-# facts nobody filters on share one.
-TASK_TAG = "luigiflow.task"
-ERROR_TAG = "luigiflow.error"
-MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
-MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
+    from luigiflow._store.artifacts import RunWriter
+    from luigiflow._store.records import RunRecord
 
 
 class MlflowTask(luigi.Task, metaclass=TypedRegister):
@@ -63,6 +58,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
                 self.save({"model": fit(X, y, self.alpha)}, metrics={"score": 0.9})
     """
 
+    __luigiflow_task__: ClassVar[bool] = True  # what the engine's is_tracked() looks for
     experiment_name: ClassVar[str | None] = None
     artifacts: ClassVar[dict[str, str]] = {}
     version: ClassVar[int | str] = 0
@@ -176,10 +172,10 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
                     f"{self.get_task_family()}: parameter {name!r}: {exc}"
                 ) from exc
         upstream = {
-            name: dep.identity if isinstance(dep, MlflowTask) else f"luigi:{dep.task_id}"
+            name: dep.identity if is_tracked(dep) else f"luigi:{dep.task_id}"
             for name, dep in self.requires_dict().items()
         }
-        code = _provenance.code_fingerprint(type(self)) if self.code_in_identity else None
+        code = provenance.code_fingerprint(type(self)) if self.code_in_identity else None
         return compute_identity(self.get_task_family(), self.version, params, upstream, code)
 
     @property
@@ -193,10 +189,13 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
 
     # ----- completion and outputs --------------------------------------------------
 
-    def find_run(self) -> Run | None:
-        """The FINISHED MLflow run that makes this task complete, or None."""
-        run = _lookup.find_finished_run(self)
-        self.__dict__["_lf_run"] = run
+    def find_run(self) -> RunRecord | None:
+        """The FINISHED run that makes this task complete, or None.
+
+        It reads like MLflow's `Run`: `run.info.run_id`, `run.data.metrics`, ...
+        """
+        run = _session.of(self).completion.find_finished_run(self)
+        bind_run(self, run)
         return run
 
     def complete(self) -> bool:
@@ -206,14 +205,14 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         # Luigi calls deps() right before asking each dependency complete(): decide
         # them all in one batch here (see _lookup for the freshness rule).
         deps = super().deps()
-        _lookup.prefetch(deps)
+        _session.of(self).completion.prefetch(deps)
         return deps
 
-    def output(self) -> dict[str, _artifacts.ArtifactTarget]:
-        return {name: _artifacts.ArtifactTarget(self, name) for name in self.artifacts}
+    def output(self) -> dict[str, ArtifactTarget]:
+        return {name: ArtifactTarget(self, name) for name in self.artifacts}
 
-    def _bound_run(self) -> Run:
-        run = self.__dict__.get("_lf_run") or self.find_run()
+    def _bound_run(self) -> RunRecord:
+        run = bound_run(self) or self.find_run()
         if run is None:
             raise ArtifactError(
                 f"{self!r} has no FINISHED run in experiment "
@@ -231,13 +230,13 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         run = self._bound_run()
         filename = self.artifacts[name]
         path = _artifacts.local_artifact_path(run.info.run_id, run.info.artifact_uri, filename)
-        verify(run, name, filename, path)
+        _artifacts.verify(run, name, filename, path)
         return path
 
     def load_output(self, name: str | None = None) -> Any:
         """This task's artifact `name`, deserialized (the only one when `name` is omitted)."""
         name = self._single_artifact_name(name)
-        return _artifacts.read_value(str(self.artifact_path(name)), self.artifacts[name])
+        return serializers.read_value(str(self.artifact_path(name)), self.artifacts[name])
 
     def _single_artifact_name(self, name: str | None) -> str:
         if name is not None:
@@ -272,12 +271,11 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         raise NotImplementedError(f"{self.get_task_family()} must define run_task()")
 
     def run(self) -> None:
-        from luigiflow import _execution  # imported here: it builds on this module
+        execution.execute(self)
 
-        _execution.execute(self)
-
-    def _upstream_runs(self) -> dict[str, Run]:
-        runs: dict[str, Run] = {}
+    def upstream_runs(self) -> dict[str, RunRecord]:
+        """The FINISHED run of each luigiflow upstream task, by its name in requires()."""
+        runs: dict[str, RunRecord] = {}
         for name, dep in self.requires_dict().items():
             if isinstance(dep, MlflowTask):
                 runs[name] = dep._bound_run()
@@ -285,8 +283,8 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
 
     # ----- used inside run_task ----------------------------------------------------
 
-    def _state(self, what: str) -> RunState:
-        state = self.__dict__.get("_lf_state")
+    def _state(self, what: str) -> RunWriter:
+        state: RunWriter | None = self.__dict__.get(RUN_STATE)
         if state is None:
             raise LuigiflowError(
                 f"{self.get_task_family()}.{what}() works only inside run_task(), "
@@ -313,7 +311,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         """Log a metric now (visible live in the MLflow UI while the task runs)."""
         state = self._state("log_metric")
-        _tracking.get_client().log_metric(
+        _current.get_store(state.uri).log_metric(
             state.run_id, key, _metric_value(self, key, value), step=step or 0
         )
 
@@ -331,17 +329,23 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         the last stage's `predict_method`. Returns the model URI; serve it with
         `luigiflow serve RUN_ID`.
         """
-        self._state("log_model_bundle")
-        from luigiflow.models._bundle import log_pipeline_model
+        state = self._state("log_model_bundle")
+        from luigiflow.models.bundle import log_pipeline_model
 
         return log_pipeline_model(
-            self, stages, input_example, name, predict_method, registered_model_name
+            state.run_id,
+            self.get_task_family(),
+            stages,
+            input_example,
+            name,
+            predict_method,
+            registered_model_name,
         )
 
     @property
     def run_id(self) -> str:
         """The id of the MLflow run this task is writing (inside run_task) or completed by."""
-        state = self.__dict__.get("_lf_state")
+        state = self.__dict__.get(RUN_STATE)
         if state is not None:
             return str(state.run_id)
         return str(self._bound_run().info.run_id)
@@ -357,10 +361,38 @@ def _metric_value(task: MlflowTask, key: str, value: Any) -> float:
     return number
 
 
-def task_facts(tags: Mapping[str, str]) -> dict[str, Any]:
-    """The `luigiflow.task` facts recorded on a run ({} when absent or unreadable)."""
-    try:
-        facts = json.loads(tags.get(TASK_TAG, "{}"))
-    except ValueError:
-        return {}
-    return facts if isinstance(facts, dict) else {}
+class ArtifactTarget(luigi.Target):
+    """A Luigi target for one artifact of the run that completes a task.
+
+    `path` is resolved lazily, so `task.input()` downloads only what is actually read.
+    """
+
+    def __init__(self, task: MlflowTask, name: str) -> None:
+        self.task = task
+        self.name = name
+        self.filename = task.artifacts[name]
+
+    @property
+    def path(self) -> str:
+        return str(self.task.artifact_path(self.name))
+
+    @property
+    def fn(self) -> str:
+        return self.path
+
+    def exists(self) -> bool:
+        return self.task.find_run() is not None
+
+    def open(self, mode: str = "r") -> Any:
+        if "w" in mode or "a" in mode:
+            raise ArtifactError(
+                f"artifact {self.name!r} of {self.task!r} is read-only; "
+                "write artifacts with self.save()"
+            )
+        return open(self.path, mode)
+
+    def load(self) -> Any:
+        return serializers.read_value(self.path, self.filename)
+
+    def __repr__(self) -> str:
+        return f"ArtifactTarget({self.task.task_id}, {self.name!r})"

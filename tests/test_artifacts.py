@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import luigiflow as lf
-from luigiflow import _artifacts
+from luigiflow._core import serializers
 
 FRAME = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "é", 'q"uote'], "c": [0.5, 1.5, np.nan]})
 
@@ -149,9 +149,9 @@ def test_corrupted_artifact_is_detected_on_load(store):
 
 
 def _clear_verified():
-    from luigiflow import _recording
+    from luigiflow._store import artifacts
 
-    _recording.verified.clear()
+    artifacts._verified.clear()
 
 
 def test_metric_must_be_number(store):
@@ -177,8 +177,8 @@ def test_str_for_txt_is_content_and_str_path_is_a_path(tmp_path):
     existing = tmp_path / "in.bin"
     existing.write_bytes(b"\x00\x01")
     dest_txt = tmp_path / "out" / "a.txt"
-    _artifacts.write_value("a", str(existing), "a.txt", dest_txt)
+    serializers.write_value("a", str(existing), "a.txt", dest_txt)
     assert dest_txt.read_text() == str(existing)
     dest_bin = tmp_path / "out" / "b.bin"
-    _artifacts.write_value("b", str(existing), "b.bin", dest_bin)
+    serializers.write_value("b", str(existing), "b.bin", dest_bin)
     assert dest_bin.read_bytes() == b"\x00\x01"

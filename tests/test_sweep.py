@@ -104,7 +104,7 @@ def test_missing_required_parameter_and_bad_sweep(client, tmp_path):
 
 
 def test_random_sweep_is_reproducible(store, tmp_path):
-    from luigiflow import _config
+    from luigiflow._ops.sweep import config as _config
 
     path = tmp_path / "random.toml"
     path.write_text(
@@ -121,7 +121,7 @@ def test_random_sweep_is_reproducible(store, tmp_path):
 
 
 def test_example_configs_are_valid(store, tmp_path):
-    from luigiflow import _config
+    from luigiflow._ops.sweep import config as _config
 
     for name in ("sweep.toml", "experiment.toml"):
         shutil.copy(REPO / "examples" / name, tmp_path / name)

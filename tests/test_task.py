@@ -14,9 +14,10 @@ import mlflow
 import pytest
 
 import luigiflow as lf
-from luigiflow._identity import IDENTITY_TAG
 from tests.conftest import runs_of
 from tests.dags import Flaky, Leaf, Middle, Sleeper, Source
+
+IDENTITY_TAG = "luigiflow.identity"  # the run-tag contract (DESIGN.md)
 
 
 def ledger(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:

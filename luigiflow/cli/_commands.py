@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from luigiflow import _lookup, _tracking
 from luigiflow._errors import BuildError, LuigiflowError, TrackingError
-from luigiflow.cli._tasks import build_task, import_module
+from luigiflow._ops import lineage
+from luigiflow._ops.modules import build_task, import_module
+from luigiflow._store import client
 
 
 def make_console() -> Console:
@@ -27,7 +28,7 @@ def make_console() -> Console:
 
 def check_store() -> None:
     """Fail fast, in one line, when the tracking server is not reachable."""
-    uri = _tracking.tracking_uri()
+    uri = client.tracking_uri()
     # MLflow's HTTP client retries for minutes by default; a CLI should answer now.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -103,7 +104,7 @@ def _roots(
         return [build_task(module, task_words)], None
     if task_words or module:
         raise LuigiflowError("give either --config or --module TASK [--param value], not both")
-    from luigiflow import _config
+    from luigiflow._ops.sweep import config as _config
 
     config = _config.load(config_path)
     return config.tasks(), config
@@ -118,8 +119,8 @@ def run(
     task_words: Sequence[str],
 ) -> None:
     import luigiflow as lf
-    from luigiflow import _plan
-    from luigiflow._build import walk_graph
+    from luigiflow._ops import plan as _plan
+    from luigiflow._ops.graph import walk_graph
 
     roots, config = _roots(module, task_words, config_path)
     check_store()
@@ -143,7 +144,7 @@ def run(
         )
     finally:
         progress.stop()
-    runs = _lookup.get_runs(list(result.runs.values())) if result.runs else {}
+    runs = lineage.get_runs(list(result.runs.values())) if result.runs else {}
     title = repr(roots[0]) if len(roots) == 1 else f"{len(roots)} tasks from {config_path}"
     table = Table(title=f"luigiflow run {title}")
     for column in ("task", "status", "run id", "duration"):
@@ -178,7 +179,7 @@ def run(
 
 
 def _report_sweep(console: Console, config: Any, result: Any) -> None:
-    from luigiflow import _sweep
+    from luigiflow._ops.sweep import record as _sweep
 
     sweep_id, frame, plots = _sweep.record(config, result)
     metric = config.sweep.metric
@@ -204,7 +205,7 @@ def plan(
     task_words: Sequence[str],
     fmt: str,
 ) -> None:
-    from luigiflow import _plan
+    from luigiflow._ops import plan as _plan
 
     roots, _config = _roots(module, task_words, config_path)
     check_store()
@@ -244,7 +245,7 @@ def _plan_tree(tree: Tree, entry: Any) -> None:
 
 def reproduce(run_id: str, force: bool, workers: int, module: str | None = None) -> None:
     import luigiflow as lf
-    from luigiflow import _reproduce
+    from luigiflow._ops import reproduce as _reproduce
 
     check_store()
     import_module(module)
@@ -274,7 +275,7 @@ def reproduce(run_id: str, force: bool, workers: int, module: str | None = None)
     if new_id == run_id:
         console.print(f"reused: run {run_id} still completes this task (use --force to re-execute)")
         return
-    new = _lookup.get_runs([new_id])[new_id]
+    new = lineage.get_run(new_id)
     console.print(f"{'re-executed' if task in result.executed else 'reused'} as run {new_id}")
     table = Table(title="metrics: recorded vs now")
     for column in ("metric", "recorded", "now", "same"):
@@ -289,7 +290,7 @@ def reproduce(run_id: str, force: bool, workers: int, module: str | None = None)
 def gc(
     dry_run: bool, older_than: float | None, task: str | None, backend_store_uri: str | None
 ) -> None:
-    from luigiflow import _gc
+    from luigiflow._ops import gc as _gc
 
     check_store()
     garbage = _gc.find_garbage(older_than, task)
@@ -309,14 +310,14 @@ def gc(
 
 
 def serve(target: str, port: int, host: str) -> None:
-    from luigiflow.models._bundle import serve as serve_bundle
+    from luigiflow.models.serving import serve as serve_bundle
 
     check_store()
     serve_bundle(target, host, port)
 
 
 def ui(port: int, host: str) -> None:
-    uri = _tracking.tracking_uri()
+    uri = client.tracking_uri()
     if uri.startswith(("http://", "https://")):
         raise LuigiflowError(f"the tracking store is already a server: open {uri} in a browser")
     command = [

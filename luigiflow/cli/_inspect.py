@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from luigiflow._errors import LuigiflowError
+from luigiflow._store import schema
 from luigiflow.cli._commands import check_store, make_console, num
 
 
@@ -26,7 +27,7 @@ def runs(
     sweep_id: str | None,
     fmt: str,
 ) -> None:
-    from luigiflow import _history
+    from luigiflow._ops import lineage as _history
 
     filters: dict[str, str] = {}
     for item in where:
@@ -37,7 +38,7 @@ def runs(
     check_store()
     found = _history.runs_of(name, filters)
     if sweep_id:
-        from luigiflow import _sweep
+        from luigiflow._ops.sweep import record as _sweep
 
         linked = set(_sweep.leaf_runs(sweep_id))
         found = [r for r in found if r.info.run_id in linked]
@@ -87,7 +88,7 @@ def _time(ms: int | None) -> str:
 
 
 def show(run_id: str) -> None:
-    from luigiflow import _history
+    from luigiflow._ops import lineage as _history
 
     check_store()
     root = _history.lineage(run_id)
@@ -124,11 +125,8 @@ def _node_label(node: Any) -> str:
             )
         )
     tags = data.tags
-    from luigiflow._provenance import git_of
-    from luigiflow._task import task_facts
-
-    git = git_of(tags)
-    fingerprint = task_facts(tags).get("code_fingerprint")
+    git = schema.git_of(tags)
+    fingerprint = schema.task_facts(tags).get("code_fingerprint")
     commit = git.get("commit")
     if commit:
         dirty = " (dirty)" if git.get("dirty") == "True" else ""
@@ -150,7 +148,7 @@ def _show_tree(tree: Tree, node: Any) -> None:
 def diff(run_a: str, run_b: str) -> None:
     from rich.markup import escape
 
-    from luigiflow import _history
+    from luigiflow._ops import lineage as _history
 
     check_store()
     result = _history.diff(run_a, run_b)

@@ -1,0 +1,98 @@
+"""Parameter checks and encodings: type validation, FileParameter and its content hash."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import luigi
+
+from luigiflow._core.hashing import content_hash
+from luigiflow._core.identity import UnencodableValueError, encode_value
+
+
+class FileParameter(luigi.Parameter):
+    """A path whose file (or folder) *content* hash enters the task identity.
+
+    Renaming or touching the file changes nothing; editing its bytes re-runs the task
+    and everything downstream; restoring the old bytes reuses the old runs.
+    """
+
+    def encode_for_identity(self, value: Any) -> Any:
+        return ["file-sha256", content_hash(value)]
+
+
+# Expected Python types per Luigi parameter class, checked most-specific first.
+_EXPECTED_TYPES: list[tuple[type, tuple[type, ...], str]] = [
+    (luigi.BoolParameter, (bool,), "a bool"),
+    (luigi.IntParameter, (int,), "an int"),
+    (luigi.FloatParameter, (int, float), "a float"),
+    (luigi.DateSecondParameter, (dt.datetime,), "a datetime"),
+    (luigi.DateMinuteParameter, (dt.datetime,), "a datetime"),
+    (luigi.DateHourParameter, (dt.datetime,), "a datetime"),
+    (luigi.DateParameter, (dt.date,), "a date"),
+    (luigi.TimeDeltaParameter, (dt.timedelta,), "a timedelta"),
+    (luigi.ListParameter, (list, tuple), "a list"),
+    (luigi.TupleParameter, (list, tuple), "a tuple"),
+    (luigi.DictParameter, (Mapping,), "a dict"),
+]
+
+
+def check_value(param: luigi.Parameter, value: Any) -> str | None:
+    """Return a description of what is wrong with `value` for `param`, or None."""
+    if value is None and getattr(param, "_is_optional", False):
+        return None
+    if isinstance(param, luigi.OptionalParameter) and value is None:
+        return None
+    for cls, types, wanted in _EXPECTED_TYPES:
+        if isinstance(param, cls):
+            wrong_bool = isinstance(value, bool) and bool not in types
+            if wrong_bool or not isinstance(value, types):
+                return f"expected {wanted}, got {type(value).__name__} {value!r}"
+            return None
+    if isinstance(param, FileParameter):
+        if not isinstance(value, str | os.PathLike):
+            return f"expected a file path, got {type(value).__name__} {value!r}"
+        if not os.path.exists(value):
+            return f"file {os.fspath(value)!r} does not exist"
+        return None
+    try:
+        encode_value(value)
+    except UnencodableValueError as exc:
+        return str(exc)
+    return None
+
+
+def encode_param(param: luigi.Parameter, value: Any) -> Any:
+    """Encode one parameter value for the identity."""
+    if isinstance(param, FileParameter):
+        return param.encode_for_identity(value)
+    if isinstance(param, luigi.FloatParameter) and isinstance(value, int):
+        value = float(value)  # a float parameter given 1 means 1.0: same task
+    return encode_value(value)
+
+
+def value_text(value: Any) -> str:
+    """A Python value as text, the way Luigi's command line and config write it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, enum.Enum):
+        return str(value.name)
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def param_text(param: luigi.Parameter, value: Any) -> str:
+    """A parameter value as its own Luigi parameter serializes it (what MLflow shows)."""
+    try:
+        text = param.serialize(value)
+    except Exception:
+        return value_text(value)
+    return text if isinstance(text, str) else json.dumps(text, default=str)

@@ -1,0 +1,178 @@
+"""What made a run: git state, environment, source fingerprint, seeding.
+
+Everything here is computed once per process (git and package versions do not change
+while a build runs) so recording it costs nothing per task.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import inspect
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from importlib import metadata
+from typing import Any
+
+DIFF_LIMIT_BYTES = 1_000_000
+
+
+def _git(*args: str, cwd: str | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+GIT_CACHE_S = 10.0
+_git_cache: dict[tuple[str, str], tuple[float, Any]] = {}
+
+
+def _cached(kind: str, directory: str, compute: Any) -> Any:
+    # Builds ask for git state once per task; a short cache keeps that to one `git`
+    # call per build without hiding edits made between builds of a long session.
+    now = time.monotonic()
+    hit = _git_cache.get((kind, directory))
+    if hit is not None and now - hit[0] < GIT_CACHE_S:
+        return hit[1]
+    value = compute(directory)
+    _git_cache[(kind, directory)] = (now, value)
+    return value
+
+
+def git_state(directory: str) -> dict[str, str]:
+    """Commit, branch and dirtiness of the repository holding `directory` ({} if none)."""
+    result: dict[str, str] = _cached("state", directory, _git_state)
+    return result
+
+
+def git_diff(directory: str) -> tuple[str, bool]:
+    """The uncommitted diff (tracked files) and whether it was cut at the size cap."""
+    result: tuple[str, bool] = _cached("diff", directory, _git_diff)
+    return result
+
+
+def _git_state(directory: str) -> dict[str, str]:
+    """Commit, branch and dirtiness of the repository holding `directory` ({} if none)."""
+    top = _git("rev-parse", "--show-toplevel", cwd=directory)
+    if top is None:
+        return {}
+    top = top.strip()
+    commit = (_git("rev-parse", "HEAD", cwd=top) or "").strip()
+    branch = (_git("rev-parse", "--abbrev-ref", "HEAD", cwd=top) or "").strip()
+    status = _git("status", "--porcelain", "--untracked-files=no", cwd=top) or ""
+    state = {"repo": top, "commit": commit, "branch": branch, "dirty": str(bool(status.strip()))}
+    return {k: v for k, v in state.items() if v}
+
+
+def _git_diff(directory: str) -> tuple[str, bool]:
+    diff = _git("diff", "HEAD", cwd=directory) or ""
+    data = diff.encode("utf-8", "replace")
+    if len(data) > DIFF_LIMIT_BYTES:
+        cut = data[:DIFF_LIMIT_BYTES].decode("utf-8", "ignore")
+        return cut + f"\n# luigiflow: diff cut at {DIFF_LIMIT_BYTES} of {len(data)} bytes\n", True
+    return diff, False
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> dict[str, str]:
+    """Python, platform, host and versions of the foundation packages."""
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "host": socket.gethostname(),
+        "cpu_count": str(os.cpu_count()),
+    }
+    for package in ("luigiflow", "luigi", "mlflow", "numpy", "pandas", "scikit-learn", "torch"):
+        try:
+            env[f"version.{package}"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return env
+
+
+@functools.lru_cache(maxsize=1)
+def installed_packages() -> str:
+    """A `pip freeze`-style list of every installed distribution."""
+    found = set()
+    for dist in metadata.distributions():
+        meta = dist.metadata  # parsed on every access: read it once per distribution
+        if meta["Name"]:
+            found.add(f"{meta['Name']}=={meta['Version']}")
+    lines = sorted(found, key=str.lower)
+    return "\n".join(lines) + "\n"
+
+
+def source_file(cls: type) -> str | None:
+    try:
+        return inspect.getsourcefile(cls)
+    except (TypeError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def code_fingerprint(cls: type) -> str:
+    """Hash of the class source with docstrings, comments and formatting removed.
+
+    Parsing to an AST and dumping it drops comments and whitespace; docstrings are
+    stripped explicitly, so only edits that can change behaviour change the hash.
+    """
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return "unknown"
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module)
+            and isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
+    return hashlib.sha256(dumped.encode()).hexdigest()[:16]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed `random`, NumPy and, when already imported, PyTorch."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+
+
+def importable_module(cls: type) -> str:
+    """The module a class can be imported from later (`python -m pkg.mod` runs it as
+    `__main__`; its real name is on the module's spec)."""
+    module = cls.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name and spec.name != "__main__":
+            return str(spec.name)
+    return module

@@ -1,0 +1,201 @@
+"""Serializers chosen by file extension, and placing an artifact value at its path.
+
+`.pkl`/`.joblib` are unpickled on load: loading runs code chosen by whoever wrote the
+file, so on a shared store only trusted runs may be loaded (see docs/team.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import pickle
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+from luigiflow._errors import ArtifactError
+
+SaveFn = Callable[[Any, str], Any]
+
+
+def _save_pickle(obj: Any, path: str) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _load_pickle(path: str) -> Any:
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _save_joblib(obj: Any, path: str) -> None:
+    import joblib
+
+    joblib.dump(obj, path)
+
+
+def _load_joblib(path: str) -> Any:
+    import joblib
+
+    return joblib.load(path)
+
+
+def _save_json(obj: Any, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=1, default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # NumPy scalars and arrays
+        return obj.tolist()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _load_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _save_text(obj: Any, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(obj if isinstance(obj, str) else str(obj))
+
+
+def _load_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _as_frame(obj: Any) -> Any:
+    import pandas as pd
+
+    if isinstance(obj, pd.Series):
+        return obj.to_frame()
+    if not isinstance(obj, pd.DataFrame):
+        return pd.DataFrame(obj)
+    return obj
+
+
+def _save_csv(obj: Any, path: str) -> None:
+    import pandas as pd
+
+    frame = _as_frame(obj)
+    # A default RangeIndex carries no information; any other index is kept as a column.
+    plain = isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0
+    frame.to_csv(path, index=not plain)
+
+
+def _load_csv(path: str) -> Any:
+    import pandas as pd
+
+    return pd.read_csv(path)
+
+
+def _save_parquet(obj: Any, path: str) -> None:
+    _as_frame(obj).to_parquet(path)
+
+
+def _load_parquet(path: str) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+def _save_npy(obj: Any, path: str) -> None:
+    import numpy as np
+
+    np.save(path, np.asarray(obj), allow_pickle=False)
+
+
+def _load_npy(path: str) -> Any:
+    import numpy as np
+
+    return np.load(path, allow_pickle=False)
+
+
+SERIALIZERS: dict[str, tuple[SaveFn, Callable[[str], Any]]] = {
+    ".pkl": (_save_pickle, _load_pickle),
+    ".pickle": (_save_pickle, _load_pickle),
+    ".joblib": (_save_joblib, _load_joblib),
+    ".json": (_save_json, _load_json),
+    ".txt": (_save_text, _load_text),
+    ".csv": (_save_csv, _load_csv),
+    ".parquet": (_save_parquet, _load_parquet),
+    ".npy": (_save_npy, _load_npy),
+}
+
+# Extensions whose natural Python value is a str: a str given for them is content.
+_TEXT_EXTENSIONS = {".txt", ".json"}
+
+
+def extension(filename: str) -> str:
+    return pathlib.PurePosixPath(filename).suffix.lower()
+
+
+def validate_filename(filename: Any) -> str | None:
+    """What is wrong with an artifact file name, or None."""
+    if not isinstance(filename, str) or not filename.strip():
+        return f"file name must be a non-empty string, got {filename!r}"
+    pure = pathlib.PurePosixPath(filename)
+    if pure.is_absolute() or ".." in pure.parts or "\\" in filename:
+        return f"file name {filename!r} must be a relative path inside the run"
+    return None
+
+
+def write_value(name: str, value: Any, filename: str, dest: pathlib.Path) -> None:
+    """Write one artifact value to `dest`, choosing how from its form and extension."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(value, tuple) and len(value) == 2 and callable(value[1]):
+        obj, save_fn = value
+        save_fn(obj, str(dest))
+        if not dest.exists():
+            raise ArtifactError(
+                f"artifact {name!r}: the save function {getattr(save_fn, '__name__', save_fn)} "
+                f"did not create {dest.name}; it must write to the path it is given"
+            )
+        return
+    ext = extension(filename)
+    is_path = isinstance(value, os.PathLike) or (
+        isinstance(value, str) and ext not in _TEXT_EXTENSIONS and os.path.exists(value)
+    )
+    if is_path:
+        place_existing(name, pathlib.Path(os.fspath(value)), dest)
+        return
+    if ext not in SERIALIZERS:
+        known = ", ".join(sorted(SERIALIZERS))
+        raise ArtifactError(
+            f"artifact {name!r} ({filename}): no serializer for {ext or 'a name without extension'}"
+            f" (known: {known}); pass (obj, save_fn) or the path of a file you wrote"
+        )
+    SERIALIZERS[ext][0](value, str(dest))
+
+
+def place_existing(name: str, source: pathlib.Path, dest: pathlib.Path) -> None:
+    """Put an existing file or folder at `dest` without copying bytes when possible."""
+    if not source.exists():
+        raise ArtifactError(f"artifact {name!r}: path {source} does not exist")
+    if dest.exists():
+        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+    if source.is_dir():
+        shutil.copytree(source, dest, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(source), str(dest))
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    # A hard link makes the artifact free on the same filesystem; elsewhere, copy.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def read_value(path: str, filename: str) -> Any:
+    """Deserialize an artifact by extension; unknown extensions give the local path."""
+    ext = extension(filename)
+    if ext in SERIALIZERS and os.path.isfile(path):
+        return SERIALIZERS[ext][1](path)
+    return path

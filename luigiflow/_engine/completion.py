@@ -1,0 +1,204 @@
+"""Finding the FINISHED run that makes a task complete, for many tasks at once.
+
+Luigi asks `complete()` task by task. Asking the store once per task costs a query each
+(~8 ms on SQLite, more over HTTP), so luigiflow answers from a batch: whenever Luigi
+is about to ask about a set of tasks (the roots of a build, the dependencies returned
+by `deps()`), `prefetch` decides all of them with one query per experiment.
+
+Freshness rule: a "not complete" answer is *single use*: the next `complete()` on that
+task consumes it and any later call asks the store again, so a run finished by another
+worker is seen at once. A "complete" answer may be reused for RECENT_S seconds (siblings
+that share an upstream would otherwise each re-ask about it); after that the store is
+asked again, so a run deleted meanwhile stops counting. A task is not run on a stale
+answer either: right before creating its run, `recheck` looks for runs other workers
+finished since the answer was given.
+
+Two savings keep the number of queries small: `prefetch` skips tasks it answered less
+than RECENT_S ago (Luigi asks about a shared upstream once, while each sibling's
+`deps()` names it again), and tasks this process has just run are fetched by run id
+(the one field MLflow can match with IN) instead of scanning their whole experiment.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from luigiflow._engine.protocol import TrackedTask, is_tracked
+from luigiflow._store import schema
+from luigiflow._store.port import RunStore
+from luigiflow._store.records import RunRecord
+
+# Below this many tasks in one experiment, one exact query per task beats scanning
+# every FINISHED run of the experiment.
+SCAN_THRESHOLD = 4
+RECENT_S = 2.0
+
+Key = tuple[str, str]  # (experiment name, identity)
+
+
+def epoch_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Completion:
+    """The completion answers of one build (or of a process outside any build)."""
+
+    def __init__(self, store: RunStore, not_before: dict[str, int] | None = None) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        # Answers not yet given to complete(): (run or None, monotonic time, epoch ms asked).
+        self._answers: dict[Key, tuple[RunRecord | None, float, int]] = {}
+        # "Not complete" answers already given: (monotonic time, epoch ms the store was asked).
+        self._given_negative: dict[Key, tuple[float, int]] = {}
+        # Runs this process finished, by task: fetched by id when asked about again.
+        self._finished_here: dict[Key, str] = {}
+        # identity -> epoch ms: runs of that identity started earlier do not count (set
+        # by `--rerun-changed`, `--force`: complete tasks that must run again).
+        self.not_before: dict[str, int] = dict(not_before or {})
+
+    # ----- forced re-execution ------------------------------------------------------
+    def ignore_runs_before(self, identities: Iterable[str], epoch: int) -> None:
+        """Treat existing runs of these identities as absent."""
+        identities = set(identities)
+        with self._lock:
+            self.not_before.update(dict.fromkeys(identities, epoch))
+            for key in [k for k in self._answers if k[1] in identities]:
+                del self._answers[key]
+            for key in [k for k in self._given_negative if k[1] in identities]:
+                del self._given_negative[key]
+
+    def counts(self, run: RunRecord) -> bool:
+        """The run is not one `ignore_runs_before` set aside."""
+        threshold = self.not_before.get(run.data.tags.get(schema.IDENTITY_TAG, ""))
+        return threshold is None or run.info.start_time >= threshold
+
+    # ----- store questions ----------------------------------------------------------
+    def query(self, experiment_id: str, identity: str) -> RunRecord | None:
+        """The newest counting FINISHED, non-deleted run with `identity`."""
+        return self.store.find_finished(experiment_id, identity, self.not_before.get(identity))
+
+    def scan(self, experiment_id: str) -> dict[str, RunRecord]:
+        """identity -> newest counting FINISHED run, for every run of one experiment."""
+        newest: dict[str, RunRecord] = {}
+        for run in self.store.finished_runs(experiment_id):
+            identity = run.data.tags.get(schema.IDENTITY_TAG)
+            if identity is not None and identity not in newest and self.counts(run):
+                newest[identity] = run  # newest first: the first counting run wins
+        return newest
+
+    # ----- answers ------------------------------------------------------------------
+    def prefetch(self, tasks: Iterable[Any]) -> None:
+        """Decide completion for many tasks with few queries; answers are single use."""
+        by_experiment: dict[str, list[TrackedTask]] = defaultdict(list)
+        seen: set[str] = set()
+        with self._lock:
+            for task in tasks:
+                if not is_tracked(task) or task.task_id in seen:
+                    continue
+                seen.add(task.task_id)
+                if not self._recently_answered((task.get_experiment_name(), task.identity)):
+                    by_experiment[task.get_experiment_name()].append(task)
+        found: dict[Key, RunRecord | None] = {}
+        asked_ms = epoch_ms()
+        for name, group in by_experiment.items():
+            exp_id = self.store.experiment_id(name, create=False)
+            if exp_id is None:
+                found.update(((name, t.identity), None) for t in group)
+                continue
+            # Runs finished by this process are fetched by id (IN works on run ids), not
+            # found by scanning the whole experiment; a deleted one is looked up as usual.
+            with self._lock:
+                mine = {
+                    t.identity: self._finished_here[k]
+                    for t in group
+                    if (k := (name, t.identity)) in self._finished_here
+                }
+            fetched = {
+                r.info.run_id: r
+                for r in (self.store.fetch_finished(exp_id, list(mine.values())) if mine else [])
+                if self.counts(r)
+            }
+            known = {identity for identity, run_id in mine.items() if run_id in fetched}
+            found.update(((name, identity), fetched[mine[identity]]) for identity in known)
+            identities = {t.identity for t in group} - known
+            if not identities:
+                continue
+            if len(identities) < SCAN_THRESHOLD:
+                for identity in identities:
+                    found[(name, identity)] = self.query(exp_id, identity)
+            else:
+                runs = self.scan(exp_id)
+                for identity in identities:
+                    found[(name, identity)] = runs.get(identity)
+        now = time.monotonic()
+        with self._lock:
+            self._answers.update({key: (run, now, asked_ms) for key, run in found.items()})
+
+    def _recently_answered(self, key: Key) -> bool:
+        """An answer is waiting for complete(), or one was given less than RECENT_S ago."""
+        entry = self._answers.get(key)
+        if entry is not None and (entry[0] is None or self._fresh_positive(key) is not None):
+            return True
+        given = self._given_negative.get(key)
+        return given is not None and time.monotonic() - given[0] < RECENT_S
+
+    def _fresh_positive(self, key: Key) -> RunRecord | None:
+        entry = self._answers.get(key)
+        if (
+            entry is not None
+            and entry[0] is not None
+            and time.monotonic() - entry[1] < RECENT_S
+            and self.counts(entry[0])
+        ):
+            return entry[0]
+        return None
+
+    def find_finished_run(self, task: TrackedTask, fresh: bool = False) -> RunRecord | None:
+        """The FINISHED run that makes `task` complete, or None (see the freshness rule)."""
+        key = (task.get_experiment_name(), task.identity)
+        if not fresh:
+            with self._lock:
+                run = self._fresh_positive(key)
+                if run is not None:
+                    return run
+                entry = self._answers.pop(key, None)
+                if entry is not None and entry[0] is None:  # a single-use "not complete"
+                    self._given_negative[key] = (entry[1], entry[2])
+                    return None
+        asked_ms = epoch_ms()
+        exp_id = self.store.experiment_id(task.get_experiment_name(), create=False)
+        run = None if exp_id is None else self.query(exp_id, task.identity)
+        with self._lock:
+            if run is not None:
+                self._answers[key] = (run, time.monotonic(), asked_ms)
+            else:
+                self._given_negative[key] = (time.monotonic(), asked_ms)
+        return run
+
+    def negative_answer_ms(self, task: TrackedTask) -> int | None:
+        """When the store was asked for the "not complete" answer `task` was scheduled on."""
+        with self._lock:
+            given = self._given_negative.get((task.get_experiment_name(), task.identity))
+        return given[1] if given else None
+
+    def note_complete(self, task: TrackedTask, run_id: str) -> None:
+        """`task` just got FINISHED run `run_id` here: its "not complete" answer is void."""
+        key = (task.get_experiment_name(), task.identity)
+        with self._lock:
+            self._given_negative.pop(key, None)
+            self._answers.pop(key, None)
+            self._finished_here[key] = run_id
+
+    def oldest_negative_ms(self) -> int | None:
+        """When the store was asked for the oldest "not complete" answer given out."""
+        with self._lock:
+            return min((ms for _, ms in self._given_negative.values()), default=None)
+
+    def known_complete(self, task: TrackedTask) -> bool:
+        """A fresh "complete" answer is at hand (no query)."""
+        with self._lock:
+            return self._fresh_positive((task.get_experiment_name(), task.identity)) is not None

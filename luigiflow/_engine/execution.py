@@ -1,0 +1,189 @@
+"""Executing one task as one run.
+
+The life of one run:
+  1. look once more for a FINISHED run of this identity (another worker may have
+     finished it since scheduling) and stop if there is one;
+  2. create the run with identity, lineage and provenance tags in one call and make
+     it the active MLflow run, so `mlflow.log_*`, autologging and system metrics land on it;
+  3. seed `random`/NumPy/PyTorch from the identity and call `run_task()`;
+  4. check every declared artifact was saved, then write params, metrics and
+     artifact records in one `log_batch` and only then mark the run FINISHED.
+Any exception marks the run FAILED with its traceback stored as an artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from luigiflow._core import provenance
+from luigiflow._core.identity import canonical_json, encode_value
+from luigiflow._core.parameters import param_text
+from luigiflow._engine import session as _session
+from luigiflow._engine.protocol import RUN_STATE, TrackedTask, bind_run
+from luigiflow._errors import ArtifactError
+from luigiflow._store import client, current, liveness, mlflow_compat, schema
+from luigiflow._store.artifacts import RunWriter
+from luigiflow._store.records import FAILED, FINISHED, KILLED, RunRecord
+
+
+def execute(task: TrackedTask) -> None:
+    """Run `task` as one run, or reuse a run another worker just finished."""
+    session = _session.of(task)
+    store = session.store
+    exp_id = store.experiment_id(task.get_experiment_name(), create=True)
+    assert exp_id is not None
+    # Another worker may have finished this identity since Luigi scheduled it.
+    asked = session.completion.negative_answer_ms(task)
+    existing = session.recheck.existing_run(exp_id, task.identity, asked)
+    if existing is not None:
+        bind_run(task, existing)
+        session.completion.note_complete(task, existing.info.run_id)
+        session.record("reused", task.task_id, existing.info.run_id)
+        return
+    upstream_runs = task.upstream_runs()
+    started = time.time()
+    params_json = canonical_json(task.encoded_params())
+    tags = start_tags(task, upstream_runs, params_json)
+    run_name = f"{task.get_task_family()}-{task.identity[:8]}"
+    active = mlflow_compat.start_active_run(
+        client.get_client(store.uri), exp_id, run_name, tags, schema.PARENT_RUN_TAG
+    )
+    run_id = active.info.run_id
+    writer = RunWriter(run_id, active.info.artifact_uri, store.uri)
+    task.__dict__[RUN_STATE] = writer
+    _write_provenance_files(task, writer, params_json)
+    session.record("started", task.task_id, run_id)
+    heartbeat = liveness.Heartbeat(store, run_id)
+    try:
+        if task.seed_random:
+            provenance.seed_everything(task.seed)
+        task.run_task()
+        heartbeat.stop()
+        _finish(task, writer, started)
+    except BaseException as exc:
+        heartbeat.stop()
+        _fail(task, writer, exc)
+        raise
+    finally:
+        task.__dict__.pop(RUN_STATE, None)
+        writer.cleanup()
+    # Downstream tasks look this run up afresh before consuming it (see completion).
+    bind_run(task, None)
+    session.completion.note_complete(task, run_id)
+    session.record("executed", task.task_id, run_id)
+
+
+def start_tags(
+    task: TrackedTask, upstream_runs: Mapping[str, RunRecord], params_json: str
+) -> dict[str, str]:
+    """Every tag a run is created with: identity, lineage, task facts, provenance."""
+    tags: dict[str, Any] = {
+        schema.IDENTITY_TAG: task.identity,
+        schema.FAMILY_TAG: task.get_task_family(),
+        schema.TASK_TAG: _task_facts(task),
+        schema.HEARTBEAT_TAG: liveness.now_beat(),
+        schema.WORKER_TAG: liveness.worker_token(),
+    }
+    if len(params_json) <= schema.MAX_TAG_LENGTH:
+        tags[schema.PARAMS_TAG] = params_json
+    else:
+        tags[schema.PARAMS_TAG] = schema.PARAMS_IN_FILE
+    for name, run in upstream_runs.items():
+        tags[schema.upstream_tag(name)] = run.info.run_id
+    tags.update(_provenance_tags(type(task)))
+    return {k: str(v) for k, v in tags.items()}
+
+
+def _provenance_tags(cls: type) -> dict[str, str]:
+    """Code version and environment; git state and environment are one JSON tag each:
+    every tag is a row that each completion scan loads."""
+    tags: dict[str, str] = {}
+    path = provenance.source_file(cls)
+    if path:
+        tags[schema.SOURCE_NAME_TAG] = path
+        git = provenance.git_state(os.path.dirname(os.path.abspath(path)))
+        if git:
+            tags[schema.GIT_TAG] = json.dumps(git, sort_keys=True)
+            if git.get("commit"):
+                tags[schema.SOURCE_COMMIT_TAG] = git["commit"]
+    tags[schema.ENV_TAG] = json.dumps(provenance.environment(), sort_keys=True)
+    return tags
+
+
+def _task_facts(task: TrackedTask) -> str:
+    facts = {
+        "id": task.task_id[:1000],
+        "module": provenance.importable_module(type(task)),
+        "version": encode_value(task.version),
+        "seed": task.seed,
+        "code_fingerprint": provenance.code_fingerprint(type(task)),
+        "code_source": provenance.source_file(type(task)),
+    }
+    return json.dumps(facts, sort_keys=True)
+
+
+def _write_provenance_files(task: TrackedTask, writer: RunWriter, params_json: str) -> None:
+    """Installed packages, params too long for a tag, the diff when the tree is dirty."""
+    writer.write_extra(schema.ENVIRONMENT_FILE, provenance.installed_packages())
+    if len(params_json) > schema.MAX_TAG_LENGTH:  # the params tag points here
+        writer.write_extra(schema.PARAMS_FILE, params_json)
+    path = provenance.source_file(type(task))
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if provenance.git_state(folder).get("dirty") == "True":
+        diff, _cut = provenance.git_diff(folder)
+        writer.write_extra(schema.DIFF_FILE, diff)
+
+
+def _finish(task: TrackedTask, writer: RunWriter, started: float) -> None:
+    missing = [n for n in task.artifacts if n not in writer.saved]
+    if missing:
+        raise ArtifactError(
+            f"{task.get_task_family()} (run {writer.run_id}) did not save declared "
+            f"artifact(s) {', '.join(map(repr, missing))}; call self.save() with them"
+        )
+    writer.upload()
+    tags = writer.record_tags()
+    tags[schema.DURATION_TAG] = f"{time.time() - started:.3f}"
+    store = current.get_store(writer.uri)
+    store.log_batch(writer.run_id, metrics=writer.metrics, params=display_params(task), tags=tags)
+    with client.translate_errors(f"finishing run {writer.run_id} of {task!r}", writer.uri):
+        mlflow_compat.end_active_run(FINISHED)
+
+
+def _fail(task: TrackedTask, writer: RunWriter, exc: BaseException) -> None:
+    status = KILLED if isinstance(exc, KeyboardInterrupt | SystemExit) else FAILED
+    text = "".join(traceback.format_exception(exc))
+    store = current.get_store(writer.uri)
+    # Best effort: the store may be the very thing that failed.
+    try:
+        store.log_text(writer.run_id, text, schema.TRACEBACK_FILE)
+        store.log_batch(
+            writer.run_id,
+            params=display_params(task),
+            tags={schema.ERROR_TAG: f"{type(exc).__name__}: {exc}"[: schema.MAX_TAG_LENGTH]},
+        )
+    except Exception:
+        pass
+    with contextlib.suppress(Exception):
+        mlflow_compat.end_active_run(status)
+    _session.of(task).record_failure(task.task_id, exc)
+
+
+def display_params(task: TrackedTask) -> dict[str, str]:
+    """Parameter values as MLflow params: Luigi's own text form, cut to MLflow's limit."""
+    shown = {}
+    limit = schema.MAX_PARAM_LENGTH
+    for name, param in task.get_params():
+        text = param_text(param, getattr(task, name))
+        if len(text) > limit:
+            text = text[: limit - 20] + "...[truncated]"
+        shown[name] = text
+    return shown

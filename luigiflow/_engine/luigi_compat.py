@@ -1,0 +1,48 @@
+"""Every use of Luigi internals (private names), in one module.
+
+Luigi offers no public way to key its instance cache, list its task registry or
+unregister an event handler; an upgrade of Luigi is checked here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import luigi
+import luigi.task_register
+
+from luigiflow._core.identity import UnencodableValueError, canonical_json, encode_value
+
+
+class TypedRegister(luigi.task_register.Register):
+    """Luigi's instance cache, keyed by canonical values so 1, 1.0, "1" and True differ.
+
+    Luigi keys its flyweight cache on raw values, where 1 == 1.0 == True would hand
+    back one instance (and one identity) for three different tasks.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        cache = luigi.task_register.Register._Register__instance_cache  # type: ignore[attr-defined]
+        create = super(luigi.task_register.Register, cls).__call__
+        if cache is None:
+            return create(*args, **kwargs)
+        values = cls.get_param_values(cls.get_params(), args, kwargs)  # type: ignore[attr-defined]
+        try:
+            key = (cls, canonical_json([[n, encode_value(v)] for n, v in values]))
+        except UnencodableValueError:
+            return create(*args, **kwargs)
+        if key not in cache:
+            cache[key] = create(*args, **kwargs)
+        return cache[key]
+
+
+def registry() -> dict[str, type[luigi.Task]]:
+    """Task family -> class, for every task class Luigi knows."""
+    return dict(luigi.task_register.Register._get_reg())
+
+
+def remove_event_handler(event: str, handler: Callable[..., Any]) -> None:
+    """Unregister a handler added with `luigi.Task.event_handler(event)`."""
+    callbacks = luigi.Task._event_callbacks.get(luigi.Task, {})
+    callbacks.get(event, set()).discard(handler)

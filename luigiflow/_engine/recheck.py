@@ -1,0 +1,107 @@
+"""Right before a task runs: did another worker finish the same identity meanwhile?
+
+Luigi scheduled the task on a "not complete" answer that may be minutes old. Asking
+the store again for every task would cost a query per run; instead each process
+watches each experiment it runs tasks in. At most every `recheck_interval()` seconds
+one query lists the runs that *other* workers FINISHED since the last look (by
+`end_time`, less a clock-skew margin); a task whose identity shows up there reuses
+that run instead of computing again. Both the exact check (the first task of an
+experiment in a process) and each look mark KILLED the RUNNING runs whose worker died
+(no heartbeat).
+
+What this gives up, knowingly: a run another worker finishes less than one interval
+before ours starts may be computed twice. It is never wrongly *reused*: a candidate
+is confirmed with an exact query, which sees deletions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from luigiflow import _settings
+from luigiflow._engine.completion import Completion
+from luigiflow._store import liveness, schema
+from luigiflow._store.port import RunStore
+from luigiflow._store.records import FINISHED, RunRecord
+
+# Clocks of workers on different machines disagree a little; end times are theirs.
+SKEW_MS = 5_000
+# Newest runs of one identity read by the exact check before falling back to a query.
+WINDOW = 50
+
+
+@dataclass
+class _Watch:
+    covered_from_ms: int  # runs that ended after this (less skew) have been looked at
+    next_from_ms: int  # where the next look starts
+    looked_at: float = float("-inf")  # monotonic time of the last look
+    finished: set[str] = field(default_factory=set)  # identities others finished
+
+
+class Recheck:
+    """The watches of one build, per experiment."""
+
+    def __init__(self, store: RunStore, completion: Completion) -> None:
+        self.store = store
+        self.completion = completion
+        self._lock = threading.Lock()
+        self._watches: dict[str, _Watch] = {}
+
+    def existing_run(
+        self, experiment_id: str, identity: str, asked_ms: int | None
+    ) -> RunRecord | None:
+        """A FINISHED run of `identity` that appeared since `asked_ms`, or None.
+
+        `asked_ms` is when the store said the task was not complete; None (the task was
+        never asked about, e.g. `run()` called directly) means one exact query. The first
+        task of an experiment in a process is also checked exactly (a forked worker runs
+        just one); the watch serves the tasks after it.
+        """
+        with self._lock:
+            watch = self._watches.get(experiment_id)
+            if watch is None:
+                if asked_ms is not None:
+                    # From the oldest answer this process still acts on: every task it
+                    # will run was asked about after that.
+                    oldest = self.completion.oldest_negative_ms() or asked_ms
+                    start = min(asked_ms, oldest) - SKEW_MS
+                    self._watches[experiment_id] = _Watch(start, start)
+            elif asked_ms is not None and asked_ms - SKEW_MS >= watch.covered_from_ms:
+                if time.monotonic() - watch.looked_at >= _settings.recheck_interval():
+                    self._look(experiment_id, watch)
+                if identity not in watch.finished:
+                    return None
+        # No watch yet, asked before the watch began, or another worker finished this
+        # identity (confirm it: newest first, deletions and --force seen).
+        return self._exact(experiment_id, identity)
+
+    def _exact(self, experiment_id: str, identity: str) -> RunRecord | None:
+        """The newest counting FINISHED run of `identity`; dead RUNNING ones are retired.
+
+        One query returns the newest runs of the identity in any state.
+        """
+        runs = self.store.runs_with_identity(experiment_id, identity, WINDOW)
+        liveness.retire_abandoned(self.store, runs)
+        finished = [r for r in runs if r.info.status == FINISHED and self.completion.counts(r)]
+        if finished:
+            return finished[0]
+        if len(runs) == WINDOW:  # many failed attempts: ask exactly
+            return self.completion.query(experiment_id, identity)
+        return None
+
+    def _look(self, experiment_id: str, watch: _Watch) -> None:
+        now_ms = int(time.time() * 1000)
+        me = liveness.worker_token()
+        for run in self.store.finished_runs(
+            experiment_id, ended_since_ms=watch.next_from_ms, not_worker=me
+        ):
+            identity = run.data.tags.get(schema.IDENTITY_TAG)
+            if identity is not None:
+                watch.finished.add(identity)
+        # Dead workers' runs (no heartbeat) are marked KILLED on the way; alive ones and
+        # our own are left alone.
+        liveness.retire_abandoned(self.store, self.store.running_runs(experiment_id, me))
+        watch.next_from_ms = now_ms - SKEW_MS
+        watch.looked_at = time.monotonic()

@@ -1,0 +1,363 @@
+"""`build()`: `luigi.build` plus the answer a researcher wants — what ran, what was reused.
+
+result = lf.build([Evaluate(algorithm="rf")], workers=2)
+result.runs[task]          # run id of every task in the graph
+result.executed            # tasks computed now
+result.reused              # tasks whose FINISHED run already existed
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import luigi
+
+from luigiflow import _settings
+from luigiflow._engine import events as _events
+from luigiflow._engine import luigi_compat
+from luigiflow._engine import session as _session
+from luigiflow._engine.protocol import bind_run, bound_run, is_tracked
+from luigiflow._errors import BuildError, LuigiflowError
+from luigiflow._ops.graph import walk_graph
+from luigiflow._store import schema
+from luigiflow._store.records import RunRecord
+from luigiflow._task import MlflowTask
+
+
+class BuildResult:
+    """What one build did: every task of the graph, its run id, executed or reused.
+
+    `runs` and `reused` are worked out on first access (following lineage tags from the
+    top of the graph), so a build whose answer is "all done" costs one query.
+    """
+
+    def __init__(
+        self,
+        tasks: list[luigi.Task],
+        roots: list[luigi.Task],
+        executed: dict[luigi.Task, str],
+        reused_now: dict[luigi.Task, str],
+        failed: dict[luigi.Task, BaseException],
+        session: _session.Session,
+    ) -> None:
+        self._session = session
+        self.tasks = tasks
+        self.roots = roots
+        self.executed = list(executed)
+        self.failed = failed
+        self._known = {**reused_now, **executed}
+        self._reused_now = list(reused_now)
+        self._runs: dict[luigi.Task, str] | None = None
+        self._reused: list[luigi.Task] = []
+
+    def _resolve(self) -> dict[luigi.Task, str]:
+        if self._runs is None:
+            runs = dict(self._known)
+            reused = list(self._reused_now)
+            _fill_reused_runs(
+                self._session, self.tasks, self.roots, runs, self.executed, reused, self.failed
+            )
+            self._runs, self._reused = runs, reused
+        return self._runs
+
+    @property
+    def runs(self) -> dict[luigi.Task, str]:
+        """task -> run id, for every task of the graph that has a run."""
+        return self._resolve()
+
+    @property
+    def reused(self) -> list[luigi.Task]:
+        """Tasks whose FINISHED run already existed (not executed by this build)."""
+        self._resolve()
+        return self._reused
+
+    def has_run(self, task: MlflowTask) -> bool:
+        """Whether `task` ended this build with a run (cheap: no lineage walk)."""
+        if self._runs is not None:
+            return task in self._runs
+        return task in self._known or bool(bound_run(task) or task.find_run())
+
+    @property
+    def success(self) -> bool:
+        return not self.failed
+
+    def run_of(self, task: luigi.Task) -> str:
+        """The run id recorded for `task` in this build."""
+        return self.runs[task]
+
+    def __repr__(self) -> str:
+        return (
+            f"BuildResult(executed={len(self.executed)}, failed={len(self.failed)}, "
+            f"tasks={len(self.tasks)})"
+        )
+
+
+def _scheduler_options(scheduler_url: str | None, local_scheduler: bool | None) -> dict[str, Any]:
+    if scheduler_url:
+        parsed = urllib.parse.urlparse(scheduler_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise LuigiflowError(
+                f"scheduler URL {scheduler_url!r} is not an http(s) URL like http://host:8082"
+            )
+        return {"local_scheduler": False, "scheduler_url": scheduler_url}
+    return {"local_scheduler": True if local_scheduler is None else local_scheduler}
+
+
+def build(
+    tasks: luigi.Task | Iterable[luigi.Task],
+    workers: int = 1,
+    scheduler_url: str | None = None,
+    local_scheduler: bool | None = None,
+    log_level: str = "WARNING",
+    raise_on_failure: bool = True,
+    on_event: Callable[[_events.TaskEvent], None] | None = None,
+    force: Iterable[luigi.Task] = (),
+    **luigi_options: Any,
+) -> BuildResult:
+    """Build `tasks` with Luigi and report each task's run; raise BuildError on failure.
+
+    Uses Luigi's local scheduler unless `scheduler_url` (a running `luigid`) is given.
+    `on_event` receives each task's started/executed/reused event as it happens, from
+    every worker process (it is called on a background thread). Tasks in `force`
+    run again even when complete (their existing runs are ignored for this build).
+    """
+    roots = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
+    bad = [t for t in roots if not isinstance(t, luigi.Task)]
+    if bad:
+        raise LuigiflowError(f"build() takes Luigi task instances, got {bad[0]!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise LuigiflowError(f"workers must be a positive int, got {workers!r}")
+    options = _scheduler_options(scheduler_url, local_scheduler)
+    _settings.validate()
+    # Walking the graph computes every identity: definition and parameter errors
+    # surface here, before any run is created.
+    graph = walk_graph(roots)
+    for task in graph:
+        if is_tracked(task):
+            _ = task.identity
+            bind_run(task, None)  # a run bound by an earlier build
+
+    sink = tempfile.mkdtemp(prefix="luigiflow-build-")
+    session = _session.Session(sink=_events.EventSink(sink))
+    forced = [t.identity for t in force if is_tracked(t)]
+    if forced:
+        session.completion.ignore_runs_before(forced, int(time.time() * 1000))
+    handlers = _install_failure_handlers()
+    watcher = _Watcher(sink, on_event) if on_event else None
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_session.activated(session, graph))
+        stack.callback(shutil.rmtree, sink, True)
+        stack.callback(_remove_failure_handlers, handlers)
+        if watcher:
+            stack.callback(watcher.stop)
+        luigi_result, events, failures_by_id = _run_luigi(
+            session, roots, sink, workers, options, log_level, scheduler_url, luigi_options
+        )
+        result = _assemble(session, graph, roots, events, failures_by_id)
+    ok = not result.failed and (
+        luigi_result is None or (luigi_result.scheduling_succeeded and _ok(luigi_result))
+    )
+    if ok:
+        missing = [r for r in roots if isinstance(r, MlflowTask) and not result.has_run(r)]
+        if missing:  # never report success for a result that does not exist
+            ok = False
+            result.failed.update(
+                (r, LuigiflowError(f"{r!r} has no FINISHED run after the build; build it again"))
+                for r in missing
+            )
+    if raise_on_failure and not ok:
+        raise BuildError(result.failed, result)
+    return result
+
+
+def _run_luigi(
+    session: _session.Session,
+    roots: list[luigi.Task],
+    sink: str,
+    workers: int,
+    options: dict[str, Any],
+    log_level: str,
+    scheduler_url: str | None,
+    luigi_options: dict[str, Any],
+) -> tuple[Any, list[_events.TaskEvent], dict[str, BaseException]]:
+    """Let Luigi build the roots (unless already complete); the build's events."""
+    session.completion.prefetch(roots)
+
+    def run_luigi() -> Any:
+        with _waiting_for_other_workers(bool(scheduler_url)):
+            return luigi.build(
+                roots,
+                workers=workers,
+                detailed_summary=True,
+                log_level=log_level,
+                **options,
+                **luigi_options,
+            )
+
+    # Roots already complete: Luigi would ask them and stop; skip its start-up.
+    # (complete() binds each root's run from the answers at hand, no query.)
+    done = all(is_tracked(r) and session.completion.known_complete(r) for r in roots)
+    luigi_result = None if done and all(r.complete() for r in roots) else run_luigi()
+    # Luigi's worker leaves as soon as what remains is running on another worker
+    # (keep_alive counts pending tasks only). Ask again until the roots exist: the
+    # scheduler hands us a task again if its other runner fails or dies.
+    while (
+        scheduler_url
+        and luigi_result is not None
+        and _ok(luigi_result)
+        and not _events.collect(sink)[1]
+        and not all(r.complete() for r in roots)
+    ):
+        time.sleep(1.0)
+        luigi_result = run_luigi()
+    events, failures_by_id = _events.collect(sink)
+    return luigi_result, events, failures_by_id
+
+
+@contextlib.contextmanager
+def _waiting_for_other_workers(shared: bool) -> Iterator[None]:
+    """With a central scheduler, wait for tasks other processes are running.
+
+    Luigi's worker otherwise exits as soon as everything left is taken by someone
+    else, and `build` would return before the graph it was asked for exists. A user's
+    own `[worker] keep_alive` setting is respected.
+    """
+    config = luigi.configuration.get_config()
+    if not shared or config.has_option("worker", "keep_alive"):
+        yield
+        return
+    if not config.has_section("worker"):
+        config.add_section("worker")
+    config.set("worker", "keep_alive", "true")
+    try:
+        yield
+    finally:
+        config.remove_option("worker", "keep_alive")
+
+
+class _Watcher:
+    """Polls the build's event folder and forwards new events to a callback."""
+
+    def __init__(self, folder: str, callback: Callable[[_events.TaskEvent], None]) -> None:
+        self.tail = _events.Tail(folder)
+        self.callback = callback
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.done.wait(0.2):
+            self._flush()
+
+    def _flush(self) -> None:
+        for event in self.tail.poll():
+            self.callback(event)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+        self._flush()
+
+
+def _ok(luigi_result: Any) -> bool:
+    from luigi.execution_summary import LuigiStatusCode
+
+    return luigi_result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
+
+
+def _install_failure_handlers() -> list[tuple[str, Any]]:
+    # Luigi fires these in whichever process ran the task (a forked child when
+    # workers > 1); the handler writes to the build's event folder, which all share.
+    def on_failure(task: luigi.Task, exc: BaseException) -> None:
+        _session.of(task).record_failure(task.task_id, exc)
+
+    def on_broken(task: luigi.Task, exc: BaseException) -> None:
+        _session.of(task).record_failure(task.task_id, exc)
+
+    pairs = [(luigi.Event.FAILURE, on_failure), (luigi.Event.BROKEN_TASK, on_broken)]
+    for event, handler in pairs:
+        luigi.Task.event_handler(event)(handler)
+    return pairs
+
+
+def _remove_failure_handlers(pairs: list[tuple[str, Any]]) -> None:
+    for event, handler in pairs:
+        luigi_compat.remove_event_handler(event, handler)
+
+
+def _assemble(
+    session: _session.Session,
+    graph: list[luigi.Task],
+    roots: list[luigi.Task],
+    events: list[_events.TaskEvent],
+    failures_by_id: dict[str, BaseException],
+) -> BuildResult:
+    by_id = {t.task_id: t for t in graph}
+    failed = {by_id[i]: exc for i, exc in failures_by_id.items() if i in by_id}
+    executed: dict[luigi.Task, str] = {}
+    reused_now: dict[luigi.Task, str] = {}
+    for event in events:
+        task = by_id.get(event.task_id)
+        if task is None or event.kind == "started":
+            continue
+        (executed if event.kind == "executed" else reused_now)[task] = event.run_id
+    return BuildResult(graph, roots, executed, reused_now, failed, session)
+
+
+def _fill_reused_runs(
+    session: _session.Session,
+    graph: list[luigi.Task],
+    roots: list[luigi.Task],
+    runs: dict[luigi.Task, str],
+    executed: list[luigi.Task],
+    reused: list[luigi.Task],
+    failed: dict[luigi.Task, BaseException],
+) -> None:
+    """Run ids of tasks this build did not execute, following lineage from the top.
+
+    A reused task's upstream runs are the ones its run consumed (lineage tags), which
+    is the truthful answer even when duplicates of an identity exist.
+    """
+    pending = [t for t in graph if is_tracked(t) and t not in runs]
+    if not pending:
+        return
+    store = session.store
+    known: dict[str, RunRecord] = store.get_runs(list(runs.values()))
+    # Tasks nothing downstream in this graph consumed (the roots) are looked up in one
+    # batch; everything below them follows from lineage tags.
+    session.completion.prefetch(t for t in roots if t in pending and not bound_run(t))
+    for task in reversed(graph):  # downstream first: a run names the runs it consumed
+        if not isinstance(task, MlflowTask) or task in failed:
+            continue
+        if task not in runs:
+            # The run Luigi's complete() found during this build, else a lookup.
+            found = bound_run(task) or session.completion.find_finished_run(task)
+            if found is None:
+                continue
+            runs[task] = found.info.run_id
+            known[found.info.run_id] = found
+            reused.append(task)
+        run = known.get(runs[task])
+        if run is None:
+            run = store.get_runs([runs[task]]).get(runs[task])
+            if run is None:
+                continue
+            known[runs[task]] = run
+        deps = task.requires_dict()
+        consumed = schema.upstream_ids(run.data.tags)
+        missing_ids = [
+            consumed[name] for name, dep in deps.items() if dep not in runs and name in consumed
+        ]
+        known.update(store.get_runs(missing_ids))
+        for name, dep in deps.items():
+            tag = consumed.get(name)
+            if dep not in runs and tag and tag in known:
+                runs[dep] = tag
+                reused.append(dep)

@@ -1,0 +1,241 @@
+"""Reading what was recorded: runs of a task, a run's provenance tree, and diffs of two trees.
+
+This is what MLflow's compare view cannot do: follow `luigiflow.upstream.*` tags across
+experiments, so two results are compared along their whole chains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from luigiflow._core.parameters import value_text
+from luigiflow._errors import RunNotFoundError
+from luigiflow._store import current, schema
+from luigiflow._store.records import RunRecord as Run
+
+
+def runs_of(name: str, where: dict[str, str] | None = None) -> list[Run]:
+    """FINISHED runs of a task family or experiment `name`, newest first, filtered on params.
+
+    `where` compares MLflow param values exactly, in Python, so quotes and unicode in
+    values need no escaping.
+    """
+    store = current.get_store()
+    exp_id = store.experiment_id(name, create=False)
+    runs: list[Run] = []
+    if exp_id is not None:
+        runs = list(store.finished_runs(exp_id))
+    else:
+        for exp in store.experiments():
+            if exp.lifecycle_stage != "active":
+                continue
+            runs.extend(
+                r
+                for r in store.finished_runs(exp.experiment_id)
+                if r.data.tags.get(schema.FAMILY_TAG) == name
+            )
+        runs.sort(key=lambda r: r.info.start_time, reverse=True)
+        if not runs:
+            raise RunNotFoundError(
+                f"no experiment and no task family named {name!r} in {store.uri}; "
+                "check the name (luigiflow runs uses the experiment or the task class name)"
+            )
+    for key, value in (where or {}).items():
+        runs = [r for r in runs if r.data.params.get(key) == value]
+    return runs
+
+
+def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """One flat record per run: id, start, identity, duplicate flag, params, metrics."""
+    seen: dict[str, int] = {}
+    for run in runs:
+        identity = run.data.tags.get(schema.IDENTITY_TAG, "")
+        seen[identity] = seen.get(identity, 0) + 1
+    rows = []
+    for run in runs:
+        identity = run.data.tags.get(schema.IDENTITY_TAG, "")
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "start_time": run.info.start_time,
+                "identity": identity,
+                "duplicate": bool(identity) and seen[identity] > 1,
+                "params": dict(run.data.params),
+                "metrics": dict(run.data.metrics),
+            }
+        )
+    return rows
+
+
+def get_run(run_id: str) -> Run:
+    """One run by id, or a RunNotFoundError naming it."""
+    return current.get_store().get_run(run_id)
+
+
+def get_runs(run_ids: list[str]) -> dict[str, Run]:
+    """Many runs by id, in a few queries (unknown ids are left out)."""
+    return current.get_store().get_runs(run_ids)
+
+
+@dataclass
+class LineageNode:
+    """A run and the upstream runs it consumed, by upstream name."""
+
+    run: Run
+    upstream: dict[str, LineageNode | None] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        tags = self.run.data.tags
+        return tags.get(schema.FAMILY_TAG) or tags.get(schema.RUN_NAME_TAG) or "?"
+
+    def artifacts(self) -> dict[str, dict[str, Any]]:
+        return schema.artifact_records(self.run.data.tags)
+
+    def duration_s(self) -> float | None:
+        info = self.run.info
+        if info.end_time and info.start_time:
+            return (info.end_time - info.start_time) / 1000
+        return None
+
+
+def lineage(run_id: str) -> LineageNode:
+    """The run and its whole upstream chain, fetched one level at a time in batches."""
+    root = LineageNode(get_run(run_id))
+    level = [root]
+    fetched: dict[str, LineageNode] = {run_id: root}
+    store = current.get_store()
+    while level:
+        wanted = {
+            value
+            for node in level
+            for value in schema.upstream_ids(node.run.data.tags).values()
+            if value not in fetched
+        }
+        runs = store.get_runs(sorted(wanted))
+        next_level = []
+        for rid, run in runs.items():
+            fetched[rid] = LineageNode(run)
+            next_level.append(fetched[rid])
+        for node in level:
+            for name, value in sorted(schema.upstream_ids(node.run.data.tags).items()):
+                node.upstream[name] = fetched.get(value)
+        level = next_level
+    return root
+
+
+@dataclass
+class StepDiff:
+    """Differences at one step of two chains (path = upstream names from the result)."""
+
+    path: str
+    family_a: str | None
+    family_b: str | None
+    run_a: str | None
+    run_b: str | None
+    params: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+
+@dataclass
+class ChainDiff:
+    steps: list[StepDiff]
+    metrics: dict[str, tuple[float | None, float | None]]
+    root_a: LineageNode
+    root_b: LineageNode
+
+
+def _flatten(node: LineageNode, path: str, out: dict[str, LineageNode]) -> None:
+    out[path] = node
+    for name, child in node.upstream.items():
+        if child is not None:
+            _flatten(child, f"{path}/{name}", out)
+
+
+def diff(run_a: str, run_b: str) -> ChainDiff:
+    """What differs between two results along their whole upstream chains."""
+    root_a, root_b = lineage(run_a), lineage(run_b)
+    steps_a: dict[str, LineageNode] = {}
+    steps_b: dict[str, LineageNode] = {}
+    _flatten(root_a, root_a.family, steps_a)
+    _flatten(root_b, root_a.family, steps_b)  # align both on A's name for the root
+    steps = []
+    for path in sorted(set(steps_a) | set(steps_b), key=lambda p: (p.count("/"), p)):
+        a, b = steps_a.get(path), steps_b.get(path)
+        if a is not None and b is not None and a.run.info.run_id == b.run.info.run_id:
+            continue  # the same run: nothing differs here
+        step = StepDiff(
+            path,
+            a.family if a else None,
+            b.family if b else None,
+            a.run.info.run_id if a else None,
+            b.run.info.run_id if b else None,
+        )
+        if a is not None and b is not None:
+            pa, pb = a.run.data.params, b.run.data.params
+            for key in sorted(set(pa) | set(pb)):
+                if pa.get(key) != pb.get(key):
+                    step.params[key] = (pa.get(key), pb.get(key))
+            if not step.params and step.family_a == step.family_b:
+                continue  # other run, same parameters: the difference lies upstream
+        steps.append(step)
+    ma, mb = root_a.run.data.metrics, root_b.run.data.metrics
+    metrics = {k: (ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))}
+    return ChainDiff(steps, metrics, root_a, root_b)
+
+
+def _matches(params: dict[str, str], conditions: dict[str, Any]) -> bool:
+    return all(params.get(k) == value_text(v) for k, v in conditions.items())
+
+
+def find_runs(
+    task: Any,
+    where: dict[str, Any] | None = None,
+    upstream: dict[str, dict[str, Any]] | None = None,
+) -> list[Run]:
+    """FINISHED runs of `task`, newest first, filtered on its params and its chain's.
+
+    `task` is a task class, a task family or an experiment name; `where` holds its own
+    parameter values; `upstream` maps a task family anywhere up the chain to the
+    parameter values that step must have had. This is the "newest coherent chain":
+
+        lf.find_runs(Evaluate, upstream={"Train": {"algorithm": "rf"},
+                                         "Process": {"logic": "plain"}})[0]
+    """
+    name = task if isinstance(task, str) else task.get_task_family()
+    candidates = runs_of(name, None)
+    if not isinstance(task, str) and not candidates:
+        candidates = runs_of(task.get_experiment_name(), None)
+    candidates = [r for r in candidates if _matches(r.data.params, where or {})]
+    if not upstream:
+        return candidates
+    # Walk every candidate's chain together, one batched fetch per level.
+    ancestors: dict[str, list[Run]] = {r.info.run_id: [] for r in candidates}
+    frontier: dict[str, set[str]] = {
+        r.info.run_id: set(schema.upstream_ids(r.data.tags).values()) for r in candidates
+    }
+    cache: dict[str, Run] = {}
+    store = current.get_store()
+    while any(frontier.values()):
+        wanted = sorted({rid for ids in frontier.values() for rid in ids if rid not in cache})
+        cache.update(store.get_runs(wanted))
+        next_frontier: dict[str, set[str]] = {}
+        for root, ids in frontier.items():
+            found = [cache[i] for i in ids if i in cache]
+            ancestors[root].extend(found)
+            next_frontier[root] = {
+                v for run in found for v in schema.upstream_ids(run.data.tags).values()
+            }
+        frontier = next_frontier
+
+    def coherent(run: Run) -> bool:
+        chain = ancestors[run.info.run_id]
+        return all(
+            any(
+                a.data.tags.get(schema.FAMILY_TAG) == family and _matches(a.data.params, conditions)
+                for a in chain
+            )
+            for family, conditions in upstream.items()
+        )
+
+    return [r for r in candidates if coherent(r)]

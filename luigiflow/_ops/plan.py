@@ -1,0 +1,278 @@
+"""Why each task will run — or which run it will reuse — without writing to the store.
+
+`make_plan` mirrors what Luigi will do: a complete task is reused and its upstream is
+not needed; an incomplete one runs, and the reason is worked out against the nearest
+earlier FINISHED run of the same task (fewest differing parameters, newest first).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import luigi
+
+from luigiflow._core import provenance
+from luigiflow._core.identity import decode_value, encode_value
+from luigiflow._core.parameters import param_text
+from luigiflow._engine import session as _session
+from luigiflow._ops.graph import walk_graph
+from luigiflow._store import artifacts as _artifacts
+from luigiflow._store import schema
+from luigiflow._store.port import RunStore
+from luigiflow._store.records import RunRecord as Run
+from luigiflow._task import MlflowTask
+
+REUSED = "reused"
+WILL_RUN = "will run"
+NOT_NEEDED = "not needed"
+
+
+@dataclass
+class ParamChange:
+    name: str
+    old: Any
+    new: Any
+
+
+@dataclass
+class PlanEntry:
+    """The decision for one task of the graph."""
+
+    task: luigi.Task
+    status: str
+    run_id: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    changed: list[ParamChange] = field(default_factory=list)
+    code_changed: bool = False
+    upstream: dict[str, PlanEntry] = field(default_factory=dict)
+
+    def walk(self) -> Iterable[PlanEntry]:
+        yield self
+        for child in self.upstream.values():
+            yield from child.walk()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": repr(self.task),
+            "family": self.task.get_task_family(),
+            "identity": self.task.identity if isinstance(self.task, MlflowTask) else None,
+            "status": self.status,
+            "run_id": self.run_id,
+            "reasons": self.reasons,
+            "changed_params": [
+                {"name": c.name, "old": _jsonable(c.old), "new": _jsonable(c.new)}
+                for c in self.changed
+            ],
+            "code_changed": self.code_changed,
+            "upstream": {k: v.to_dict() for k, v in self.upstream.items()},
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+class _Planner:
+    def __init__(self, store: RunStore, rerun_changed: bool) -> None:
+        self.store = store
+        self.rerun_changed = rerun_changed
+        self.found: dict[luigi.Task, Run | None] = {}
+        self.entries: dict[tuple[str, bool], PlanEntry] = {}
+        self.family_runs: dict[tuple[str, str], list[Run]] = {}
+        self.stale: dict[luigi.Task, bool] = {}
+
+    def decide(self, task: luigi.Task, needed: bool) -> PlanEntry:
+        key = (task.task_id, needed)
+        if key in self.entries:
+            return self.entries[key]
+        if not isinstance(task, MlflowTask):
+            entry = PlanEntry(task, REUSED if task.complete() else WILL_RUN)
+            if entry.status == WILL_RUN:
+                entry.reasons.append("its Luigi output does not exist")
+            self.entries[key] = entry
+            return entry
+        run = self.found.get(task)
+        code_changed = run is not None and _code_changed(task, run)
+        if run is not None and not self._stale(task):
+            entry = PlanEntry(task, REUSED, run.info.run_id, code_changed=code_changed)
+            if code_changed:
+                entry.reasons.append(
+                    "code changed since this run (not re-run; use --rerun-changed to re-run it)"
+                )
+            for name, dep in task.requires_dict().items():
+                entry.upstream[name] = self.decide(dep, needed=False)
+        elif not needed:
+            entry = PlanEntry(task, NOT_NEEDED, reasons=["its downstream task is reused"])
+        else:
+            entry = PlanEntry(task, WILL_RUN)
+            for name, dep in task.requires_dict().items():
+                entry.upstream[name] = self.decide(dep, needed=True)
+            if run is not None and code_changed:  # complete, but --rerun-changed
+                entry.code_changed = True
+                entry.reasons.append(
+                    f"code changed since run {run.info.run_id} "
+                    f"({schema.task_facts(run.data.tags).get('code_fingerprint')} -> "
+                    f"{provenance.code_fingerprint(type(task))})"
+                )
+            elif run is not None:  # complete, but an upstream is re-run for its code
+                stale = [n for n, e in entry.upstream.items() if e.status == WILL_RUN]
+                entry.reasons.append(f"upstream will run (code changed): {', '.join(stale)}")
+            else:
+                self._explain(task, entry)
+        self.entries[key] = entry
+        return entry
+
+    def _stale(self, task: luigi.Task) -> bool:
+        """With --rerun-changed: the task's code, or code upstream of it, changed."""
+        if not self.rerun_changed or not isinstance(task, MlflowTask):
+            return False
+        if task in self.stale:
+            return self.stale[task]
+        run = self.found.get(task)
+        result = run is not None and (
+            _code_changed(task, run) or any(self._stale(d) for d in task.requires_dict().values())
+        )
+        self.stale[task] = result
+        return result
+
+    def _explain(self, task: MlflowTask, entry: PlanEntry) -> None:
+        running = [n for n, e in entry.upstream.items() if e.status == WILL_RUN]
+        if running:
+            entry.reasons.append(f"upstream will run: {', '.join(running)}")
+        nearest = self._nearest_run(task)
+        if nearest is None:
+            if not running:
+                entry.reasons.append("no run of this task yet")
+            return
+        entry.changed = _param_changes(task, nearest)
+        prefix = f"differs from nearest run {nearest.info.run_id}: "
+        for change in entry.changed:
+            entry.reasons.append(
+                f"{prefix}parameter {change.name} changed: {change.old} -> {change.new}"
+            )
+        facts = schema.task_facts(nearest.data.tags)
+        old_version = json.dumps(facts["version"]) if "version" in facts else None
+        new_version = json.dumps(_encoded_version(task))
+        if old_version is not None and old_version != new_version:
+            entry.reasons.append(
+                f"{prefix}version changed: {_show_version(old_version)} -> {task.version!r}"
+            )
+        if not entry.changed and not running and old_version == new_version:
+            if task.code_in_identity and _code_changed(task, nearest):
+                entry.reasons.append(f"{prefix}code changed (code_in_identity is on)")
+            else:
+                moved = [
+                    n
+                    for n, e in entry.upstream.items()
+                    if e.run_id
+                    and nearest.data.tags.get(schema.upstream_tag(n)) not in (None, e.run_id)
+                ]
+                what = f"upstream result changed: {', '.join(moved)}" if moved else "identity"
+                entry.reasons.append(f"{prefix}{what}")
+
+    def _nearest_run(self, task: MlflowTask) -> Run | None:
+        runs = self._runs_of_family(task)
+        if not runs:
+            return None
+        # Fewest differing parameters wins; the newest among equals (runs are newest first).
+        return min(runs, key=lambda r: len(_param_changes(task, r)))
+
+    def _runs_of_family(self, task: MlflowTask) -> list[Run]:
+        key = (task.get_experiment_name(), task.get_task_family())
+        if key not in self.family_runs:
+            exp_id = self.store.experiment_id(key[0], create=False)
+            runs: list[Run] = []
+            if exp_id is not None:
+                runs = [
+                    r
+                    for r in self.store.finished_runs(exp_id)
+                    if r.data.tags.get(schema.FAMILY_TAG) == key[1]
+                ]
+            self.family_runs[key] = runs
+        return self.family_runs[key]
+
+
+def _encoded_version(task: MlflowTask) -> Any:
+    return encode_value(task.version)
+
+
+def _show_version(recorded: str) -> Any:
+    try:
+        return decode_value(json.loads(recorded))
+    except (ValueError, IndexError, TypeError):
+        return recorded
+
+
+def _code_changed(task: MlflowTask, run: Run) -> bool:
+    recorded = schema.task_facts(run.data.tags).get("code_fingerprint")
+    return recorded is not None and recorded != provenance.code_fingerprint(type(task))
+
+
+def recorded_params(run: Run) -> dict[str, Any] | None:
+    """The exact (encoded) parameter values recorded on a luigiflow run."""
+    raw = run.data.tags.get(schema.PARAMS_TAG)
+    if raw is None:
+        return None
+    if raw.startswith("@artifact:"):
+        path = _artifacts.local_artifact_path(
+            run.info.run_id, run.info.artifact_uri, raw.split(":", 1)[1]
+        )
+        raw = path.read_text(encoding="utf-8")
+    data = json.loads(raw)
+    return data if isinstance(data, dict) else None
+
+
+def _param_changes(task: MlflowTask, run: Run) -> list[ParamChange]:
+    old = recorded_params(run) or {}
+    new = task.encoded_params()
+    changes = []
+    for name, param in task.get_params():
+        if not param.significant:
+            continue
+        if old.get(name) != new.get(name):
+            before = _show(param, decode_value(old[name])) if name in old else "(not set)"
+            changes.append(ParamChange(name, before, _show(param, getattr(task, name))))
+    return changes
+
+
+def _show(param: luigi.Parameter, value: Any) -> Any:
+    """A value as the user would type it (Luigi's own serialization)."""
+    return param_text(param, value)
+
+
+def make_plan(
+    roots: Iterable[luigi.Task],
+    rerun_changed: bool = False,
+    session: _session.Session | None = None,
+) -> list[PlanEntry]:
+    """One entry tree per root; creates nothing in the store."""
+    roots = list(roots)
+    graph = walk_graph(roots)
+    session = session or _session.current()
+    planner = _Planner(session.store, rerun_changed)
+    mlflow_tasks = [t for t in graph if isinstance(t, MlflowTask)]
+    session.completion.prefetch(mlflow_tasks)
+    for task in mlflow_tasks:
+        planner.found[task] = session.completion.find_finished_run(task)
+    return [planner.decide(root, needed=True) for root in roots]
+
+
+def tasks_to_force(plan: list[PlanEntry]) -> list[MlflowTask]:
+    """Complete tasks that a --rerun-changed plan re-runs (code changed, or downstream of it)."""
+    forced = []
+    for root in plan:
+        for entry in root.walk():
+            if (
+                entry.status == WILL_RUN
+                and isinstance(entry.task, MlflowTask)
+                and entry.task not in forced
+            ):
+                forced.append(entry.task)
+    return forced

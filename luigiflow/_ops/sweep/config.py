@@ -1,0 +1,227 @@
+"""Experiment config files: which task, its parameter values, per-step defaults, a sweep.
+
+    [pipeline]
+    module = "examples.tabular"
+    task = "Evaluate"
+
+    [params]                    # parameters of the task built (a choice names an implementation)
+    algorithm = "rf"
+
+    [steps.Split]               # defaults for any task class of the graph (Luigi's [Split] section)
+    test_size = 0.3
+
+    [sweep]                     # optional: many graphs in one build
+    metric = "roc_auc"          # goal = "max" (default) or "min"
+    [sweep.grid]
+    logic = ["plain", "standardized", "pca"]
+    algorithm = ["logreg", "rf", "gb"]
+    # or [sweep.random] with seed, count and [sweep.random.params] (lists, or
+    # {uniform = [a, b]}, {loguniform = [a, b]}, {int = [a, b]})
+
+The whole file is checked before anything runs, and every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import pathlib
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import luigi
+import tomllib
+
+from luigiflow._core.parameters import check_value, value_text
+from luigiflow._engine import luigi_compat
+from luigiflow._errors import ConfigError, LuigiflowError
+from luigiflow._ops.modules import import_module, task_class
+
+SECTIONS = {"pipeline", "params", "steps", "sweep"}
+
+
+@dataclass
+class Sweep:
+    """The expanded sweep: one parameter dict per combination, in order."""
+
+    kind: str
+    combinations: list[dict[str, Any]]
+    swept: list[str]
+    metric: str | None = None
+    goal: str = "max"
+
+
+@dataclass
+class ExperimentConfig:
+    path: pathlib.Path
+    module: str
+    task_class: type[luigi.Task]
+    params: dict[str, Any]
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweep: Sweep | None = None
+
+    def tasks(self) -> list[luigi.Task]:
+        """The root tasks: one, or one per sweep combination."""
+        combos = self.sweep.combinations if self.sweep else [{}]
+        return [self.task_class(**{**self.params, **combo}) for combo in combos]
+
+
+def _value(param: luigi.Parameter, raw: Any) -> Any:
+    """A TOML value for a Luigi parameter: strings go through Luigi's own parsing."""
+    value = param.parse(raw) if isinstance(raw, str) else raw
+    if isinstance(param, luigi.ListParameter | luigi.TupleParameter) and isinstance(value, list):
+        value = tuple(value)
+    return param.normalize(value)
+
+
+def _check(param: luigi.Parameter, raw: Any, where: str, problems: list[str]) -> Any:
+    try:
+        value = _value(param, raw)
+    except Exception as exc:
+        problems.append(f"{where}: {raw!r} is not valid: {exc}")
+        return None
+    problem = check_value(param, value)
+    if problem:
+        problems.append(f"{where}: {problem}")
+        return None
+    return value
+
+
+def load(path: str | pathlib.Path) -> ExperimentConfig:
+    """Read and validate a config; raises ConfigError listing every problem."""
+    path = pathlib.Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    problems = [
+        f"unknown section [{k}] (known: {', '.join(sorted(SECTIONS))})"
+        for k in data
+        if k not in SECTIONS
+    ]
+    pipeline = data.get("pipeline", {})
+    module, name = pipeline.get("module"), pipeline.get("task")
+    if not module or not name:
+        raise ConfigError(f'{path}: [pipeline] needs module = "..." and task = "..."')
+    try:
+        import_module(module)
+        cls = task_class(name, module)
+    except LuigiflowError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    own = dict(cls.get_params())
+
+    params: dict[str, Any] = {}
+    for key, raw in data.get("params", {}).items():
+        if key not in own:
+            problems.append(
+                f"[params] {key}: {name} has no parameter {key!r} (known: {', '.join(own)})"
+            )
+            continue
+        params[key] = _check(own[key], raw, f"[params] {key}", problems)
+
+    steps: dict[str, dict[str, Any]] = {}
+    registry = luigi_compat.registry()
+    for step, values in data.get("steps", {}).items():
+        step_cls = registry.get(step)
+        if step_cls is None or getattr(step_cls, "__module__", None) != module:
+            problems.append(f"[steps.{step}]: unknown step (no task class {step!r} in {module})")
+            continue
+        step_params = dict(step_cls.get_params())
+        for key, raw in values.items():
+            if key not in step_params:
+                problems.append(
+                    f"[steps.{step}] {key}: unknown parameter (known: {', '.join(step_params)})"
+                )
+                continue
+            _check(step_params[key], raw, f"[steps.{step}] {key}", problems)
+        steps[step] = dict(values)
+
+    sweep = _load_sweep(data.get("sweep"), own, name, problems)
+    swept = set(sweep.swept) if sweep else set()
+    for key, param in own.items():
+        if key not in params and key not in swept and not param.has_task_value(name, key):
+            problems.append(f"[params] {key}: required parameter of {name} is missing")
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems))
+    config = ExperimentConfig(path, module, cls, params, steps, sweep)
+    _apply_steps(steps)
+    return config
+
+
+def _apply_steps(steps: dict[str, dict[str, Any]]) -> None:
+    # Per-step defaults are Luigi config sections: Luigi applies them to every
+    # instance of the class whose parameter is not passed explicitly.
+    config = luigi.configuration.get_config()
+    for step, values in steps.items():
+        if not config.has_section(step):
+            config.add_section(step)
+        for key, raw in values.items():
+            config.set(step, key, value_text(raw))
+
+
+def _load_sweep(
+    raw: Any, own: dict[str, luigi.Parameter], name: str, problems: list[str]
+) -> Sweep | None:
+    if raw is None:
+        return None
+    metric, goal = raw.get("metric"), raw.get("goal", "max")
+    if goal not in ("max", "min"):
+        problems.append(f'[sweep] goal: {goal!r} must be "max" or "min"')
+    grid, rand = raw.get("grid"), raw.get("random")
+    extra = set(raw) - {"metric", "goal", "grid", "random"}
+    if extra:
+        problems.append(f"[sweep]: unknown key(s) {', '.join(sorted(extra))}")
+    if (grid is None) == (rand is None):
+        problems.append("[sweep]: give exactly one of [sweep.grid] or [sweep.random]")
+        return None
+    if grid is not None:
+        axes: dict[str, list[Any]] = {}
+        for key, values in grid.items():
+            if key not in own:
+                problems.append(f"[sweep.grid] {key}: {name} has no parameter {key!r}")
+                continue
+            if not isinstance(values, list) or not values:
+                problems.append(f"[sweep.grid] {key}: must be a non-empty list")
+                continue
+            axes[key] = [_check(own[key], v, f"[sweep.grid] {key}", problems) for v in values]
+        combos = [dict(zip(axes, vals, strict=True)) for vals in itertools.product(*axes.values())]
+        return Sweep("grid", combos, list(axes), metric, goal)
+    seed, count = rand.get("seed", 0), rand.get("count")
+    if not isinstance(count, int) or count < 1:
+        problems.append("[sweep.random] count: must be a positive integer")
+        return None
+    rng = random.Random(seed)
+    space = rand.get("params", {})
+    combos = [{} for _ in range(count)]
+    for key, spec in space.items():
+        if key not in own:
+            problems.append(f"[sweep.random.params] {key}: {name} has no parameter {key!r}")
+            continue
+        for combo in combos:
+            try:
+                combo[key] = _check(own[key], _draw(spec, rng), f"[sweep.random] {key}", problems)
+            except ValueError as exc:
+                problems.append(f"[sweep.random.params] {key}: {exc}")
+                break
+    return Sweep("random", combos, [k for k in space if k in own], metric, goal)
+
+
+def _draw(spec: Any, rng: random.Random) -> Any:
+    if isinstance(spec, list) and spec:
+        return rng.choice(spec)
+    if isinstance(spec, dict) and len(spec) == 1:
+        ((kind, bounds),) = spec.items()
+        if isinstance(bounds, list) and len(bounds) == 2:
+            low, high = bounds
+            if kind == "uniform":
+                return rng.uniform(low, high)
+            if kind == "loguniform" and low > 0:
+                return math.exp(rng.uniform(math.log(low), math.log(high)))
+            if kind == "int":
+                return rng.randint(int(low), int(high))
+    raise ValueError(
+        f"{spec!r} is not a list of choices or {{uniform|loguniform|int = [low, high]}}"
+    )

@@ -1,0 +1,131 @@
+"""The record of a sweep: one run in the `sweeps` experiment linking every leaf run,
+with a results table (CSV) and plots (PNG) of the metric against what was swept.
+
+The record has an identity too (its config and its leaf runs): rebuilding an unchanged
+sweep reuses the record; a sweep whose leaves changed gets a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+from luigiflow._engine import session as _session
+from luigiflow._ops import lineage
+from luigiflow._ops.sweep.plots import plot
+from luigiflow._store import artifacts, current, schema
+from luigiflow._store.records import FAILED, FINISHED
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from luigiflow._ops.build import BuildResult
+    from luigiflow._ops.sweep.config import ExperimentConfig
+
+SWEEP_EXPERIMENT = "sweeps"
+
+
+def results_frame(config: ExperimentConfig, result: BuildResult) -> pd.DataFrame:
+    """One row per combination: swept values, run id and the leaf run's metrics."""
+    import pandas as pd
+
+    assert config.sweep is not None
+    tasks = config.tasks()
+    run_ids = [result.runs[t] for t in tasks]
+    runs = current.get_store().get_runs(run_ids)
+    rows = []
+    for combo, run_id in zip(config.sweep.combinations, run_ids, strict=True):
+        row: dict[str, Any] = {}
+        for key in config.sweep.swept:
+            value = combo[key]
+            row[key] = value if isinstance(value, int | float | str) else str(value)
+        row["run_id"] = run_id
+        row.update(runs[run_id].data.metrics)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    metric = config.sweep.metric
+    if metric and metric in frame:
+        frame = frame.sort_values(metric, ascending=config.sweep.goal == "min", ignore_index=True)
+    return frame
+
+
+def record(config: ExperimentConfig, result: BuildResult) -> tuple[str, pd.DataFrame, pathlib.Path]:
+    """Find or create the sweep's record; returns (run id, table, local plots folder)."""
+    assert config.sweep is not None
+    frame = results_frame(config, result)
+    leaves = list(frame["run_id"])
+    identity = hashlib.sha256(
+        json.dumps(
+            {"config": str(config.path.read_text(encoding="utf-8")), "leaves": sorted(leaves)}
+        ).encode()
+    ).hexdigest()
+    store = current.get_store()
+    exp_id = store.experiment_id(SWEEP_EXPERIMENT, create=True)
+    assert exp_id is not None
+    existing = _session.current().completion.query(exp_id, identity)
+    if existing is not None:
+        folder = artifacts.local_artifact_path(
+            existing.info.run_id, existing.info.artifact_uri, "plots"
+        )
+        return existing.info.run_id, frame, folder
+
+    leaves_json = json.dumps(leaves)
+    tags = {
+        schema.IDENTITY_TAG: identity,
+        schema.FAMILY_TAG: schema.SWEEP_FAMILY,
+        schema.SWEEP_CONFIG_TAG: str(config.path.resolve()),
+        schema.SWEEP_TASK_TAG: config.task_class.get_task_family(),
+    }
+    if len(leaves_json) <= schema.MAX_TAG_LENGTH:
+        tags[schema.SWEEP_LEAVES_TAG] = leaves_json
+    run = store.create_run(exp_id, f"sweep-{identity[:8]}", tags)
+    run_id = run.info.run_id
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = pathlib.Path(tmp)
+            frame.to_csv(folder / "results.csv", index=False)
+            (folder / "leaf_runs.json").write_text(leaves_json)
+            (folder / "config.toml").write_text(config.path.read_text(encoding="utf-8"))
+            plots = folder / "plots"
+            plots.mkdir()
+            metric = config.sweep.metric
+            if metric and metric in frame and config.sweep.swept:
+                plot(frame, config.sweep.swept, metric, plots)
+            store.log_artifacts(run_id, str(folder))
+        best = {}
+        if config.sweep.metric and config.sweep.metric in frame:
+            best = {f"best_{config.sweep.metric}": float(frame[config.sweep.metric].iloc[0])}
+        store.log_batch(
+            run_id,
+            params={
+                "kind": config.sweep.kind,
+                "size": str(len(leaves)),
+                "swept": ",".join(config.sweep.swept),
+                "metric": config.sweep.metric or "",
+            },
+            metrics=best,
+            tags={schema.SWEEP_BEST_TAG: str(frame["run_id"].iloc[0])},
+            timestamp_ms=0,
+        )
+        store.terminate(run_id, FINISHED)
+    except BaseException:
+        store.terminate(run_id, FAILED)
+        raise
+    folder = artifacts.local_artifact_path(run_id, run.info.artifact_uri, "plots")
+    return run_id, frame, folder
+
+
+def leaf_runs(sweep_run_id: str) -> list[str]:
+    """The leaf run ids a sweep record links (for `luigiflow runs --sweep`)."""
+    run = lineage.get_run(sweep_run_id)
+    raw = run.data.tags.get(schema.SWEEP_LEAVES_TAG)
+    if raw is None:
+        path = artifacts.local_artifact_path(
+            run_id=sweep_run_id, artifact_uri=run.info.artifact_uri, filename="leaf_runs.json"
+        )
+        raw = path.read_text()
+    leaves: list[str] = json.loads(raw)
+    return leaves

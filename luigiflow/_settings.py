@@ -1,0 +1,97 @@
+"""Every environment variable luigiflow reads, parsed and validated in one place.
+
+Values are read when asked for, not at import, so a test or a long-lived notebook
+that changes the environment sees the change; a malformed value is a one-line
+`LuigiflowError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from luigiflow._errors import LuigiflowError
+
+TRACKING_URI = "MLFLOW_TRACKING_URI"
+RECHECK_S = "LUIGIFLOW_RECHECK_S"
+HEARTBEAT_S = "LUIGIFLOW_HEARTBEAT_S"
+STALE_AFTER_S = "LUIGIFLOW_STALE_AFTER_S"
+CHECKSUM_MAX_BYTES = "LUIGIFLOW_CHECKSUM_MAX_BYTES"
+CACHE_DIR = "LUIGIFLOW_CACHE_DIR"
+SYSTEM_METRICS = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
+
+
+def tracking_uri() -> str:
+    """The tracking URI in force: `MLFLOW_TRACKING_URI` or `sqlite:///<cwd>/mlflow.db`."""
+    uri = os.environ.get(TRACKING_URI)
+    if uri:
+        return uri
+    return "sqlite:///" + os.path.join(os.getcwd(), "mlflow.db")
+
+
+def seconds(name: str, default: float) -> float:
+    """A duration in seconds from environment variable `name`, or `default`."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also rejects nan
+        raise LuigiflowError(f"{name}={raw!r} is not a number of seconds; set e.g. {name}=1")
+    return value
+
+
+def recheck_interval() -> float:
+    """Seconds between looks at other workers' runs (LUIGIFLOW_RECHECK_S, default 1)."""
+    return seconds(RECHECK_S, 1.0)
+
+
+def heartbeat_interval() -> float:
+    """Seconds between heartbeats of a running task (LUIGIFLOW_HEARTBEAT_S, default 30)."""
+    return seconds(HEARTBEAT_S, 30.0)
+
+
+def stale_after() -> float:
+    """Seconds without heartbeat after which a RUNNING run is abandoned (default 10 beats)."""
+    default = max(10 * heartbeat_interval(), 120.0)
+    return seconds(STALE_AFTER_S, default)
+
+
+def checksum_max_bytes() -> int:
+    """Artifacts up to this size get a checksum (LUIGIFLOW_CHECKSUM_MAX_BYTES, 64 MiB)."""
+    raw = os.environ.get(CHECKSUM_MAX_BYTES)
+    if raw is None:
+        return 64 * 2**20
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise LuigiflowError(
+            f"{CHECKSUM_MAX_BYTES}={raw!r} is not a number of bytes; set e.g. "
+            f"{CHECKSUM_MAX_BYTES}=67108864"
+        )
+    return value
+
+
+def cache_dir() -> pathlib.Path:
+    """Where luigiflow keeps local caches (downloaded artifacts, file hashes)."""
+    root = os.environ.get(CACHE_DIR) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "luigiflow"
+    )
+    return pathlib.Path(root)
+
+
+def system_metrics_on() -> bool:
+    """MLflow's own switch for system metrics (its start_run starts their monitor)."""
+    return os.environ.get(SYSTEM_METRICS, "").lower() in ("true", "1")
+
+
+def validate() -> None:
+    """Parse every variable now, so a malformed one stops a build before any run exists."""
+    recheck_interval()
+    heartbeat_interval()
+    stale_after()
+    checksum_max_bytes()

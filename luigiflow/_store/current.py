@@ -1,0 +1,23 @@
+"""The store port for the tracking store in force (one per process and URI)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from luigiflow._store.client import tracking_uri
+from luigiflow._store.mlflow_store import MlflowStore
+
+_lock = threading.Lock()
+_stores: dict[tuple[int, str], MlflowStore] = {}
+
+
+def get_store(uri: str | None = None) -> MlflowStore:
+    """The store port for a tracking URI (default: the current one), one per process."""
+    uri = uri or tracking_uri()
+    key = (os.getpid(), uri)
+    store = _stores.get(key)
+    if store is None:
+        with _lock:
+            store = _stores.setdefault(key, MlflowStore(uri))
+    return store

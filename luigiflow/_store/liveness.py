@@ -1,0 +1,88 @@
+"""Which worker is running a run, and whether that worker is still alive.
+
+A RUNNING run carries the worker that created it (`luigiflow.worker`) and a heartbeat
+tag its worker refreshes every few seconds. A run whose heartbeat stopped belongs to
+a worker that died; it never counts as complete and is marked KILLED when seen.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+
+from luigiflow import _settings
+from luigiflow._store import schema
+from luigiflow._store.port import RunStore
+from luigiflow._store.records import KILLED, RUNNING, RunRecord
+
+_worker: tuple[int, str] | None = None
+
+
+def worker_token() -> str:
+    """`host/pid/random`: names this process (forked workers get their own)."""
+    global _worker
+    pid = os.getpid()
+    if _worker is None or _worker[0] != pid:
+        host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:64]
+        _worker = (pid, f"{host}/{pid}/{uuid.uuid4().hex[:8]}")
+    return _worker[1]
+
+
+def now_beat() -> str:
+    return f"{time.time():.3f}"
+
+
+class Heartbeat:
+    """Marks a run alive every few seconds while its task works, from a daemon thread."""
+
+    def __init__(self, store: RunStore, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.interval = _settings.heartbeat_interval()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.thread.start()
+
+    def _beat(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                self.store.set_tag(self.run_id, schema.HEARTBEAT_TAG, now_beat())
+            except Exception:  # a missed beat only makes the run look older
+                continue
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def is_abandoned(run: RunRecord, now: float | None = None) -> bool:
+    """A RUNNING run whose worker has not beaten for `stale_after()` seconds."""
+    if run.info.status != RUNNING:
+        return False
+    beat = run.data.tags.get(schema.HEARTBEAT_TAG)
+    last = float(beat) if beat else run.info.start_time / 1000
+    return (now or time.time()) - last > _settings.stale_after()
+
+
+def retire(store: RunStore, run: RunRecord) -> None:
+    """Mark an abandoned RUNNING run KILLED, saying why; it never counted as complete."""
+    beat = run.data.tags.get(schema.HEARTBEAT_TAG, "never")
+    store.set_tag(
+        run.info.run_id,
+        schema.ERROR_TAG,
+        f"abandoned: no heartbeat from its worker since {beat} (luigiflow marked it KILLED)",
+    )
+    store.terminate(run.info.run_id, KILLED)
+
+
+def retire_abandoned(store: RunStore, runs: Iterable[RunRecord]) -> None:
+    """Retire those of `runs` that are abandoned (others, FINISHED or alive, are kept)."""
+    now = time.time()
+    for run in runs:
+        if is_abandoned(run, now):
+            retire(store, run)

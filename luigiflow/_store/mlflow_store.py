@@ -1,0 +1,278 @@
+"""`MlflowStore`: the store port answered through MLflow's client (any backend).
+
+Every query that lists runs is paged here, once; run ids, the one field MLflow's
+filters match with IN, are fetched in chunks here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from luigiflow._errors import RunNotFoundError
+from luigiflow._store import client as _client
+from luigiflow._store import schema
+from luigiflow._store.port import ExperimentRecord, chunks
+from luigiflow._store.records import RunRecord, from_mlflow
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+PAGE_SIZE = 10_000
+ID_CHUNK = 500
+ORDER_NEWEST_FIRST = ["attributes.start_time DESC", "attributes.run_id ASC"]
+
+
+class MlflowStore:
+    """The store port over `MlflowClient` for one tracking URI."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._experiment_ids: dict[str, str] = {}
+
+    @property
+    def client(self) -> MlflowClient:
+        return _client.get_client(self.uri)
+
+    def _search(
+        self,
+        experiment_ids: list[str],
+        filter_string: str,
+        doing: str,
+        deleted_too: bool = False,
+        max_results: int = PAGE_SIZE,
+        order_newest: bool = True,
+        page_token: str | None = None,
+    ) -> Any:
+        from mlflow.entities import ViewType
+
+        view = ViewType.ALL if deleted_too else ViewType.ACTIVE_ONLY
+        with _client.translate_errors(doing, self.uri):
+            return self.client.search_runs(
+                experiment_ids,
+                filter_string=filter_string,
+                run_view_type=view,
+                max_results=max_results,
+                order_by=ORDER_NEWEST_FIRST if order_newest else None,
+                page_token=page_token,
+            )
+
+    def _paged(
+        self, experiment_ids: list[str], filter_string: str, doing: str, deleted_too: bool = False
+    ) -> Iterator[RunRecord]:
+        token = None
+        while True:
+            page = self._search(experiment_ids, filter_string, doing, deleted_too, page_token=token)
+            for run in page:
+                yield from_mlflow(run)
+            token = page.token
+            if not token:
+                return
+
+    # ----- reads --------------------------------------------------------------------
+    def experiment_id(self, name: str, create: bool = False) -> str | None:
+        cached = self._experiment_ids.get(name)
+        if cached is not None:
+            return cached
+        with _client.translate_errors(f"looking up experiment {name!r}", self.uri):
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None and exp.lifecycle_stage == "deleted":
+                if not create:
+                    return None
+                self.client.restore_experiment(exp.experiment_id)
+            if exp is None:
+                if not create:
+                    return None
+                exp_id = self._create_experiment(name)
+            else:
+                exp_id = str(exp.experiment_id)
+        self._experiment_ids[name] = exp_id
+        return exp_id
+
+    def _create_experiment(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.create_experiment(name))
+        except MlflowException:
+            # Another worker created it between our lookup and our create.
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return str(exp.experiment_id)
+
+    def experiments(self) -> list[ExperimentRecord]:
+        from mlflow.entities import ViewType
+
+        with _client.translate_errors("listing experiments", self.uri):
+            found = self.client.search_experiments(view_type=ViewType.ALL, max_results=50_000)
+        return [ExperimentRecord(str(e.experiment_id), e.name, e.lifecycle_stage) for e in found]
+
+    def find_finished(
+        self, experiment_id: str, identity: str, not_before_ms: int | None = None
+    ) -> RunRecord | None:
+        filter_string = schema.finished_with_identity(identity)
+        if not_before_ms is not None:
+            filter_string += f" AND attributes.start_time >= {int(not_before_ms)}"
+        runs = self._search(
+            [experiment_id],
+            filter_string,
+            f"looking up run with identity {identity[:12]}",
+            max_results=1,
+        )
+        return from_mlflow(runs[0]) if runs else None
+
+    def finished_runs(
+        self,
+        experiment_id: str,
+        ended_since_ms: int | None = None,
+        not_worker: str | None = None,
+    ) -> Iterator[RunRecord]:
+        filter_string = "attributes.status = 'FINISHED'"
+        if ended_since_ms is not None:
+            filter_string += f" AND attributes.end_time >= {int(ended_since_ms)}"
+        if not_worker is not None:
+            filter_string += " AND " + schema.not_from_worker(not_worker)
+        return self._paged(
+            [experiment_id], filter_string, f"listing finished runs of experiment {experiment_id}"
+        )
+
+    def fetch_finished(self, experiment_id: str, run_ids: Sequence[str]) -> list[RunRecord]:
+        found: list[RunRecord] = []
+        for chunk in chunks([r for r in run_ids if r.isalnum()], ID_CHUNK):
+            quoted = ", ".join(f"'{r}'" for r in chunk)
+            found.extend(
+                from_mlflow(r)
+                for r in self._search(
+                    [experiment_id],
+                    f"attributes.run_id IN ({quoted}) AND attributes.status = 'FINISHED'",
+                    f"fetching runs of experiment {experiment_id}",
+                    max_results=len(chunk),
+                )
+            )
+        return found
+
+    def runs_with_identity(self, experiment_id: str, identity: str, limit: int) -> list[RunRecord]:
+        runs = self._search(
+            [experiment_id],
+            schema.with_identity(identity),
+            f"checking runs with identity {identity[:12]}",
+            max_results=limit,
+        )
+        return [from_mlflow(r) for r in runs]
+
+    def running_runs(self, experiment_id: str, not_worker: str | None = None) -> list[RunRecord]:
+        filter_string = "attributes.status = 'RUNNING'"
+        if not_worker is not None:
+            filter_string += " AND " + schema.not_from_worker(not_worker)
+        runs = self._search(
+            [experiment_id],
+            filter_string,
+            f"listing running runs of experiment {experiment_id}",
+            max_results=1000,
+        )
+        return [from_mlflow(r) for r in runs]
+
+    def all_runs(self, experiment_id: str) -> Iterator[RunRecord]:
+        return self._paged(
+            [experiment_id], "", f"listing runs of experiment {experiment_id}", deleted_too=True
+        )
+
+    def get_run(self, run_id: str) -> RunRecord:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            with _client.translate_errors(f"reading run {run_id}", self.uri):
+                return from_mlflow(self.client.get_run(run_id))
+        except MlflowException as exc:
+            raise RunNotFoundError(
+                f"run {run_id!r} does not exist in {self.uri}; "
+                "copy a run id from `luigiflow runs` or the MLflow UI"
+            ) from exc
+
+    def get_runs(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
+        result: dict[str, RunRecord] = {}
+        ids = [r for r in dict.fromkeys(run_ids) if r.isalnum()]
+        if not ids:
+            return result
+        experiments = [e.experiment_id for e in self.experiments()]
+        for chunk in chunks(ids, ID_CHUNK):
+            quoted = ", ".join(f"'{rid}'" for rid in chunk)
+            for run in self._search(
+                experiments,
+                f"attributes.run_id IN ({quoted})",
+                "fetching runs by id",
+                deleted_too=True,
+                max_results=len(chunk),
+                order_newest=False,
+            ):
+                result[run.info.run_id] = from_mlflow(run)
+        return result
+
+    # ----- writes -------------------------------------------------------------------
+    def create_run(
+        self,
+        experiment_id: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        start_time: int | None = None,
+    ) -> RunRecord:
+        with _client.translate_errors(f"creating a run in experiment {experiment_id}", self.uri):
+            run = self.client.create_run(
+                experiment_id, start_time=start_time, tags=dict(tags), run_name=run_name
+            )
+        return from_mlflow(run)
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        step: int = 0,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        import time
+
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+        with _client.translate_errors(f"recording results of run {run_id}", self.uri):
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(k, v, now, step) for k, v in (metrics or {}).items()],
+                params=[Param(k, v) for k, v in (params or {}).items()],
+                tags=[RunTag(k, v) for k, v in (tags or {}).items()],
+            )
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        with _client.translate_errors(f"tagging run {run_id}", self.uri):
+            self.client.set_tag(run_id, key, value)
+
+    def terminate(self, run_id: str, status: str) -> None:
+        with _client.translate_errors(f"ending run {run_id}", self.uri):
+            self.client.set_terminated(run_id, status)
+
+    def delete_run(self, run_id: str) -> None:
+        with _client.translate_errors(f"deleting run {run_id}", self.uri):
+            self.client.delete_run(run_id)
+
+    def log_metric(self, run_id: str, key: str, value: float, step: int = 0) -> None:
+        with _client.translate_errors(f"logging metric {key!r} of run {run_id}", self.uri):
+            self.client.log_metric(run_id, key, value, step=step)
+
+    def log_text(self, run_id: str, text: str, path: str) -> None:
+        with _client.translate_errors(f"writing {path} of run {run_id}", self.uri):
+            self.client.log_text(run_id, text, path)
+
+    def log_artifacts(self, run_id: str, folder: str) -> None:
+        with _client.translate_errors(f"uploading artifacts of run {run_id}", self.uri):
+            self.client.log_artifacts(run_id, folder)
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[Any]:
+        with _client.translate_errors(f"listing artifacts of run {run_id}", self.uri):
+            return list(self.client.list_artifacts(run_id, path))
+
+    def download_artifacts(self, run_id: str, path: str, dest: str) -> str:
+        with _client.translate_errors(f"downloading {path} of run {run_id}", self.uri):
+            return str(self.client.download_artifacts(run_id, path, dest))

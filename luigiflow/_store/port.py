@@ -1,0 +1,87 @@
+"""The store port: every question and write the engine and the operations put to a
+tracking store. `MlflowStore` answers through MLflow's client; `MemoryStore` answers
+from memory for the fast unit tier. Both pass one contract suite (tests/store)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from luigiflow._store.records import RunRecord
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    experiment_id: str
+    name: str
+    lifecycle_stage: str
+
+
+class RunStore(Protocol):
+    """What luigiflow asks of a tracking store (runs come back newest first)."""
+
+    uri: str
+
+    # ----- reads --------------------------------------------------------------------
+    def experiment_id(self, name: str, create: bool = False) -> str | None: ...
+
+    def experiments(self) -> list[ExperimentRecord]: ...
+
+    def find_finished(
+        self, experiment_id: str, identity: str, not_before_ms: int | None = None
+    ) -> RunRecord | None: ...
+
+    def finished_runs(
+        self,
+        experiment_id: str,
+        ended_since_ms: int | None = None,
+        not_worker: str | None = None,
+    ) -> Iterator[RunRecord]: ...
+
+    def fetch_finished(self, experiment_id: str, run_ids: Sequence[str]) -> list[RunRecord]: ...
+
+    def runs_with_identity(
+        self, experiment_id: str, identity: str, limit: int
+    ) -> list[RunRecord]: ...
+
+    def running_runs(
+        self, experiment_id: str, not_worker: str | None = None
+    ) -> list[RunRecord]: ...
+
+    def all_runs(self, experiment_id: str) -> Iterator[RunRecord]: ...
+
+    def get_run(self, run_id: str) -> RunRecord: ...
+
+    def get_runs(self, run_ids: Sequence[str]) -> dict[str, RunRecord]: ...
+
+    # ----- writes -------------------------------------------------------------------
+    def create_run(
+        self,
+        experiment_id: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        start_time: int | None = None,
+    ) -> RunRecord: ...
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        step: int = 0,
+        timestamp_ms: int | None = None,
+    ) -> None: ...
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None: ...
+
+    def terminate(self, run_id: str, status: str) -> None: ...
+
+    def delete_run(self, run_id: str) -> None: ...
+
+
+def chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    """Run ids in groups of `size` (MLflow matches IN lists of bounded length)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,120 @@
+"""The run-tag schema: every `luigiflow.*` tag, file and limit, and their readers.
+
+Like Luigi's `event.py`, this leaf module is the one place that names what luigiflow
+writes on a run; everything else refers to these constants. Pure: no mlflow import.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+# --- what a run of a task carries -------------------------------------------------
+IDENTITY_TAG = "luigiflow.identity"
+FAMILY_TAG = "luigiflow.task_family"
+PARAMS_TAG = "luigiflow.params"  # canonical encoded params, or "@artifact:<file>"
+UPSTREAM_TAG_PREFIX = "luigiflow.upstream."  # + upstream name -> run id consumed
+# Facts about the task that made a run, one JSON tag: id, module, version, seed and
+# the code fingerprint/source. Every tag is a row each completion scan loads, so the
+# facts nobody filters on share one.
+TASK_TAG = "luigiflow.task"
+ERROR_TAG = "luigiflow.error"  # why a run FAILED or was marked KILLED
+HEARTBEAT_TAG = "luigiflow.heartbeat"
+WORKER_TAG = "luigiflow.worker"
+ARTIFACT_TAG_PREFIX = "luigiflow.artifact."  # + artifact name -> {"file", "bytes", ...}
+DURATION_TAG = "luigiflow.duration_s"
+GIT_TAG = "luigiflow.git"
+ENV_TAG = "luigiflow.env"
+MODEL_URI_TAG = "luigiflow.model_uri"
+
+# --- tags on a logged model bundle ------------------------------------------------
+MODEL_RUN_TAG = "luigiflow.run_id"
+MODEL_UPSTREAM_TAG = "luigiflow.upstream"
+
+# --- a sweep's record run ---------------------------------------------------------
+SWEEP_LEAVES_TAG = "luigiflow.sweep.leaf_runs"
+SWEEP_CONFIG_TAG = "luigiflow.sweep.config"
+SWEEP_TASK_TAG = "luigiflow.sweep.task"
+SWEEP_BEST_TAG = "luigiflow.sweep.best_run"
+SWEEP_FAMILY = "Sweep"
+
+# --- files luigiflow writes into a run's artifacts ---------------------------------
+FILES_DIR = "luigiflow"
+PARAMS_FILE = "luigiflow/params.json"
+TRACEBACK_FILE = "luigiflow/traceback.txt"
+ENVIRONMENT_FILE = "luigiflow/environment.txt"
+DIFF_FILE = "luigiflow/git.diff"
+PARAMS_IN_FILE = "@artifact:" + PARAMS_FILE
+
+# --- MLflow's limits --------------------------------------------------------------
+MAX_PARAM_LENGTH = 6000  # on a param value
+MAX_TAG_LENGTH = 8000  # on a tag value
+# MLflow tags of its own that luigiflow sets
+RUN_NAME_TAG = "mlflow.runName"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+SOURCE_NAME_TAG = "mlflow.source.name"
+SOURCE_COMMIT_TAG = "mlflow.source.git.commit"
+
+
+def _json_dict(raw: str | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def task_facts(tags: Mapping[str, str]) -> dict[str, Any]:
+    """The `luigiflow.task` facts recorded on a run ({} when absent or unreadable)."""
+    return _json_dict(tags.get(TASK_TAG))
+
+
+def git_of(tags: Mapping[str, str]) -> dict[str, Any]:
+    """The git state recorded on a run ({} when none)."""
+    return _json_dict(tags.get(GIT_TAG))
+
+
+def artifact_records(tags: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Artifact name -> its record (file, bytes, checksum) as written on the run."""
+    return {
+        key[len(ARTIFACT_TAG_PREFIX) :]: _json_dict(value)
+        for key, value in tags.items()
+        if key.startswith(ARTIFACT_TAG_PREFIX)
+    }
+
+
+def upstream_ids(tags: Mapping[str, str]) -> dict[str, str]:
+    """Upstream name -> the run id it consumed, as recorded on a run."""
+    return {
+        key[len(UPSTREAM_TAG_PREFIX) :]: value
+        for key, value in tags.items()
+        if key.startswith(UPSTREAM_TAG_PREFIX)
+    }
+
+
+def upstream_tag(name: str) -> str:
+    return UPSTREAM_TAG_PREFIX + name
+
+
+def artifact_tag(name: str) -> str:
+    return ARTIFACT_TAG_PREFIX + name
+
+
+def finished_with_identity(identity: str) -> str:
+    """The MLflow filter for FINISHED runs of one identity.
+
+    The identity is a hex digest, so it is safe inside a filter string; user values
+    (which may hold quotes) are never put into filters.
+    """
+    return f"tags.`{IDENTITY_TAG}` = '{identity}' AND attributes.status = 'FINISHED'"
+
+
+def with_identity(identity: str) -> str:
+    return f"tags.`{IDENTITY_TAG}` = '{identity}'"
+
+
+def not_from_worker(worker: str) -> str:
+    return f"tags.`{WORKER_TAG}` != '{worker}'"

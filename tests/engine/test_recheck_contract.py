@@ -1,0 +1,45 @@
+"""Before a run: a run another worker finished meanwhile is found (contract)."""
+
+from __future__ import annotations
+
+import time
+
+from luigiflow._store.records import FINISHED, KILLED, RUNNING
+from tests.conftest import add_run
+from tests.dags import Fan
+
+
+def test_first_check_is_exact_and_finds_another_workers_run(session):
+    task = Fan(index=1)
+    run = add_run(session.store, task)
+    exp_id = session.store.experiment_id("Fan")
+    found = session.recheck.existing_run(exp_id, task.identity, asked_ms=None)
+    assert found is not None and found.info.run_id == run.info.run_id
+
+
+def test_watch_sees_runs_other_workers_finish(session, monkeypatch):
+    monkeypatch.setenv("LUIGIFLOW_RECHECK_S", "0")
+    first, second = Fan(index=1), Fan(index=2)
+    add_run(session.store, Fan(index=0))
+    exp_id = session.store.experiment_id("Fan")
+    asked = int(time.time() * 1000)
+    assert session.recheck.existing_run(exp_id, first.identity, asked) is None  # starts a watch
+    run = add_run(session.store, second)  # another worker finishes `second` meanwhile
+    found = session.recheck.existing_run(exp_id, second.identity, asked)
+    assert found is not None and found.info.run_id == run.info.run_id
+    assert session.recheck.existing_run(exp_id, Fan(index=3).identity, asked) is None
+
+
+def test_dead_running_runs_are_retired_live_ones_kept(session, monkeypatch):
+    monkeypatch.setenv("LUIGIFLOW_STALE_AFTER_S", "60")
+    task = Fan(index=4)
+    dead = add_run(session.store, task, status=None, tags={"luigiflow.heartbeat": "1.0"})
+    alive = add_run(
+        session.store, Fan(index=5), status=None, tags={"luigiflow.heartbeat": f"{time.time()}"}
+    )
+    exp_id = session.store.experiment_id("Fan")
+    assert session.recheck.existing_run(exp_id, task.identity, None) is None
+    assert session.store.get_run(dead.info.run_id).info.status == KILLED
+    assert session.store.get_run(alive.info.run_id).info.status == RUNNING
+    add_run(session.store, task, status=FINISHED)
+    assert session.recheck.existing_run(exp_id, task.identity, None) is not None

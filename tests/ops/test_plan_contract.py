@@ -1,0 +1,28 @@
+"""`plan` decides reused / will run and says why, against either store (contract)."""
+
+from __future__ import annotations
+
+from luigiflow._ops.plan import REUSED, WILL_RUN, make_plan
+from tests.conftest import add_run
+from tests.dags import Leaf, Middle, Source
+
+
+def test_plan_reuses_complete_chain_and_explains_a_changed_parameter(session):
+    add_run(session.store, Source(size=3))
+    add_run(session.store, Middle(size=3, factor=2))
+    add_run(session.store, Leaf(size=3, factor=2, label="x"))
+    [same] = make_plan([Leaf(size=3, factor=2, label="x")], session=session)
+    assert same.status == REUSED
+    [changed] = make_plan([Leaf(size=3, factor=5, label="x")], session=session)
+    assert changed.status == WILL_RUN
+    middle = changed.upstream["middle"]
+    assert middle.status == WILL_RUN
+    assert any("parameter factor changed: 2 -> 5" in r for r in middle.reasons)
+    assert middle.upstream["source"].status == REUSED
+    assert any("upstream will run: middle" in r for r in changed.reasons)
+
+
+def test_plan_of_a_new_task_says_no_run_yet(session):
+    [entry] = make_plan([Source(size=11)], session=session)
+    assert entry.status == WILL_RUN
+    assert entry.reasons == ["no run of this task yet"]
