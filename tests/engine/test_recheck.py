@@ -147,6 +147,6 @@ def test_a_look_marks_dead_workers_runs_killed(client, monkeypatch):
 def test_bad_recheck_interval_is_a_clear_error(client, monkeypatch, value):
     # Checked before anything runs (this test passes alone and in any order).
     monkeypatch.setenv("LUIGIFLOW_RECHECK_S", value)
-    with pytest.raises(lf.LuigiflowError, match="LUIGIFLOW_RECHECK_S=.*number of seconds"):
+    with pytest.raises(lf.LuigiflowError, match=r"LUIGIFLOW_RECHECK_S=.*number of seconds"):
         lf.build([Link(i=1, tag=f"bad-{value}")])
     assert runs_of(client, "Link") == []
