@@ -30,6 +30,8 @@ from luigiflow._errors import (
 )
 from luigiflow._ops.build import BuildResult, build
 from luigiflow._ops.lineage import find_runs
+from luigiflow._ops.plan_view import Plan, plan
+from luigiflow._ops.tables import runs
 from luigiflow._settings import tracking_uri
 from luigiflow._task import MlflowTask
 
@@ -44,6 +46,7 @@ __all__ = [
     "LuigiflowError",
     "MlflowTask",
     "ParameterError",
+    "Plan",
     "RunNotFoundError",
     "TaskDefinitionError",
     "TaskFailedError",
@@ -52,5 +55,7 @@ __all__ = [
     "__version__",
     "build",
     "find_runs",
+    "plan",
+    "runs",
     "tracking_uri",
 ]

@@ -8,6 +8,7 @@ task through its `TrackedTask` protocol.
 from __future__ import annotations
 
 import pathlib
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,9 +24,9 @@ from luigiflow._core.identity import (
     seed_from_identity,
 )
 from luigiflow._core.parameters import FileParameter, check_value, encode_param
-from luigiflow._engine import execution
+from luigiflow._engine import checkpoints, execution
 from luigiflow._engine import session as _session
-from luigiflow._engine.luigi_compat import TypedRegister
+from luigiflow._engine.luigi_compat import TypedRegister, replace_earlier_definitions
 from luigiflow._engine.protocol import RUN_STATE, bind_run, bound_run, is_tracked
 from luigiflow._errors import (
     ArtifactError,
@@ -68,6 +69,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         validate_class(cls)
+        replace_earlier_definitions(cls)
 
     # ----- parameters and identity -------------------------------------------------
 
@@ -311,9 +313,34 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         """Log a metric now (visible live in the MLflow UI while the task runs)."""
         state = self._state("log_metric")
+        step = step or 0
         _current.get_store(state.uri).log_metric(
-            state.run_id, key, _metric_value(self, key, value), step=step or 0
+            state.run_id, key, _metric_value(self, key, value), step=step
         )
+        # A value given to save(metrics=...) for this key later must be the run's
+        # latest: MLflow ranks a metric's values by step, then time.
+        state.steps[key] = max(step, state.steps.get(key, step))
+        state.last_metric_ms = int(time.time() * 1000)
+
+    def checkpoint(self, state: Any, step: int) -> None:
+        """Save `state` (picklable) as this run's newest checkpoint at `step`.
+
+        If this attempt dies, the next build of the same task gets it back from
+        `last_checkpoint()` and can resume there::
+
+            resumed = self.last_checkpoint()
+            model, start = (resumed.state, resumed.step + 1) if resumed else (new(), 0)
+            for epoch in range(start, self.epochs):
+                train_one_epoch(model)
+                self.checkpoint(model, epoch)
+        """
+        checkpoints.save(self, self._state("checkpoint"), state, step)
+
+    def last_checkpoint(self) -> checkpoints.Checkpoint | None:
+        """The newest checkpoint of an earlier attempt of this task that did not finish
+        (FAILED, KILLED or its worker gone), verified by checksum; None when there is none.
+        This run records which run and step it resumed from."""
+        return checkpoints.last(self, self._state("last_checkpoint"))
 
     def log_model_bundle(
         self,

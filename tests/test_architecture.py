@@ -21,6 +21,7 @@ EXPORTED = [
     "LuigiflowError",
     "MlflowTask",
     "ParameterError",
+    "Plan",
     "RunNotFoundError",
     "TaskDefinitionError",
     "TaskFailedError",
@@ -29,6 +30,8 @@ EXPORTED = [
     "__version__",
     "build",
     "find_runs",
+    "plan",
+    "runs",
     "tracking_uri",
 ]
 

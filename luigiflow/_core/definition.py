@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from luigiflow._core import serializers
+from luigiflow._core import provenance, serializers
 from luigiflow._errors import TaskDefinitionError
 
 
@@ -33,5 +33,11 @@ def validate_class(cls: type) -> None:
     exp = cls.__dict__.get("experiment_name")
     if exp is not None and (not isinstance(exp, str) or not exp.strip()):
         problems.append(f"experiment_name must be a non-empty string, got {exp!r}")
+    if getattr(cls, "code_in_identity", False) and provenance.class_source(cls) is None:
+        problems.append(
+            "code_in_identity = True, but the class source cannot be found (defined by exec "
+            "or in a console that keeps no source); define it in a file or a notebook cell, "
+            "or set code_in_identity = False and bump `version` when the code changes"
+        )
     if problems:
         raise TaskDefinitionError(f"task class {name}: " + "; ".join(problems))

@@ -10,6 +10,7 @@ import ast
 import functools
 import hashlib
 import inspect
+import linecache
 import os
 import platform
 import random
@@ -22,6 +23,7 @@ from importlib import metadata
 from typing import Any
 
 DIFF_LIMIT_BYTES = 1_000_000
+UNKNOWN = "unknown"  # the fingerprint of code whose source cannot be found
 
 
 def _git(*args: str, cwd: str | None = None) -> str | None:
@@ -120,10 +122,51 @@ def installed_packages() -> str:
 
 
 def source_file(cls: type) -> str | None:
+    """The file defining `cls` (for a notebook class: its cell's file), or None."""
     try:
         return inspect.getsourcefile(cls)
     except (TypeError, OSError):
-        return None
+        found = _cell_source(cls)
+        return found[0] if found else None
+
+
+def class_source(cls: type) -> str | None:
+    """The source of a class, also for classes defined in a notebook cell; None if unknown."""
+    try:
+        return textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        found = _cell_source(cls)
+        return found[1] if found else None
+
+
+def _cell_source(cls: type) -> tuple[str, str] | None:
+    """(file, class source) of a class whose module has no file (IPython's `__main__`).
+
+    IPython and Jupyter keep each executed cell's text in `linecache` under the cell's
+    file name, which the class's functions carry in their code objects; the class is
+    the `class` statement of that name around the function's first line.
+    """
+    for value in vars(cls).values():
+        code = getattr(getattr(value, "__func__", value), "__code__", None)
+        if code is None:
+            continue
+        text = "".join(linecache.getlines(code.co_filename))
+        if not text:
+            continue
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.ClassDef)
+                and node.name == cls.__name__
+                and node.lineno <= code.co_firstlineno <= (node.end_lineno or node.lineno)
+            ):
+                segment = ast.get_source_segment(text, node)
+                if segment:
+                    return code.co_filename, textwrap.dedent(segment)
+    return None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -133,11 +176,13 @@ def code_fingerprint(cls: type) -> str:
     Parsing to an AST and dumping it drops comments and whitespace; docstrings are
     stripped explicitly, so only edits that can change behaviour change the hash.
     """
+    source = class_source(cls)
+    if source is None:
+        return UNKNOWN
     try:
-        source = textwrap.dedent(inspect.getsource(cls))
         tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError):
-        return "unknown"
+    except SyntaxError:
+        return UNKNOWN
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (
@@ -171,8 +216,54 @@ def importable_module(cls: type) -> str:
     """The module a class can be imported from later (`python -m pkg.mod` runs it as
     `__main__`; its real name is on the module's spec)."""
     module = cls.__module__
-    if module == "__main__":
-        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    main = sys.modules.get("__main__")
+    if module == "__main__" and main is not None and vars(main).get(cls.__name__) is cls:
+        spec = getattr(main, "__spec__", None)
         if spec is not None and spec.name and spec.name != "__main__":
             return str(spec.name)
     return module
+
+
+def interactive(cls: type) -> bool:
+    """Defined in a notebook or an interactive console (a `__main__` without a file)."""
+    main = sys.modules.get("__main__")
+    return (
+        cls.__module__ == "__main__"
+        and main is not None
+        and not getattr(main, "__file__", None)
+        and vars(main).get(cls.__name__) is cls
+    )
+
+
+def notebook_path() -> str | None:
+    """The notebook file the kernel runs, when the kernel knows it."""
+    main = sys.modules.get("__main__")
+    path = vars(main).get("__session__") if main is not None else None
+    return str(path) if path else os.environ.get("JPY_SESSION_NAME") or None
+
+
+def notebook_definitions() -> str | None:
+    """What the cells executed so far define: imports, functions, classes and assignments
+    without calls, in order (builds and other actions left out), as one module's source.
+
+    Run again in a fresh interpreter, it defines the same task classes."""
+    main = sys.modules.get("__main__")
+    cells = vars(main).get("In") if main is not None else None
+    if not isinstance(cells, list):
+        return None
+    kept: list[str] = []
+    for cell in cells:
+        try:
+            tree = ast.parse(cell or "")
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            definition = isinstance(
+                node, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.ClassDef
+            ) or (
+                isinstance(node, ast.Assign | ast.AnnAssign)
+                and not any(isinstance(n, ast.Call) for n in ast.walk(node))
+            )
+            if definition:
+                kept.append(ast.unparse(node))
+    return "\n\n".join(kept) + "\n" if kept else None

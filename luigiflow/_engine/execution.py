@@ -57,6 +57,10 @@ def execute(task: TrackedTask) -> None:
     run_id = active.info.run_id
     writer = RunWriter(run_id, active.info.artifact_uri, store.uri)
     task.__dict__[RUN_STATE] = writer
+    # Parameters first: they show while the task runs, and autologging that later logs
+    # a parameter of the same name with another text only loses its own value (MLflow
+    # params are write-once; autolog catches the refusal) instead of failing our run.
+    store.log_batch(run_id, params=display_params(task))
     _write_provenance_files(task, writer, params_json)
     session.record("started", task.task_id, run_id)
     heartbeat = liveness.Heartbeat(store, run_id)
@@ -104,10 +108,13 @@ def _provenance_tags(cls: type) -> dict[str, str]:
     """Code version and environment; git state and environment are one JSON tag each:
     every tag is a row that each completion scan loads."""
     tags: dict[str, str] = {}
-    path = provenance.source_file(cls)
+    path = provenance.notebook_path() if provenance.interactive(cls) else None
+    path = path or provenance.source_file(cls)
+    folder = _code_folder(cls)
     if path:
         tags[schema.SOURCE_NAME_TAG] = path
-        git = provenance.git_state(os.path.dirname(os.path.abspath(path)))
+    if folder:
+        git = provenance.git_state(folder)
         if git:
             tags[schema.GIT_TAG] = json.dumps(git, sort_keys=True)
             if git.get("commit"):
@@ -125,18 +132,34 @@ def _task_facts(task: TrackedTask) -> str:
         "code_fingerprint": provenance.code_fingerprint(type(task)),
         "code_source": provenance.source_file(type(task)),
     }
+    if provenance.interactive(type(task)):
+        facts["notebook"] = provenance.notebook_path()
+        facts["notebook_source"] = schema.NOTEBOOK_FILE
     return json.dumps(facts, sort_keys=True)
 
 
+def _code_folder(cls: type) -> str | None:
+    """Where the task's code lives for git: its file's folder; a notebook's own folder."""
+    if provenance.interactive(cls):
+        notebook = provenance.notebook_path()
+        return os.path.dirname(os.path.abspath(notebook)) if notebook else os.getcwd()
+    path = provenance.source_file(cls)
+    return os.path.dirname(os.path.abspath(path)) if path else None
+
+
 def _write_provenance_files(task: TrackedTask, writer: RunWriter, params_json: str) -> None:
-    """Installed packages, params too long for a tag, the diff when the tree is dirty."""
+    """Installed packages, params too long for a tag, the diff when the tree is dirty,
+    and a notebook's definitions (what `reproduce` rebuilds a notebook task from)."""
     writer.write_extra(schema.ENVIRONMENT_FILE, provenance.installed_packages())
     if len(params_json) > schema.MAX_TAG_LENGTH:  # the params tag points here
         writer.write_extra(schema.PARAMS_FILE, params_json)
-    path = provenance.source_file(type(task))
-    if not path:
+    if provenance.interactive(type(task)):
+        definitions = provenance.notebook_definitions()
+        if definitions:
+            writer.write_extra(schema.NOTEBOOK_FILE, definitions)
+    folder = _code_folder(type(task))
+    if folder is None:
         return
-    folder = os.path.dirname(os.path.abspath(path))
     if provenance.git_state(folder).get("dirty") == "True":
         diff, _cut = provenance.git_diff(folder)
         writer.write_extra(schema.DIFF_FILE, diff)
@@ -153,7 +176,15 @@ def _finish(task: TrackedTask, writer: RunWriter, started: float) -> None:
     tags = writer.record_tags()
     tags[schema.DURATION_TAG] = f"{time.time() - started:.3f}"
     store = current.get_store(writer.uri)
-    store.log_batch(writer.run_id, metrics=writer.metrics, params=display_params(task), tags=tags)
+    # Saved metrics go at the highest step logged live and strictly later, so they are
+    # the values the run shows (MLflow keeps the value of the highest step, then time).
+    store.log_batch(
+        writer.run_id,
+        metrics=writer.metrics,
+        tags=tags,
+        steps=writer.steps,
+        timestamp_ms=max(int(time.time() * 1000), writer.last_metric_ms + 1),
+    )
     with client.translate_errors(f"finishing run {writer.run_id} of {task!r}", writer.uri):
         mlflow_compat.end_active_run(FINISHED)
 
@@ -162,16 +193,13 @@ def _fail(task: TrackedTask, writer: RunWriter, exc: BaseException) -> None:
     status = KILLED if isinstance(exc, KeyboardInterrupt | SystemExit) else FAILED
     text = "".join(traceback.format_exception(exc))
     store = current.get_store(writer.uri)
-    # Best effort: the store may be the very thing that failed.
-    try:
+    # Best effort, each write on its own: the store may be the very thing that failed,
+    # and the error must be recorded even when the traceback upload is not.
+    error = f"{type(exc).__name__}: {exc}"[: schema.MAX_TAG_LENGTH]
+    with contextlib.suppress(Exception):
+        store.set_tag(writer.run_id, schema.ERROR_TAG, error)
+    with contextlib.suppress(Exception):
         store.log_text(writer.run_id, text, schema.TRACEBACK_FILE)
-        store.log_batch(
-            writer.run_id,
-            params=display_params(task),
-            tags={schema.ERROR_TAG: f"{type(exc).__name__}: {exc}"[: schema.MAX_TAG_LENGTH]},
-        )
-    except Exception:
-        pass
     with contextlib.suppress(Exception):
         mlflow_compat.end_active_run(status)
     _session.of(task).record_failure(task.task_id, exc)

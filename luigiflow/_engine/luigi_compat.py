@@ -46,3 +46,21 @@ def remove_event_handler(event: str, handler: Callable[..., Any]) -> None:
     """Unregister a handler added with `luigi.Task.event_handler(event)`."""
     callbacks = luigi.Task._event_callbacks.get(luigi.Task, {})
     callbacks.get(event, set()).discard(handler)
+
+
+def replace_earlier_definitions(cls: type) -> None:
+    """Make `cls` the only registered class of its module and qualified name.
+
+    Running a notebook cell again (or reloading a module) defines the class anew; Luigi
+    would keep both and call the name ambiguous. The newest definition wins.
+    """
+    reg = luigi.task_register.Register._reg
+    reg[:] = [
+        c
+        for c in reg
+        if c is cls
+        or not (
+            getattr(c, "__module__", None) == cls.__module__
+            and getattr(c, "__qualname__", None) == cls.__qualname__
+        )
+    ]

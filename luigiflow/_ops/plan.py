@@ -106,6 +106,11 @@ class _Planner:
                 entry.reasons.append(
                     "code changed since this run (not re-run; use --rerun-changed to re-run it)"
                 )
+            elif provenance.code_fingerprint(type(task)) == provenance.UNKNOWN:
+                entry.reasons.append(
+                    "code unknown: the source of this class cannot be found, so a code "
+                    "change would not be seen"
+                )
             for name, dep in task.requires_dict().items():
                 entry.upstream[name] = self.decide(dep, needed=False)
         elif not needed:

@@ -13,7 +13,7 @@ from luigiflow._errors import RunNotFoundError, TaskNotFoundError
 from luigiflow._ops import lineage
 from luigiflow._ops.modules import import_module, task_class
 from luigiflow._ops.plan import recorded_params
-from luigiflow._store import schema
+from luigiflow._store import artifacts, schema
 from luigiflow._store.records import RunRecord as Run
 from luigiflow._task import MlflowTask
 
@@ -27,8 +27,11 @@ def task_from_run(run: Run) -> MlflowTask:
         raise RunNotFoundError(
             f"run {run.info.run_id} was not recorded by luigiflow (no task family or params)"
         )
-    module = schema.task_facts(tags).get("module")
-    if module:
+    facts = schema.task_facts(tags)
+    module = facts.get("module")
+    if module == "__main__" and facts.get("notebook_source"):
+        _define_from_notebook(run, facts["notebook_source"])
+    elif module:
         try:
             import_module(module)
         except (ImportError, TaskNotFoundError) as exc:
@@ -55,6 +58,23 @@ def task_from_run(run: Run) -> MlflowTask:
     if not isinstance(task, MlflowTask):
         raise TaskNotFoundError(f"task {family!r} of run {run.info.run_id} is not a luigiflow task")
     return task
+
+
+def _define_from_notebook(run: Run, relpath: str) -> None:
+    """Define the notebook's task classes again from the definitions stored on the run.
+
+    They run in a namespace named `__main__`, as in the notebook, so the classes keep
+    their identity. This executes code recorded in the store: reproduce only runs you
+    trust (with a team key, signed ones).
+    """
+    path = artifacts.local_artifact_path(run.info.run_id, run.info.artifact_uri, relpath)
+    if not path.exists():
+        raise TaskNotFoundError(
+            f"run {run.info.run_id} was made in a notebook and its stored definitions "
+            f"({relpath}) are missing; run the notebook's cells, then reproduce from there"
+        )
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)
 
 
 def differences(run: Run, task: MlflowTask) -> list[str]:

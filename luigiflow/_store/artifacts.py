@@ -51,6 +51,8 @@ class RunWriter:
             self.root = pathlib.Path(tempfile.mkdtemp(prefix="luigiflow-upload-"))
         self.saved: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, float] = {}
+        self.steps: dict[str, int] = {}  # the highest step logged live, per metric
+        self.last_metric_ms = 0  # when a metric was last logged live
 
     def write(self, name: str, filename: str, value: Any) -> None:
         dest = self.root / filename

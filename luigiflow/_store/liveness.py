@@ -60,6 +60,24 @@ class Heartbeat:
         self.thread.join()
 
 
+def worker_is_gone(run: RunRecord) -> bool:
+    """The RUNNING run's worker was a process on this host that no longer exists."""
+    token = run.data.tags.get(schema.WORKER_TAG, "")
+    host, _, rest = token.partition("/")
+    pid_text = rest.partition("/")[0]
+    if run.info.status != RUNNING or host != worker_token().partition("/")[0]:
+        return False
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def is_abandoned(run: RunRecord, now: float | None = None) -> bool:
     """A RUNNING run whose worker has not beaten for `stale_after()` seconds."""
     if run.info.status != RUNNING:

@@ -172,6 +172,7 @@ class MemoryStore:
         tags: Mapping[str, str] | None = None,
         step: int = 0,
         timestamp_ms: int | None = None,
+        steps: Mapping[str, int] | None = None,
     ) -> None:
         self.calls.append("log_batch")
         data = self.get_run(run_id).data

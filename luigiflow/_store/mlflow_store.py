@@ -231,6 +231,7 @@ class MlflowStore:
         tags: Mapping[str, str] | None = None,
         step: int = 0,
         timestamp_ms: int | None = None,
+        steps: Mapping[str, int] | None = None,
     ) -> None:
         import time
 
@@ -240,7 +241,10 @@ class MlflowStore:
         with _client.translate_errors(f"recording results of run {run_id}", self.uri):
             self.client.log_batch(
                 run_id,
-                metrics=[Metric(k, v, now, step) for k, v in (metrics or {}).items()],
+                metrics=[
+                    Metric(k, v, now, (steps or {}).get(k, step))
+                    for k, v in (metrics or {}).items()
+                ],
                 params=[Param(k, v) for k, v in (params or {}).items()],
                 tags=[RunTag(k, v) for k, v in (tags or {}).items()],
             )
@@ -268,6 +272,10 @@ class MlflowStore:
     def log_artifacts(self, run_id: str, folder: str) -> None:
         with _client.translate_errors(f"uploading artifacts of run {run_id}", self.uri):
             self.client.log_artifacts(run_id, folder)
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str) -> None:
+        with _client.translate_errors(f"uploading {local_path} to run {run_id}", self.uri):
+            self.client.log_artifact(run_id, local_path, artifact_path)
 
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[Any]:
         with _client.translate_errors(f"listing artifacts of run {run_id}", self.uri):

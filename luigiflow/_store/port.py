@@ -72,6 +72,7 @@ class RunStore(Protocol):
         tags: Mapping[str, str] | None = None,
         step: int = 0,
         timestamp_ms: int | None = None,
+        steps: Mapping[str, int] | None = None,
     ) -> None: ...
 
     def set_tag(self, run_id: str, key: str, value: str) -> None: ...

@@ -27,6 +27,8 @@ DURATION_TAG = "luigiflow.duration_s"
 GIT_TAG = "luigiflow.git"
 ENV_TAG = "luigiflow.env"
 MODEL_URI_TAG = "luigiflow.model_uri"
+CHECKPOINT_TAG = "luigiflow.checkpoint"  # the newest checkpoint: {"step", "file", "sha256"}
+RESUMED_TAG = "luigiflow.resumed_from"  # {"run_id", "step"} this run resumed from
 
 # --- tags on a logged model bundle ------------------------------------------------
 MODEL_RUN_TAG = "luigiflow.run_id"
@@ -45,6 +47,8 @@ PARAMS_FILE = "luigiflow/params.json"
 TRACEBACK_FILE = "luigiflow/traceback.txt"
 ENVIRONMENT_FILE = "luigiflow/environment.txt"
 DIFF_FILE = "luigiflow/git.diff"
+CHECKPOINT_DIR = "luigiflow/checkpoints"
+NOTEBOOK_FILE = "luigiflow/notebook.py"  # the definitions of the notebook that made the run
 PARAMS_IN_FILE = "@artifact:" + PARAMS_FILE
 
 # --- MLflow's limits --------------------------------------------------------------
