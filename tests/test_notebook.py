@@ -7,6 +7,8 @@ import json
 import nbformat
 from nbclient import NotebookClient
 
+from tests.conftest import luigiflow_cli, runs_of
+
 DEFINE = """
 import json
 import luigi
@@ -63,3 +65,18 @@ def test_notebook_tasks_are_reused_and_a_cell_edit_is_a_code_change(store, tmp_p
     assert edited["will_run"] == 1 and edited["executed"] == 1
     assert any("code changed" in r for r in edited["reasons"]), edited["reasons"]
     assert edited["output"] == {"x": 2}
+
+
+def test_a_notebook_run_is_reproduced_from_its_recorded_definitions(store, tmp_path, client):
+    first = _execute(tmp_path, 3)
+    run = client.get_run(first["run_id"])
+    facts = json.loads(run.data.tags["luigiflow.task"])
+    assert facts["module"] == "__main__" and facts["notebook_source"] == "luigiflow/notebook.py"
+    out = luigiflow_cli("reproduce", first["run_id"], "--force", cwd=tmp_path)
+    assert "re-executed as run" in out.stdout, out.stdout + out.stderr
+    finished = runs_of(client, "NotebookCount", "FINISHED")
+    assert len(finished) == 2
+    newest = finished[-1]
+    assert newest.info.run_id != first["run_id"]
+    assert newest.data.metrics == run.data.metrics == {"x": 3.0}
+    assert newest.data.tags["luigiflow.identity"] == run.data.tags["luigiflow.identity"]
