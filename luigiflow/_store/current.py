@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
+from luigiflow._store import sqlite_reads
 from luigiflow._store.client import tracking_uri
 from luigiflow._store.mlflow_store import MlflowStore
 
@@ -18,6 +19,8 @@ def get_store(uri: str | None = None) -> MlflowStore:
     key = (os.getpid(), uri)
     store = _stores.get(key)
     if store is None:
+        # An existing embedded store of a known schema is read without importing mlflow.
+        made = sqlite_reads.SqliteStore(uri) if sqlite_reads.readable(uri) else MlflowStore(uri)
         with _lock:
-            store = _stores.setdefault(key, MlflowStore(uri))
+            store = _stores.setdefault(key, made)
     return store

@@ -75,7 +75,7 @@ class MlflowStore:
         if cached is not None:
             return cached
         with _client.translate_errors(f"looking up experiment {name!r}", self.uri):
-            exp = self.client.get_experiment_by_name(name)
+            exp = self._experiment_by_name(name)
             if exp is not None and exp.lifecycle_stage == "deleted":
                 if not create:
                     return None
@@ -88,6 +88,12 @@ class MlflowStore:
                 exp_id = str(exp.experiment_id)
         self._experiment_ids[name] = exp_id
         return exp_id
+
+    def _experiment_by_name(self, name: str) -> ExperimentRecord | None:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            return None
+        return ExperimentRecord(str(exp.experiment_id), exp.name, exp.lifecycle_stage)
 
     def _create_experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException

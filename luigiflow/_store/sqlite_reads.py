@@ -1,0 +1,218 @@
+"""Reads of the embedded SQLite store straight from MLflow's tables, without mlflow.
+
+`import mlflow` costs about 2 s; a no-op build, `plan`, `runs` and `show` only read.
+`SqliteStore` answers every read of the store port with plain SQL on MLflow's schema
+and leaves writes (and anything it does not know) to `MlflowStore`, which imports
+mlflow on first use. It is used only for a database whose schema revision is one this
+module was checked against (`KNOWN_REVISIONS`, the differential test in
+tests/store/test_sqlite_reads.py compares every answer with MLflow's client); any
+other revision is read through MLflow's client.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from luigiflow._errors import RunNotFoundError
+from luigiflow._store import schema
+from luigiflow._store.mlflow_store import MlflowStore
+from luigiflow._store.port import ExperimentRecord, chunks
+from luigiflow._store.records import ACTIVE, FINISHED, RUNNING, RunData, RunInfo, RunRecord
+
+# MLflow schema revisions (alembic_version) these queries were checked against.
+KNOWN_REVISIONS = frozenset({"dc11669786a5"})
+ID_CHUNK = 500
+_RUN_COLUMNS = (
+    "run_uuid, experiment_id, status, start_time, end_time, artifact_uri, lifecycle_stage, name"
+)
+_NEWEST_FIRST = "ORDER BY start_time DESC, run_uuid ASC"
+
+
+def sqlite_path(uri: str) -> str | None:
+    """The file of a `sqlite:///...` URI (None for other stores and in-memory SQLite)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = urllib.parse.unquote(uri[len("sqlite:///") :].split("?", 1)[0])
+    return None if path in ("", ":memory:") else "/" + path.lstrip("/")
+
+
+def readable(uri: str) -> bool:
+    """The URI names an existing SQLite store of a known schema revision."""
+    path = sqlite_path(uri)
+    if path is None or not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return False
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] in KNOWN_REVISIONS
+
+
+class SqliteStore(MlflowStore):
+    """The store port with reads in SQL on MLflow's tables; writes through MLflow."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        path = sqlite_path(uri)
+        assert path is not None
+        self._path = path
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        # One connection per thread and process (a forked worker opens its own).
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=30)
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _records(
+        self, where: str, args: Sequence[Any], limit: int | None = None
+    ) -> list[RunRecord]:
+        """Runs matching `where` (on table `runs`), newest first, with tags/params/metrics."""
+        conn = self._conn()
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} {_NEWEST_FIRST}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = conn.execute(sql, args).fetchall()
+        if not rows:
+            return []
+        ids = [r[0] for r in rows]
+        tags: dict[str, dict[str, str]] = {i: {} for i in ids}
+        params: dict[str, dict[str, str]] = {i: {} for i in ids}
+        metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
+        for chunk in chunks(ids, ID_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            for rid, key, value in conn.execute(
+                f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({marks})", chunk
+            ):
+                tags[rid][key] = value
+            for rid, key, value in conn.execute(
+                f"SELECT run_uuid, key, value FROM params WHERE run_uuid IN ({marks})", chunk
+            ):
+                params[rid][key] = value
+            for rid, key, value, is_nan in conn.execute(
+                "SELECT run_uuid, key, value, is_nan FROM latest_metrics "
+                f"WHERE run_uuid IN ({marks})",
+                chunk,
+            ):
+                metrics[rid][key] = math.nan if is_nan else float(value)
+        return [
+            RunRecord(
+                RunInfo(
+                    run_id=r[0],
+                    experiment_id=str(r[1]),
+                    status=r[2],
+                    start_time=r[3] or 0,
+                    end_time=r[4],
+                    artifact_uri=r[5] or "",
+                    lifecycle_stage=r[6],
+                    run_name=r[7] or "",
+                ),
+                RunData(tags[r[0]], params[r[0]], metrics[r[0]]),
+            )
+            for r in rows
+        ]
+
+    # ----- reads --------------------------------------------------------------------
+    def _experiment_by_name(self, name: str) -> ExperimentRecord | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT experiment_id, name, lifecycle_stage FROM experiments WHERE name = ?",
+                (name,),
+            )
+            .fetchone()
+        )
+        return None if row is None else ExperimentRecord(str(row[0]), row[1], row[2])
+
+    def experiments(self) -> list[ExperimentRecord]:
+        rows = self._conn().execute(
+            "SELECT experiment_id, name, lifecycle_stage FROM experiments ORDER BY experiment_id"
+        )
+        return [ExperimentRecord(str(e), n, s) for e, n, s in rows]
+
+    def find_finished(
+        self, experiment_id: str, identity: str, not_before_ms: int | None = None
+    ) -> RunRecord | None:
+        where = (
+            "experiment_id = ? AND status = ? AND lifecycle_stage = ? AND run_uuid IN "
+            "(SELECT run_uuid FROM tags WHERE key = ? AND value = ?)"
+        )
+        args: list[Any] = [int(experiment_id), FINISHED, ACTIVE, schema.IDENTITY_TAG, identity]
+        if not_before_ms is not None:
+            where += " AND start_time >= ?"
+            args.append(int(not_before_ms))
+        found = self._records(where, args, limit=1)
+        return found[0] if found else None
+
+    def finished_runs(
+        self,
+        experiment_id: str,
+        ended_since_ms: int | None = None,
+        not_worker: str | None = None,
+    ) -> Iterator[RunRecord]:
+        where = "experiment_id = ? AND status = ? AND lifecycle_stage = ?"
+        args: list[Any] = [int(experiment_id), FINISHED, ACTIVE]
+        if ended_since_ms is not None:
+            where += " AND end_time >= ?"
+            args.append(int(ended_since_ms))
+        if not_worker is not None:  # MLflow's `!=` on a tag: runs having the tag, other value
+            where += " AND run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND value != ?)"
+            args += [schema.WORKER_TAG, not_worker]
+        return iter(self._records(where, args))
+
+    def fetch_finished(self, experiment_id: str, run_ids: Sequence[str]) -> list[RunRecord]:
+        found: list[RunRecord] = []
+        for chunk in chunks([r for r in run_ids if r.isalnum()], ID_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            where = "experiment_id = ? AND status = ? AND lifecycle_stage = ?"
+            found += self._records(
+                f"{where} AND run_uuid IN ({marks})", [int(experiment_id), FINISHED, ACTIVE, *chunk]
+            )
+        return found
+
+    def runs_with_identity(self, experiment_id: str, identity: str, limit: int) -> list[RunRecord]:
+        return self._records(
+            "experiment_id = ? AND lifecycle_stage = ? AND run_uuid IN "
+            "(SELECT run_uuid FROM tags WHERE key = ? AND value = ?)",
+            [int(experiment_id), ACTIVE, schema.IDENTITY_TAG, identity],
+            limit=limit,
+        )
+
+    def running_runs(self, experiment_id: str, not_worker: str | None = None) -> list[RunRecord]:
+        where = "experiment_id = ? AND status = ? AND lifecycle_stage = ?"
+        args: list[Any] = [int(experiment_id), RUNNING, ACTIVE]
+        if not_worker is not None:
+            where += " AND run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND value != ?)"
+            args += [schema.WORKER_TAG, not_worker]
+        return self._records(where, args, limit=1000)
+
+    def all_runs(self, experiment_id: str) -> Iterator[RunRecord]:
+        return iter(self._records("experiment_id = ?", [int(experiment_id)]))
+
+    def get_run(self, run_id: str) -> RunRecord:
+        found = self._records("run_uuid = ?", [run_id]) if run_id.isalnum() else []
+        if not found:
+            raise RunNotFoundError(
+                f"run {run_id!r} does not exist in {self.uri}; "
+                "copy a run id from `luigiflow runs` or the MLflow UI"
+            )
+        return found[0]
+
+    def get_runs(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
+        result: dict[str, RunRecord] = {}
+        ids = [r for r in dict.fromkeys(run_ids) if r.isalnum()]
+        for chunk in chunks(ids, ID_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            result.update(
+                (r.info.run_id, r) for r in self._records(f"run_uuid IN ({marks})", chunk)
+            )
+        return result
