@@ -92,6 +92,9 @@ def start_mlflow(backend: str, artifacts: pathlib.Path, port: int | None = None)
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        # MLflow's job runner starts eight consumer processes (~2 GB) for GenAI jobs that
+        # tracking never uses; on a 2-core machine they slow every other test.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health", proc, 120)
