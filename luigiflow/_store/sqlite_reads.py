@@ -65,6 +65,14 @@ class SqliteStore(MlflowStore):
         self._path = path
         self._local = threading.local()
 
+    # Pickled with a task into a spawned worker: connections stay behind.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     def _conn(self) -> sqlite3.Connection:
         # One connection per thread and process (a forked worker opens its own).
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -124,3 +124,15 @@ def test_a_no_op_build_and_queries_do_not_import_mlflow(store: str, tmp_path):
         )
         assert out.returncode == 0, out.stdout + out.stderr
         assert out.stdout.strip().endswith("CLEAN"), (args, out.stdout[-2000:])
+
+
+def test_the_store_travels_pickled_to_spawned_workers(mixed: str):
+    import pickle
+
+    ours = sqlite_reads.SqliteStore(mixed)
+    exp = ours.experiment_id("Fan")
+    copy = pickle.loads(pickle.dumps(ours))
+    assert copy.experiment_id("Fan") == exp
+    assert [r.info.run_id for r in copy.finished_runs(exp)] == [
+        r.info.run_id for r in ours.finished_runs(exp)
+    ]
