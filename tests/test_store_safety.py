@@ -217,7 +217,11 @@ def test_disk_full_while_writing_an_artifact_marks_the_run_failed(client, tmp_pa
         def run_task(self):
             self.save({"blob": os.urandom(4 * 2**20)})
 
-    with tiny_disk(tmp_path / "mlruns"), pytest.raises(lf.BuildError) as info:
+    with tiny_disk(tmp_path / "mlruns") as disk, pytest.raises(lf.BuildError) as info:
+        with open(disk / "filler", "wb") as f, contextlib.suppress(OSError):
+            while True:  # the disk is full before the run writes its first file
+                f.write(b"\0" * 65536)
+                f.flush()
         lf.build([Big()])
     assert "No space left" in str(info.value)
     [run] = runs_of(client, "Big")
@@ -299,7 +303,7 @@ def test_store_made_by_the_previous_release(tmp_path):
         "plan", "--module", "tests.dags", "Leaf", "--format", "json", cwd=project, env=env
     )
     assert planned.returncode == 0, planned.stderr
-    for entry in _walk(json.loads(planned.stdout)):
+    for entry in _walk(json.loads(planned.stdout)[0]):
         if entry["status"] == "reused":
             assert entry["run_id"] in old_ids
         elif entry["status"] == "will run":
@@ -313,7 +317,7 @@ def test_store_made_by_the_previous_release(tmp_path):
     replanned = run_cli(
         "plan", "--module", "tests.dags", "Leaf", "--format", "json", cwd=project, env=env
     )
-    assert json.loads(replanned.stdout)["status"] == "reused"
+    assert json.loads(replanned.stdout)[0]["status"] == "reused"
 
     # Every run made now records the store format it was written in.
     before = _finished_ids(project / "mlflow.db")
