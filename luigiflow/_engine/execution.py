@@ -57,10 +57,11 @@ def execute(task: TrackedTask) -> None:
     run_id = active.info.run_id
     writer = RunWriter(run_id, active.info.artifact_uri, store.uri)
     task.__dict__[RUN_STATE] = writer
-    _write_provenance_files(task, writer, params_json)
     session.record("started", task.task_id, run_id)
     heartbeat = liveness.Heartbeat(store, run_id)
     try:
+        # Inside the try: a full disk or any failure writing these marks the run FAILED.
+        _write_provenance_files(task, writer, params_json)
         if task.seed_random:
             provenance.seed_everything(task.seed)
         task.run_task()

@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from luigiflow._core.definition import RESERVED_FOLDER
+
 # --- what a run of a task carries -------------------------------------------------
 IDENTITY_TAG = "luigiflow.identity"
 FAMILY_TAG = "luigiflow.task_family"
@@ -40,7 +42,7 @@ SWEEP_BEST_TAG = "luigiflow.sweep.best_run"
 SWEEP_FAMILY = "Sweep"
 
 # --- files luigiflow writes into a run's artifacts ---------------------------------
-FILES_DIR = "luigiflow"
+FILES_DIR = RESERVED_FOLDER  # declared artifacts may not use it (checked at class definition)
 PARAMS_FILE = "luigiflow/params.json"
 TRACEBACK_FILE = "luigiflow/traceback.txt"
 ENVIRONMENT_FILE = "luigiflow/environment.txt"
