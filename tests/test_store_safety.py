@@ -122,7 +122,7 @@ def test_read_only_store_reads_and_refuses_writes_in_one_line(tmp_path):
         with pytest.raises(OSError):
             (project / "probe").write_text("x")
         runs = run_cli("runs", "Leaf", cwd=project, env=env)
-        assert runs.returncode == 0 and "FINISHED" in runs.stdout, runs.stdout + runs.stderr
+        assert runs.returncode == 0 and "1 finished run" in runs.stdout, runs.stdout + runs.stderr
         loaded = run_python(
             "from tests.dags import Leaf; print(Leaf().load_output())", project, env
         )

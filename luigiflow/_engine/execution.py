@@ -51,9 +51,11 @@ def execute(task: TrackedTask) -> None:
     params_json = canonical_json(task.encoded_params())
     tags = start_tags(task, upstream_runs, params_json)
     run_name = f"{task.get_task_family()}-{task.identity[:8]}"
-    active = mlflow_compat.start_active_run(
-        client.get_client(store.uri), exp_id, run_name, tags, schema.PARENT_RUN_TAG
-    )
+    client.refuse_writes_if_read_only(store.uri, f"creating a run of {task!r}")
+    with client.translate_errors(f"creating a run of {task!r}", store.uri):
+        active = mlflow_compat.start_active_run(
+            client.get_client(store.uri), exp_id, run_name, tags, schema.PARENT_RUN_TAG
+        )
     run_id = active.info.run_id
     writer = RunWriter(run_id, active.info.artifact_uri, store.uri)
     task.__dict__[RUN_STATE] = writer
