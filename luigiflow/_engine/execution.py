@@ -92,6 +92,7 @@ def start_tags(
         schema.TASK_TAG: _task_facts(task),
         schema.HEARTBEAT_TAG: liveness.now_beat(),
         schema.WORKER_TAG: liveness.worker_token(),
+        schema.STORE_FORMAT_TAG: schema.STORE_FORMAT,
     }
     if len(params_json) <= schema.MAX_TAG_LENGTH:
         tags[schema.PARAMS_TAG] = params_json

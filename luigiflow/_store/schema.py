@@ -29,6 +29,14 @@ DURATION_TAG = "luigiflow.duration_s"
 GIT_TAG = "luigiflow.git"
 ENV_TAG = "luigiflow.env"
 MODEL_URI_TAG = "luigiflow.model_uri"
+# The store format a run was written in. Runs without it were written by releases
+# before format 2 (format 1).
+STORE_FORMAT_TAG = "luigiflow.store_format"
+STORE_FORMAT = 2
+# What each format changed, as `plan` says it when a run of an older format is not reused.
+FORMAT_CHANGES = {
+    2: "a task's identity includes its importable module, and artifacts carry BLAKE3 checksums",
+}
 
 # --- tags on a logged model bundle ------------------------------------------------
 MODEL_RUN_TAG = "luigiflow.run_id"
@@ -120,3 +128,18 @@ def with_identity(identity: str) -> str:
 
 def not_from_worker(worker: str) -> str:
     return f"tags.`{WORKER_TAG}` != '{worker}'"
+
+
+def store_format(tags: Mapping[str, str]) -> int:
+    """The store format a run was written in (1: before formats were recorded)."""
+    raw = tags.get(STORE_FORMAT_TAG, "1")
+    return int(raw) if raw.isdigit() else 1
+
+
+def format_change(old: int) -> str:
+    """Why a run of store format `old` is not reused by this release."""
+    changes = "; ".join(FORMAT_CHANGES[f] for f in range(old + 1, STORE_FORMAT + 1))
+    return (
+        f"made by an earlier luigiflow (store format {old}; this release writes store format "
+        f"{STORE_FORMAT}, where {changes}), so its identity differs and it will run again"
+    )
