@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 
 from luigiflow._errors import LuigiflowError
 
@@ -29,17 +30,21 @@ def tracking_uri() -> str:
     return "sqlite:///" + os.path.join(os.getcwd(), "mlflow.db")
 
 
-def seconds(name: str, default: float) -> float:
-    """A duration in seconds from environment variable `name`, or `default`."""
+def seconds(name: str, default: float, positive: bool = False) -> float:
+    """A duration in seconds from environment variable `name`, or `default`.
+
+    `positive`: zero is refused too (an interval of 0 s would be a busy loop).
+    """
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or raw.strip() == "":
         return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value >= 0:  # also rejects nan
-        raise LuigiflowError(f"{name}={raw!r} is not a number of seconds; set e.g. {name}=1")
+    if not (value > 0 if positive else value >= 0):  # also rejects nan
+        least = "a number of seconds above 0" if positive else "a number of seconds"
+        raise LuigiflowError(f"{name}={raw!r} is not {least}; set e.g. {name}=1")
     return value
 
 
@@ -50,30 +55,13 @@ def recheck_interval() -> float:
 
 def heartbeat_interval() -> float:
     """Seconds between heartbeats of a running task (LUIGIFLOW_HEARTBEAT_S, default 30)."""
-    return seconds(HEARTBEAT_S, 30.0)
+    return seconds(HEARTBEAT_S, 30.0, positive=True)
 
 
 def stale_after() -> float:
     """Seconds without heartbeat after which a RUNNING run is abandoned (default 10 beats)."""
     default = max(10 * heartbeat_interval(), 120.0)
-    return seconds(STALE_AFTER_S, default)
-
-
-def checksum_max_bytes() -> int:
-    """Artifacts up to this size get a checksum (LUIGIFLOW_CHECKSUM_MAX_BYTES, 64 MiB)."""
-    raw = os.environ.get(CHECKSUM_MAX_BYTES)
-    if raw is None:
-        return 64 * 2**20
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise LuigiflowError(
-            f"{CHECKSUM_MAX_BYTES}={raw!r} is not a number of bytes; set e.g. "
-            f"{CHECKSUM_MAX_BYTES}=67108864"
-        )
-    return value
+    return seconds(STALE_AFTER_S, default, positive=True)
 
 
 def cache_dir() -> pathlib.Path:
@@ -84,14 +72,50 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(root)
 
 
+def _check_cache_dir() -> None:
+    raw = os.environ.get(CACHE_DIR)
+    if not raw:
+        return
+    path = pathlib.Path(raw)
+    # The folder may not exist yet; its nearest existing ancestor must be a folder.
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise LuigiflowError(
+            f"{CACHE_DIR}={raw!r} is not a folder luigiflow can create ({existing} is a "
+            f"file); set {CACHE_DIR} to a folder path, or unset it"
+        )
+
+
 def system_metrics_on() -> bool:
     """MLflow's own switch for system metrics (its start_run starts their monitor)."""
     return os.environ.get(SYSTEM_METRICS, "").lower() in ("true", "1")
 
 
+# Variables that no longer do anything, with the one line said when one is set.
+DEPRECATED = {
+    CHECKSUM_MAX_BYTES: (
+        "is deprecated and ignored: every artifact is now checksummed with BLAKE3 "
+        "whatever its size; unset it"
+    ),
+}
+_warned: set[str] = set()
+
+
 def validate() -> None:
-    """Parse every variable now, so a malformed one stops a build before any run exists."""
-    recheck_interval()
-    heartbeat_interval()
-    stale_after()
-    checksum_max_bytes()
+    """Parse every variable now, so a malformed one stops a build before any run exists.
+
+    Every problem is reported at once in one line; a deprecated variable that is set
+    gets one line on stderr (once per process).
+    """
+    problems = []
+    for check in (recheck_interval, heartbeat_interval, stale_after, _check_cache_dir):
+        try:
+            check()
+        except LuigiflowError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise LuigiflowError("; ".join(dict.fromkeys(problems)))
+    for name, why in DEPRECATED.items():
+        if os.environ.get(name) is not None and name not in _warned:
+            _warned.add(name)
+            print(f"luigiflow: {name} {why}", file=sys.stderr)

@@ -222,18 +222,18 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             )
         return run
 
-    def artifact_path(self, name: str) -> pathlib.Path:
-        """Local, readable path of one artifact of this task's run (downloaded if remote)."""
+    def _declared(self, name: str) -> str:
         if name not in self.artifacts:
             raise ArtifactError(
                 f"{self.get_task_family()} declares no artifact {name!r}; "
                 f"declared: {', '.join(self.artifacts) or 'none'}"
             )
-        run = self._bound_run()
-        filename = self.artifacts[name]
-        path = _artifacts.local_artifact_path(run.info.run_id, run.info.artifact_uri, filename)
-        _artifacts.verify(run, name, filename, path)
-        return path
+        return self.artifacts[name]
+
+    def artifact_path(self, name: str) -> pathlib.Path:
+        """Local, verified path of one artifact of this task's run (downloaded if remote)."""
+        filename = self._declared(name)
+        return _artifacts.verified_path(self._bound_run(), name, filename)
 
     def load_output(self, name: str | None = None) -> Any:
         """This task's artifact `name`, deserialized (the only one when `name` is omitted)."""
@@ -309,6 +309,19 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             state.write(name, self.artifacts[name], value)
         for key, val in (metrics or {}).items():
             state.metrics[key] = _metric_value(self, key, val)
+
+    def artifact_path_for(self, name: str) -> pathlib.Path:
+        """A writable path for artifact `name` inside the run: write a large file there,
+        then `save({name: path})` records it without copying a byte.
+
+        Example::
+
+            path = self.artifact_path_for("weights")
+            model.save_weights(path)
+            self.save({"weights": path})
+        """
+        state = self._state("artifact_path_for")
+        return state.path_for(name, self._declared(name))
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         """Log a metric now (visible live in the MLflow UI while the task runs)."""

@@ -145,6 +145,7 @@ def add_run(
             schema.FAMILY_TAG: task.get_task_family(),
             schema.PARAMS_TAG: canonical_json(task.encoded_params()),
             schema.WORKER_TAG: worker,
+            schema.STORE_FORMAT_TAG: str(schema.STORE_FORMAT),
             **(tags or {}),
         },
         start_time=start_time,

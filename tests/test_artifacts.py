@@ -80,7 +80,7 @@ def test_unknown_extension_without_save_fn_fails_clearly(store):
     assert "'blob'" in message and ".xyz" in message and "save_fn" in message
 
 
-def test_existing_file_is_hard_linked_not_copied(store, tmp_path):
+def test_existing_file_is_copied_never_linked(store, tmp_path):
     source = tmp_path / "big.bin"
     source.write_bytes(os.urandom(1 << 20))
 
@@ -94,7 +94,7 @@ def test_existing_file_is_hard_linked_not_copied(store, tmp_path):
     task = HandsOverFile(path=str(source))
     lf.build([task])
     stored = task.output()["blob"].path
-    assert os.path.samefile(stored, source)  # same inode: no bytes copied
+    assert not os.path.samefile(stored, source)  # the user's file stays theirs alone
     assert pathlib.Path(task.load_output()).read_bytes() == source.read_bytes()
 
 
@@ -149,9 +149,9 @@ def test_corrupted_artifact_is_detected_on_load(store):
 
 
 def _clear_verified():
-    from luigiflow._store import artifacts
+    from luigiflow._store import checksums
 
-    artifacts._verified.clear()
+    checksums.forget()
 
 
 def test_metric_must_be_number(store):
@@ -173,12 +173,14 @@ def test_save_outside_run_task_is_an_error(store):
         Early().save({"o": 1})
 
 
-def test_str_for_txt_is_content_and_str_path_is_a_path(tmp_path):
+def test_str_is_always_a_value_and_path_is_a_file(tmp_path):
     existing = tmp_path / "in.bin"
     existing.write_bytes(b"\x00\x01")
     dest_txt = tmp_path / "out" / "a.txt"
     serializers.write_value("a", str(existing), "a.txt", dest_txt)
     assert dest_txt.read_text() == str(existing)
-    dest_bin = tmp_path / "out" / "b.bin"
-    serializers.write_value("b", str(existing), "b.bin", dest_bin)
+    with pytest.raises(lf.ArtifactError, match=r"pathlib.Path\("):
+        serializers.write_value("b", str(existing), "b.bin", tmp_path / "out" / "b.bin")
+    dest_bin = tmp_path / "out" / "c.bin"
+    serializers.write_value("c", existing, "c.bin", dest_bin)
     assert dest_bin.read_bytes() == b"\x00\x01"

@@ -274,7 +274,7 @@ def test_gc_removes_deleted_and_failed_runs_only(client, tmp_path):
     assert deleted.info.run_id in dry and failed.info.run_id in dry and "would free" in dry
     assert deleted_dir.exists()
 
-    out = cli("gc", cwd=tmp_path, env=os.environ).stdout
+    out = cli("gc", "--yes", cwd=tmp_path, env=os.environ).stdout
     assert "2 run(s), freed" in out and int(out.split("freed ")[1].split()[0]) > 0
     assert not deleted_dir.exists()
     from mlflow.entities import ViewType

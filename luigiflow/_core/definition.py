@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import pathlib
 from collections.abc import Mapping
 
 from luigiflow._core import provenance, serializers
 from luigiflow._errors import TaskDefinitionError
+
+# The folder of a run where luigiflow keeps its own files (environment, traceback,
+# params); `_store/schema.py` names the files inside it.
+RESERVED_FOLDER = "luigiflow"
 
 
 def validate_class(cls: type) -> None:
@@ -24,9 +30,7 @@ def validate_class(cls: type) -> None:
         problem = serializers.validate_filename(filename)
         if problem:
             problems.append(f"artifact {key!r}: {problem}")
-    files = [f for f in arts.values() if isinstance(f, str)]
-    if len(set(files)) != len(files):
-        problems.append("two artifacts share one file name")
+    problems += _collisions({k: f for k, f in arts.items() if isinstance(f, str)})
     version = getattr(cls, "version", 0)
     if not isinstance(version, int | str) or isinstance(version, bool):
         problems.append(f"version must be an int or str, got {version!r}")
@@ -41,3 +45,34 @@ def validate_class(cls: type) -> None:
         )
     if problems:
         raise TaskDefinitionError(f"task class {name}: " + "; ".join(problems))
+
+
+def _collisions(files: Mapping[str, str]) -> list[str]:
+    """Declared files that would overwrite each other or luigiflow's own files.
+
+    Saving an artifact replaces whatever is at its path, so a folder artifact that
+    contains another artifact's file would delete it after that one was saved.
+    """
+    problems = []
+    paths = {key: pathlib.PurePosixPath(f) for key, f in files.items()}  # "./a/" -> "a"
+    for key, path in paths.items():
+        if not path.parts or path.parts == (".",):
+            problems.append(
+                f"artifact {key!r}: file name {files[key]!r} is the run's whole artifact folder"
+            )
+        elif path.parts[0] == RESERVED_FOLDER:
+            problems.append(
+                f"artifact {key!r}: file name {files[key]!r} is inside {RESERVED_FOLDER + '/'!r}, "
+                "where luigiflow keeps the run's provenance files; choose another name"
+            )
+    for (k1, p1), (k2, p2) in itertools.combinations(paths.items(), 2):
+        if p1 == p2:
+            problems.append(f"artifacts {k1!r} and {k2!r} share the file name {files[k1]!r}")
+        elif p2.parts[: len(p1.parts)] == p1.parts or p1.parts[: len(p2.parts)] == p2.parts:
+            outer, inner = (k1, k2) if len(p1.parts) < len(p2.parts) else (k2, k1)
+            problems.append(
+                f"artifact {inner!r} ({files[inner]!r}) lies inside artifact {outer!r} "
+                f"({files[outer]!r}): saving {files[outer]!r} would replace it; "
+                "give them separate paths"
+            )
+    return problems

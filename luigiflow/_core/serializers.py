@@ -10,10 +10,10 @@ import json
 import os
 import pathlib
 import pickle
-import shutil
 from collections.abc import Callable
 from typing import Any
 
+from luigiflow._core import placement
 from luigiflow._errors import ArtifactError
 
 SaveFn = Callable[[Any, str], Any]
@@ -127,9 +127,6 @@ SERIALIZERS: dict[str, tuple[SaveFn, Callable[[str], Any]]] = {
     ".npy": (_save_npy, _load_npy),
 }
 
-# Extensions whose natural Python value is a str: a str given for them is content.
-_TEXT_EXTENSIONS = {".txt", ".json"}
-
 
 def extension(filename: str) -> str:
     return pathlib.PurePosixPath(filename).suffix.lower()
@@ -145,8 +142,15 @@ def validate_filename(filename: Any) -> str | None:
     return None
 
 
-def write_value(name: str, value: Any, filename: str, dest: pathlib.Path) -> None:
-    """Write one artifact value to `dest`, choosing how from its form and extension."""
+def write_value(
+    name: str, value: Any, filename: str, dest: pathlib.Path, owned: bool = False
+) -> str:
+    """Write one artifact value to `dest`, choosing how from its form and extension.
+
+    Only a `pathlib.Path` means "this file or folder"; every `str` is a value (a str
+    that happens to name a path is still a value). `owned` says the path is luigiflow's
+    own staging file, which may be moved instead of copied. Returns how it was placed.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(value, tuple) and len(value) == 2 and callable(value[1]):
         obj, save_fn = value
@@ -156,41 +160,23 @@ def write_value(name: str, value: Any, filename: str, dest: pathlib.Path) -> Non
                 f"artifact {name!r}: the save function {getattr(save_fn, '__name__', save_fn)} "
                 f"did not create {dest.name}; it must write to the path it is given"
             )
-        return
+        return "save_fn"
+    if isinstance(value, pathlib.Path):
+        if not value.exists():
+            raise ArtifactError(f"artifact {name!r}: path {value} does not exist")
+        return placement.place(value, dest, owned)
     ext = extension(filename)
-    is_path = isinstance(value, os.PathLike) or (
-        isinstance(value, str) and ext not in _TEXT_EXTENSIONS and os.path.exists(value)
-    )
-    if is_path:
-        place_existing(name, pathlib.Path(os.fspath(value)), dest)
-        return
     if ext not in SERIALIZERS:
         known = ", ".join(sorted(SERIALIZERS))
+        hint = ""
+        if isinstance(value, str) and os.path.exists(value):
+            hint = f"; a str is a value: to store the file itself pass pathlib.Path({value!r})"
         raise ArtifactError(
             f"artifact {name!r} ({filename}): no serializer for {ext or 'a name without extension'}"
-            f" (known: {known}); pass (obj, save_fn) or the path of a file you wrote"
+            f" (known: {known}); pass (obj, save_fn) or the pathlib.Path of a file you wrote{hint}"
         )
     SERIALIZERS[ext][0](value, str(dest))
-
-
-def place_existing(name: str, source: pathlib.Path, dest: pathlib.Path) -> None:
-    """Put an existing file or folder at `dest` without copying bytes when possible."""
-    if not source.exists():
-        raise ArtifactError(f"artifact {name!r}: path {source} does not exist")
-    if dest.exists():
-        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-    if source.is_dir():
-        shutil.copytree(source, dest, copy_function=_link_or_copy)
-    else:
-        _link_or_copy(str(source), str(dest))
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    # A hard link makes the artifact free on the same filesystem; elsewhere, copy.
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+    return "serialized"
 
 
 def read_value(path: str, filename: str) -> Any:

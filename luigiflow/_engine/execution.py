@@ -51,20 +51,23 @@ def execute(task: TrackedTask) -> None:
     params_json = canonical_json(task.encoded_params())
     tags = start_tags(task, upstream_runs, params_json)
     run_name = f"{task.get_task_family()}-{task.identity[:8]}"
-    active = mlflow_compat.start_active_run(
-        client.get_client(store.uri), exp_id, run_name, tags, schema.PARENT_RUN_TAG
-    )
+    client.refuse_writes_if_read_only(store.uri, f"creating a run of {task!r}")
+    with client.translate_errors(f"creating a run of {task!r}", store.uri):
+        active = mlflow_compat.start_active_run(
+            client.get_client(store.uri), exp_id, run_name, tags, schema.PARENT_RUN_TAG
+        )
     run_id = active.info.run_id
     writer = RunWriter(run_id, active.info.artifact_uri, store.uri)
     task.__dict__[RUN_STATE] = writer
-    # Parameters first: they show while the task runs, and autologging that later logs
-    # a parameter of the same name with another text only loses its own value (MLflow
-    # params are write-once; autolog catches the refusal) instead of failing our run.
-    store.log_batch(run_id, params=display_params(task))
-    _write_provenance_files(task, writer, params_json)
     session.record("started", task.task_id, run_id)
     heartbeat = liveness.Heartbeat(store, run_id)
     try:
+        # Parameters first: they show while the task runs, and autologging that later logs
+        # a parameter of the same name with another text only loses its own value (MLflow
+        # params are write-once; autolog catches the refusal) instead of failing our run.
+        store.log_batch(run_id, params=display_params(task))
+        # Inside the try: a full disk or any failure writing these marks the run FAILED.
+        _write_provenance_files(task, writer, params_json)
         if task.seed_random:
             provenance.seed_everything(task.seed)
         task.run_task()
@@ -93,6 +96,7 @@ def start_tags(
         schema.TASK_TAG: _task_facts(task),
         schema.HEARTBEAT_TAG: liveness.now_beat(),
         schema.WORKER_TAG: liveness.worker_token(),
+        schema.STORE_FORMAT_TAG: schema.STORE_FORMAT,
     }
     if len(params_json) <= schema.MAX_TAG_LENGTH:
         tags[schema.PARAMS_TAG] = params_json

@@ -26,7 +26,7 @@ from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import bind_run, bound_run, is_tracked
 from luigiflow._errors import BuildError, LuigiflowError
 from luigiflow._ops.graph import walk_graph
-from luigiflow._store import schema
+from luigiflow._store import client, schema
 from luigiflow._store.records import RunRecord
 from luigiflow._task import MlflowTask
 
@@ -157,6 +157,7 @@ def build(
         stack.callback(_remove_failure_handlers, handlers)
         if watcher:
             stack.callback(watcher.stop)
+        _refuse_a_read_only_store(session, roots)
         luigi_result, events, failures_by_id = _run_luigi(
             session, roots, sink, workers, options, log_level, scheduler_url, luigi_options
         )
@@ -175,6 +176,16 @@ def build(
     if raise_on_failure and not ok:
         raise BuildError(result.failed, result)
     return result
+
+
+def _refuse_a_read_only_store(session: _session.Session, roots: list[luigi.Task]) -> None:
+    """On a read-only store a build that would run anything stops here, in one line."""
+    if not client.is_read_only(session.store.uri):
+        return
+    pending = [r for r in roots if not r.complete()]
+    if pending:
+        shown = ", ".join(map(repr, pending[:3])) + (", ..." if len(pending) > 3 else "")
+        client.refuse_writes_if_read_only(session.store.uri, f"building {shown}")
 
 
 def _run_luigi(

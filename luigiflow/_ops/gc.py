@@ -1,9 +1,14 @@
 """`luigiflow gc`: permanently remove deleted runs and stale failed attempts, with their files.
 
-Never touches a FINISHED run that is not deleted. Removal is what `mlflow gc` does for
-one run (delete its artifacts, then hard-delete its row); we call those two operations
-per run because `mlflow gc --run-ids` would also purge every deleted experiment and
-logged model in the store, which is not ours to decide.
+Only runs luigiflow made (they carry its identity tag) are ever considered: a
+colleague's run in the same store, live or dead, is never touched. Of those, only
+deleted runs and FAILED, KILLED or abandoned (no heartbeat) attempts go; a FINISHED
+run that is not deleted, and a RUNNING one whose worker still beats, never do.
+
+Removal is what `mlflow gc` does for one run (delete its artifacts, then hard-delete
+its row); we call those two operations per run because `mlflow gc --run-ids` would
+also purge every deleted experiment and logged model in the store, which is not ours
+to decide.
 """
 
 from __future__ import annotations
@@ -36,23 +41,21 @@ def find_garbage(older_than_days: float | None = None, task: str | None = None) 
     if task is not None:
         experiments = [e for e in experiments if e.name == task] or experiments
     found: list[Garbage] = []
+    runs: list[Run] = []
     for exp in experiments:
         for run in store.all_runs(exp.experiment_id):
+            if schema.IDENTITY_TAG not in run.data.tags:
+                continue  # not made by luigiflow: never ours to remove
             family = run.data.tags.get(schema.FAMILY_TAG, "")
             if task is not None and task not in (exp.name, family):
                 continue
             reason = _reason(run, limit_ms)
             if reason:
-                found.append(
-                    Garbage(
-                        run.info.run_id,
-                        exp.name,
-                        family,
-                        run.info.status,
-                        reason,
-                        artifacts.artifact_bytes(run),
-                    )
-                )
+                runs.append(run)
+                found.append(Garbage(run.info.run_id, exp.name, family, run.info.status, reason, 0))
+    freed = artifacts.freed_bytes(runs)
+    for item in found:
+        item.bytes = freed.get(item.run_id, 0)
     if task is not None and not found and not any(e.name == task for e in experiments):
         known = {e.name for e in experiments}
         if task not in known:

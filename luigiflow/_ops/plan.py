@@ -169,7 +169,10 @@ class _Planner:
             entry.reasons.append(
                 f"{prefix}version changed: {_show_version(old_version)} -> {task.version!r}"
             )
-        if not entry.changed and not running and old_version == new_version:
+        old_format = schema.store_format(nearest.data.tags)
+        if old_format < schema.STORE_FORMAT:
+            entry.reasons.append(f"{prefix}{schema.format_change(old_format)}")
+        elif not entry.changed and not running and old_version == new_version:
             if task.code_in_identity and _code_changed(task, nearest):
                 entry.reasons.append(f"{prefix}code changed (code_in_identity is on)")
             else:

@@ -1,16 +1,20 @@
-"""A run's files: writing artifacts with their size and checksum, verifying them when
+"""A run's files: writing artifacts with their checksum records, verifying them when
 read, and the local download cache for remote artifact stores.
 
-On a local artifact store the artifact is written straight into the run's artifact
-folder (or hard-linked there when the user hands over an existing file), so a 1 GiB
-file costs no copy. On a remote store (an `mlflow server` with proxied artifacts, S3,
-...) it is written to a temporary folder and uploaded through MLflow. Downstream tasks
-read local paths: remote artifacts are downloaded once into a cache keyed by run id.
+An artifact never changes once its run is FINISHED. On a local artifact store a value
+is serialized straight into the run's artifact folder, and a large file a task writes
+at `artifact_path_for(name)` is already there (zero copy); a file the user hands over
+as a `pathlib.Path` is cloned (reflink) or copied, never linked, so editing it later
+cannot touch the run (see `_core/placement.py`). On a remote store (an `mlflow server`
+with proxied artifacts, S3, ...) the files are staged in a temporary folder and
+uploaded through MLflow. Downstream tasks read local paths: remote artifacts are
+downloaded once into a cache keyed by run id, and a cached copy that no longer matches
+its record is fetched again before anything is called corrupted.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import pathlib
 import shutil
@@ -19,9 +23,9 @@ import urllib.parse
 from typing import Any
 
 from luigiflow import _settings
-from luigiflow._core import hashing, serializers
+from luigiflow._core import serializers
 from luigiflow._errors import ArtifactError
-from luigiflow._store import current, schema
+from luigiflow._store import checksums, current, schema
 from luigiflow._store.records import RunRecord
 
 
@@ -38,6 +42,9 @@ def local_path_of(uri: str) -> pathlib.Path:
     return pathlib.Path(uri)
 
 
+UPLOAD_PREFIX = "luigiflow-upload-"  # remote runs stage their files in such temp folders
+
+
 class RunWriter:
     """Artifacts and metrics gathered while one run is active."""
 
@@ -45,23 +52,41 @@ class RunWriter:
         self.run_id = run_id
         self.uri = uri
         self.local = is_local_uri(artifact_uri)
-        if self.local:
-            self.root = local_path_of(artifact_uri)
-        else:
-            self.root = pathlib.Path(tempfile.mkdtemp(prefix="luigiflow-upload-"))
+        # A remote run's staging folder is made on first use: nothing here touches the
+        # disk, so a full disk fails inside the run (which is then marked FAILED).
+        self._root = local_path_of(artifact_uri) if self.local else None
         self.saved: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, float] = {}
         self.steps: dict[str, int] = {}  # the highest step logged live, per metric
         self.last_metric_ms = 0  # when a metric was last logged live
+        self.handed_out: dict[str, pathlib.Path] = {}
+
+    @property
+    def root(self) -> pathlib.Path:
+        if self._root is None:
+            self._root = pathlib.Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX))
+        return self._root
+
+    def path_for(self, name: str, filename: str) -> pathlib.Path:
+        """A fresh, writable path for artifact `name` inside the run's staging area."""
+        dest = self.root / filename
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif dest.exists() or dest.is_symlink():
+            dest.unlink()
+        self.handed_out[name] = dest
+        return dest
+
+    def _owns(self, path: pathlib.Path) -> bool:
+        resolved = path.resolve()
+        return any(resolved == p.resolve() for p in self.handed_out.values())
 
     def write(self, name: str, filename: str, value: Any) -> None:
         dest = self.root / filename
-        serializers.write_value(name, value, filename, dest)
-        size = hashing.tree_size(dest)
-        record: dict[str, Any] = {"file": filename, "bytes": size}
-        if size <= _settings.checksum_max_bytes():
-            record["sha256"] = hashing.file_digest(dest)
-        self.saved[name] = record
+        owned = isinstance(value, pathlib.Path) and self._owns(value)
+        serializers.write_value(name, value, filename, dest, owned)
+        self.saved[name] = checksums.make_record(filename, dest)
 
     def write_extra(self, relpath: str, text: str) -> None:
         dest = self.root / relpath
@@ -69,50 +94,92 @@ class RunWriter:
         dest.write_text(text, encoding="utf-8")
 
     def record_tags(self) -> dict[str, str]:
-        """One tag per saved artifact: its file, size and checksum."""
-        return {schema.artifact_tag(n): json.dumps(rec) for n, rec in self.saved.items()}
+        """One tag per saved artifact: its checksum record (see `checksums`)."""
+        return {schema.artifact_tag(n): checksums.record_text(r) for n, r in self.saved.items()}
 
     def upload(self) -> None:
-        if self.local:
+        if self.local or self._root is None:
             return
-        current.get_store(self.uri).log_artifacts(self.run_id, str(self.root))
+        current.get_store(self.uri).log_artifacts(self.run_id, str(self._root))
 
     def cleanup(self) -> None:
-        if not self.local:
-            shutil.rmtree(self.root, ignore_errors=True)
+        if not self.local and self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
 
 
-_verified: dict[tuple[str, int, int], bool] = {}
+def check_declared(run: RunRecord, name: str, filename: str) -> None:
+    """Refuse an artifact the run never recorded under this name and file: the task's
+    `artifacts` changed since the run, and its identity (hence the run) did not."""
+    if schema.IDENTITY_TAG not in run.data.tags:
+        return  # not a luigiflow run: nothing recorded to compare with
+    records = schema.artifact_records(run.data.tags)
+    record = records.get(name)
+    if record is not None and record.get("file") == filename:
+        return
+    family = run.data.tags.get(schema.FAMILY_TAG, "the task")
+    recorded = ", ".join(f"{k}={r.get('file')}" for k, r in sorted(records.items())) or "none"
+    raise ArtifactError(
+        f"{family}: artifact {name!r} ({filename}) is not in run {run.info.run_id} "
+        f"(it recorded: {recorded}): declared artifacts changed since this run; bump "
+        f"`version` of {family} so luigiflow recomputes it"
+    )
 
 
 def verify(run: RunRecord, name: str, filename: str, path: pathlib.Path) -> None:
     """Check an artifact against the size and checksum recorded on its run."""
+    problem = _problem(run, name, path)
+    if problem is None:
+        return
     where = f"artifact {name!r} ({filename}) of run {run.info.run_id}"
-    if not path.exists():
+    if problem == "missing":
         raise ArtifactError(
             f"{where} is missing at {path}; the run's files were removed — delete the run "
             "(mlflow runs delete) so luigiflow recomputes it"
         )
+    raise ArtifactError(
+        f"{where} is corrupted: {problem}; delete the run so luigiflow recomputes it"
+    )
+
+
+def _problem(run: RunRecord, name: str, path: pathlib.Path) -> str | None:
+    if not path.exists():
+        return "missing"
     record = schema.artifact_records(run.data.tags).get(name)
     if record is None:
-        return  # recorded by something other than luigiflow: nothing to check against
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if _verified.get(key):
-        return
-    size = hashing.tree_size(path)
-    if size != record.get("bytes"):
+        return None  # recorded by something other than luigiflow: nothing to check against
+    return checksums.problem(record, path)
+
+
+def verified_path(run: RunRecord, name: str, filename: str) -> pathlib.Path:
+    """A local, verified path of one artifact of `run` (downloaded when remote).
+
+    A remote artifact whose cached copy does not match its record is downloaded and
+    checked again: only a bad copy on the server is an error.
+    """
+    check_declared(run, name, filename)
+    run_id, uri = run.info.run_id, run.info.artifact_uri
+    path = local_artifact_path(run_id, uri, filename)
+    if is_local_uri(uri) or _problem(run, name, path) is None:
+        verify(run, name, filename, path)
+        return path
+    _drop(path)
+    path = local_artifact_path(run_id, uri, filename)
+    problem = _problem(run, name, path)
+    if problem is not None:
+        _drop(path)
         raise ArtifactError(
-            f"{where} is corrupted: {size} bytes on disk, {record.get('bytes')} recorded; "
-            "delete the run so luigiflow recomputes it"
+            f"artifact {name!r} ({filename}) of run {run_id}: the copy on the tracking "
+            f"server is corrupted ({problem}); delete the run so luigiflow recomputes it"
         )
-    expected = record.get("sha256")
-    if expected and hashing.file_digest(path) != expected:
-        raise ArtifactError(
-            f"{where} is corrupted: its sha256 differs from the one recorded; "
-            "delete the run so luigiflow recomputes it"
-        )
-    _verified[key] = True
+    return path
+
+
+def _drop(path: pathlib.Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def local_artifact_path(run_id: str, artifact_uri: str, filename: str) -> pathlib.Path:
@@ -134,21 +201,44 @@ def local_artifact_path(run_id: str, artifact_uri: str, filename: str) -> pathli
     return cached
 
 
-def artifact_bytes(run: RunRecord) -> int:
-    """Bytes a run's artifacts take (local stores: on disk, hard links once)."""
-    uri = run.info.artifact_uri
-    if is_local_uri(uri):
+def freed_bytes(runs: list[RunRecord]) -> dict[str, int]:
+    """Bytes that removing all of `runs` together frees, per run.
+
+    On a local store a file counts only when every hard link to it lies inside these
+    runs (a file also linked from elsewhere stays on disk), and once however many of
+    them link it. A remote store reports sizes only: each file counts once per run.
+    """
+    freed: dict[str, int] = {}
+    links: dict[tuple[int, int], list[Any]] = {}  # inode -> [owner run, size, nlink, seen]
+    for run in runs:
+        run_id, uri = run.info.run_id, run.info.artifact_uri
+        freed[run_id] = 0
+        if not is_local_uri(uri):
+            freed[run_id] = _remote_bytes(run_id)
+            continue
         root = local_path_of(uri)
-        return hashing.tree_size(root) if root.exists() else 0
+        for path in root.rglob("*") if root.exists() else ():
+            if path.is_symlink() or not path.is_file():
+                continue
+            st = path.stat()
+            entry = links.setdefault((st.st_dev, st.st_ino), [run_id, st.st_size, st.st_nlink, 0])
+            entry[3] += 1
+    for owner, size, nlink, seen in links.values():
+        if seen >= nlink:
+            freed[owner] += size
+    return freed
+
+
+def _remote_bytes(run_id: str) -> int:
     store = current.get_store()
 
     def walk(path: str | None) -> int:
         total = 0
-        for item in store.list_artifacts(run.info.run_id, path):
+        for item in store.list_artifacts(run_id, path):
             total += walk(item.path) if item.is_dir else int(item.file_size or 0)
         return total
 
     try:
         return walk(None)
-    except Exception:
+    except Exception:  # sizes are informative: an unlistable run still goes
         return 0

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from luigiflow import _settings
 from luigiflow._errors import TrackingError
-from luigiflow._store import mlflow_compat
+from luigiflow._store import mlflow_compat, sqlite_file
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 _lock = threading.Lock()
 _clients: dict[tuple[int, str], MlflowClient] = {}
+_read_only: dict[str, pathlib.Path] = {}  # tracking URI -> its SQLite file opened read-only
 
 
 def tracking_uri() -> str:
@@ -39,17 +41,59 @@ def get_client(uri: str | None = None) -> MlflowClient:
         with _lock:
             client = _clients.get(key)
             if client is None:
-                import mlflow
-                from mlflow import MlflowClient
-
-                # The fluent API (used so user code, autologging and system metrics land
-                # on the active run) must point at the same store as our client.
-                mlflow.set_tracking_uri(uri)
-                client = MlflowClient(tracking_uri=uri)
-                if uri.startswith("sqlite:"):
-                    mlflow_compat.tune_sqlite(client)
+                db = sqlite_file.sqlite_path(uri)
+                client = _open(uri) if db is None else _open_sqlite(uri, db)
                 _clients[key] = client
     return client
+
+
+def _open(uri: str) -> MlflowClient:
+    import mlflow
+    from mlflow import MlflowClient
+
+    # The fluent API (used so user code, autologging and system metrics land on the
+    # active run) must point at the same store as our client.
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _open_sqlite(uri: str, db: pathlib.Path) -> MlflowClient:
+    """Open the embedded store: judged, created and migrated under its creation lock."""
+    read_only = sqlite_file.is_read_only(db)
+    with sqlite_file.creation_lock(db):
+        sqlite_file.judge(db)
+        if read_only and not db.exists():
+            raise sqlite_file.read_only_error(db, "creating a new store")
+        if read_only:
+            mlflow_compat.allow_sqlite_uri_filenames()
+            _read_only[uri] = db
+        client = _open(sqlite_file.read_only_uri(db) if read_only else uri)
+        try:
+            mlflow_compat.open_store(client)  # MLflow creates and migrates it here
+        except Exception as exc:
+            broken = sqlite_file.broken_store_error(db, exc)
+            if broken is not None:
+                raise broken from exc
+            raise
+        if not read_only:
+            mlflow_compat.tune_sqlite(client)
+    return client
+
+
+def is_read_only(uri: str) -> bool:
+    """The store at `uri` is an SQLite file this process can only read."""
+    if sqlite_file.sqlite_path(uri) is None:
+        return False
+    get_client(uri)
+    return uri in _read_only
+
+
+def refuse_writes_if_read_only(uri: str, doing: str) -> None:
+    """Say "read-only store" in one line before a write that could not succeed."""
+    get_client(uri)
+    db = _read_only.get(uri)
+    if db is not None:
+        raise sqlite_file.read_only_error(db, doing)
 
 
 @contextlib.contextmanager
@@ -60,6 +104,13 @@ def translate_errors(doing: str, uri: str | None = None) -> Iterator[None]:
     except TrackingError:
         raise
     except Exception as exc:
+        db = sqlite_file.sqlite_path(uri or tracking_uri())
+        if db is not None:
+            if "readonly database" in str(exc):
+                raise sqlite_file.read_only_error(db, doing) from exc
+            broken = sqlite_file.broken_store_error(db, exc)
+            if broken is not None:
+                raise broken from exc
         if _is_connection_problem(exc):
             raise TrackingError(
                 f"cannot reach the MLflow tracking server at {uri or tracking_uri()} while "

@@ -17,6 +17,33 @@ if TYPE_CHECKING:
 _context: tuple[int, dict[str, str]] | None = None
 
 
+def open_store(client: MlflowClient) -> None:
+    """Make MLflow open (and for a new SQLite file, create and migrate) the store now."""
+    _ = client._tracking_client.store
+
+
+def allow_sqlite_uri_filenames() -> None:
+    """Let MLflow open `sqlite:///file:<path>?...&uri=true` (the read-only form).
+
+    MLflow makes the parent folder of whatever follows `sqlite:///`; for a URI filename
+    that is a folder named `file:...` under the working directory (and an error on a
+    read-only mount). The parent of a real store exists already, so that step is skipped
+    for URI filenames only.
+    """
+    from mlflow.store.db import utils
+
+    original = getattr(utils, "_make_parent_dirs_if_sqlite", None)
+    if original is None or getattr(original, "_luigiflow", False):
+        return
+
+    def make_parent_dirs(db_uri: str) -> None:
+        if not db_uri.startswith("sqlite:///file:"):
+            original(db_uri)
+
+    make_parent_dirs._luigiflow = True  # type: ignore[attr-defined]
+    utils._make_parent_dirs_if_sqlite = make_parent_dirs
+
+
 def tune_sqlite(client: MlflowClient) -> None:
     """Put the embedded store in WAL mode with synchronous=NORMAL.
 

@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from luigiflow._core.definition import RESERVED_FOLDER
+
 # --- what a run of a task carries -------------------------------------------------
 IDENTITY_TAG = "luigiflow.identity"
 FAMILY_TAG = "luigiflow.task_family"
@@ -29,6 +31,14 @@ ENV_TAG = "luigiflow.env"
 MODEL_URI_TAG = "luigiflow.model_uri"
 CHECKPOINT_TAG = "luigiflow.checkpoint"  # the newest checkpoint: {"step", "file", "sha256"}
 RESUMED_TAG = "luigiflow.resumed_from"  # {"run_id", "step"} this run resumed from
+# The store format a run was written in. Runs without it were written by releases
+# before format 2 (format 1).
+STORE_FORMAT_TAG = "luigiflow.store_format"
+STORE_FORMAT = 2
+# What each format changed, as `plan` says it when a run of an older format is not reused.
+FORMAT_CHANGES = {
+    2: "a task's identity includes its importable module, and artifacts carry BLAKE3 checksums",
+}
 
 # --- tags on a logged model bundle ------------------------------------------------
 MODEL_RUN_TAG = "luigiflow.run_id"
@@ -42,7 +52,7 @@ SWEEP_BEST_TAG = "luigiflow.sweep.best_run"
 SWEEP_FAMILY = "Sweep"
 
 # --- files luigiflow writes into a run's artifacts ---------------------------------
-FILES_DIR = "luigiflow"
+FILES_DIR = RESERVED_FOLDER  # declared artifacts may not use it (checked at class definition)
 PARAMS_FILE = "luigiflow/params.json"
 TRACEBACK_FILE = "luigiflow/traceback.txt"
 ENVIRONMENT_FILE = "luigiflow/environment.txt"
@@ -122,3 +132,18 @@ def with_identity(identity: str) -> str:
 
 def not_from_worker(worker: str) -> str:
     return f"tags.`{WORKER_TAG}` != '{worker}'"
+
+
+def store_format(tags: Mapping[str, str]) -> int:
+    """The store format a run was written in (1: before formats were recorded)."""
+    raw = tags.get(STORE_FORMAT_TAG, "1")
+    return int(raw) if raw.isdigit() else 1
+
+
+def format_change(old: int) -> str:
+    """Why a run of store format `old` is not reused by this release."""
+    changes = "; ".join(FORMAT_CHANGES[f] for f in range(old + 1, STORE_FORMAT + 1))
+    return (
+        f"made by an earlier luigiflow (store format {old}; this release writes store format "
+        f"{STORE_FORMAT}, where {changes}), so its identity differs and it will run again"
+    )

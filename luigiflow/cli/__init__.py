@@ -158,13 +158,18 @@ def serve(target: str, port: int, host: str) -> None:
     default=None,
     help="The server's database, when MLFLOW_TRACKING_URI is an http server.",
 )
+@click.option("--yes", "-y", is_flag=True, help="Remove without asking (needed off a terminal).")
 def gc(
-    dry_run: bool, older_than: float | None, task: str | None, backend_store_uri: str | None
+    dry_run: bool,
+    older_than: float | None,
+    task: str | None,
+    backend_store_uri: str | None,
+    yes: bool,
 ) -> None:
-    """Permanently remove deleted runs and stale failed attempts, with their artifacts."""
+    """Permanently remove luigiflow's deleted runs and dead attempts, with their artifacts."""
     from luigiflow.cli import _commands
 
-    _commands.gc(dry_run, older_than, task, backend_store_uri)
+    _commands.gc(dry_run, older_than, task, backend_store_uri, yes)
 
 
 @app.command()

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from luigiflow import _settings
 from luigiflow._errors import BuildError, LuigiflowError, TrackingError
 from luigiflow._ops import lineage
 from luigiflow._ops.modules import build_task, import_module
@@ -27,7 +28,8 @@ def make_console() -> Console:
 
 
 def check_store() -> None:
-    """Fail fast, in one line, when the tracking server is not reachable."""
+    """Fail fast, in one line, on a malformed variable or an unreachable tracking server."""
+    _settings.validate()
     uri = client.tracking_uri()
     # MLflow's HTTP client retries for minutes by default; a CLI should answer now.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -288,7 +290,11 @@ def reproduce(run_id: str, force: bool, workers: int, module: str | None = None)
 
 
 def gc(
-    dry_run: bool, older_than: float | None, task: str | None, backend_store_uri: str | None
+    dry_run: bool,
+    older_than: float | None,
+    task: str | None,
+    backend_store_uri: str | None,
+    yes: bool = False,
 ) -> None:
     from luigiflow._ops import gc as _gc
 
@@ -297,16 +303,27 @@ def gc(
     console = make_console()
     for item in garbage:
         console.print(
-            f"{'would remove' if dry_run else 'removing'} {item.run_id} "
+            f"{'would remove' if dry_run or not yes else 'removing'} {item.run_id} "
             f"{item.experiment}/{item.family or '-'} [{item.status}] {item.reason}, "
             f"{item.bytes} bytes",
             highlight=False,
         )
-    if not dry_run:
-        _gc.remove(garbage, backend_store_uri)
     freed = sum(item.bytes for item in garbage)
-    verb = "would free" if dry_run else "freed"
-    console.print(f"{len(garbage)} run(s), {verb} {freed} bytes", highlight=False)
+    if dry_run:
+        console.print(f"{len(garbage)} run(s), would free {freed} bytes", highlight=False)
+        return
+    if garbage and not yes:
+        question = f"Permanently delete these {len(garbage)} run(s) and their files?"
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise LuigiflowError(
+                f"gc would permanently delete {len(garbage)} run(s) and this is not a "
+                "terminal to ask in: pass --yes to delete them, or --dry-run to list them"
+            )
+        if not click.confirm(question, default=False):
+            console.print("nothing removed", highlight=False)
+            raise click.exceptions.Abort()
+    _gc.remove(garbage, backend_store_uri)
+    console.print(f"{len(garbage)} run(s), freed {freed} bytes", highlight=False)
 
 
 def serve(target: str, port: int, host: str) -> None:

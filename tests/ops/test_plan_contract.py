@@ -26,3 +26,20 @@ def test_plan_of_a_new_task_says_no_run_yet(session):
     [entry] = make_plan([Source(size=11)], session=session)
     assert entry.status == WILL_RUN
     assert entry.reasons == ["no run of this task yet"]
+
+
+def test_plan_says_a_run_of_an_older_store_format_runs_again(session):
+    from luigiflow._store import schema
+
+    # As a release before store format 2 recorded it: same family and parameters, an
+    # identity computed the old way, no format tag.
+    old = add_run(
+        session.store,
+        Source(size=4),
+        tags={schema.IDENTITY_TAG: "0" * 64, schema.STORE_FORMAT_TAG: "1"},
+    )
+    [entry] = make_plan([Source(size=4)], session=session)
+    assert entry.status == WILL_RUN
+    [reason] = entry.reasons
+    assert old.info.run_id in reason and "store format 1" in reason
+    assert f"store format {schema.STORE_FORMAT}" in reason

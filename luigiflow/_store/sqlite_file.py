@@ -1,0 +1,127 @@
+"""The embedded store's SQLite file: created once under a lock, judged before use,
+opened read-only where it cannot be written.
+
+MLflow creates and migrates a SQLite store the first time a client touches it. Two
+processes doing that at once race in the migration (`table _alembic_tmp_... already
+exists`, `duplicate column name`) and can leave the file broken for good, so luigiflow
+holds an exclusive lock on `<db>.lock` while it judges, creates or migrates the file.
+The judgement happens under that same lock because SQLite itself creates an empty
+file before it writes the first page: only the lock holder may call an empty file new.
+
+A store that cannot be written (a read-only mount, a snapshot) is opened with
+SQLite's `immutable` flag: reads work, and any write says "read-only store".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import pathlib
+import urllib.parse
+from collections.abc import Iterator
+
+from luigiflow._errors import TrackingError
+
+_HEADER = b"SQLite format 3\x00"
+
+
+def sqlite_path(uri: str) -> pathlib.Path | None:
+    """The database file of a `sqlite:///path` URI (None for other stores, `:memory:`)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    raw = urllib.parse.unquote(uri[len("sqlite:///") :].split("?", 1)[0])
+    if not raw or raw == ":memory:" or raw.startswith("file:"):
+        return None
+    return pathlib.Path(raw)
+
+
+def is_read_only(path: pathlib.Path) -> bool:
+    """The store's folder (or the file itself) cannot be written by this process."""
+    folder = path.parent
+    if path.exists() and not os.access(path, os.W_OK):
+        return True
+    return folder.exists() and not os.access(folder, os.W_OK)
+
+
+def read_only_uri(path: pathlib.Path) -> str:
+    """A SQLAlchemy URI that reads `path` without ever creating or locking a file.
+
+    `immutable=1` is needed on a read-only mount: a store left in WAL mode could not
+    otherwise be opened (SQLite would have to create its `-shm` file).
+    """
+    return f"sqlite:///file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1&uri=true"
+
+
+def judge(path: pathlib.Path) -> None:
+    """Refuse a file that is not a whole SQLite database (call with the lock held)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return  # a new store: MLflow creates it
+    if size == 0:
+        raise TrackingError(
+            f"the store {path} is an empty file (0 bytes), not an MLflow store; luigiflow "
+            "will not start a fresh store over it: restore it from a backup, or delete it "
+            "to start a new, empty store"
+        )
+    if not header.startswith(_HEADER) or len(header) < 100:
+        raise TrackingError(
+            f"the store {path} is not an SQLite database (it may be corrupted or another "
+            "kind of file): restore it from a backup, or point MLFLOW_TRACKING_URI elsewhere"
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The header's page count is valid when its "version valid for" matches the change
+    # counter (every SQLite since 3.7.0 writes both).
+    if header[92:96] == header[24:28] and size < pages * page_size:
+        raise TrackingError(
+            f"the store {path} is truncated ({size} bytes on disk, its header says "
+            f"{pages * page_size}): restore it from a backup"
+        )
+
+
+def broken_store_error(path: pathlib.Path, exc: BaseException) -> TrackingError | None:
+    """The one-line error for an SQLite failure that means the file itself is damaged."""
+    text = str(exc).lower()
+    damaged = ("malformed", "not a database", "file is encrypted", "disk image")
+    if any(word in text for word in damaged):
+        return TrackingError(
+            f"the store {path} is corrupted ({str(exc).splitlines()[0][:200]}): restore it "
+            "from a backup"
+        )
+    return None
+
+
+def read_only_error(path: pathlib.Path, doing: str) -> TrackingError:
+    return TrackingError(
+        f"read-only store: {path} cannot be written ({doing}); reading works, but to run "
+        "tasks use a writable copy of the store or a writable MLFLOW_TRACKING_URI"
+    )
+
+
+@contextlib.contextmanager
+def creation_lock(path: pathlib.Path) -> Iterator[None]:
+    """Hold an exclusive lock on `<db>.lock` (blocking) while the store is made ready."""
+    import fcntl
+
+    lock_path = path.with_name(path.name + ".lock")
+    fd = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        # Where nothing can be written, nobody can be creating the store either.
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+    if fd is None:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -1,0 +1,69 @@
+"""Placing a user's file into a run: a clone where the filesystem offers reflink, a copy
+otherwise (ext4 and tmpfs have no reflink), a move only for luigiflow's own staging
+files, and never a hard link."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from luigiflow._core import placement
+
+
+def _filesystem(path: pathlib.Path) -> str:
+    """The type of the filesystem holding `path`, from /proc/mounts (longest mount point)."""
+    best, kind = "", ""
+    with open("/proc/mounts", encoding="utf-8") as f:
+        for line in f:
+            _dev, mount, fstype, *_ = line.split()
+            if str(path).startswith(mount) and len(mount) > len(best):
+                best, kind = mount, fstype
+    return kind
+
+
+def test_copy_fallback_where_there_is_no_reflink(tmp_path):
+    source = tmp_path / "user.bin"
+    source.write_bytes(os.urandom(1 << 20))
+    dest = tmp_path / "run" / "artifact.bin"
+    how = placement.place(source, dest, owned=False)
+    assert how in (placement.REFLINK, placement.COPY)
+    if _filesystem(tmp_path) in ("ext4", "ext3", "ext2", "tmpfs"):
+        assert how == placement.COPY  # FICLONE refused: the plain copy took over
+    assert dest.read_bytes() == source.read_bytes()
+    assert not os.path.samefile(source, dest) and source.stat().st_nlink == 1
+    source.write_bytes(b"edited")
+    assert dest.stat().st_size == 1 << 20
+
+
+def test_copy_on_tmpfs_which_never_reflinks(tmp_path):
+    folder = pathlib.Path("/dev/shm") / f"luigiflow-test-{os.getpid()}"
+    folder.mkdir()
+    try:
+        source = folder / "user.bin"
+        source.write_bytes(b"abc")
+        assert placement.place(source, folder / "out.bin", owned=False) == placement.COPY
+    finally:
+        for p in folder.iterdir():
+            p.unlink()
+        folder.rmdir()
+
+
+def test_folders_are_copied_file_by_file(tmp_path):
+    source = tmp_path / "model"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "w.bin").write_bytes(b"w")
+    dest = tmp_path / "run" / "model"
+    assert placement.place(source, dest, owned=False) in (placement.REFLINK, placement.COPY)
+    assert (dest / "sub" / "w.bin").read_bytes() == b"w"
+    assert not os.path.samefile(source / "sub" / "w.bin", dest / "sub" / "w.bin")
+
+
+def test_owned_staging_file_is_moved_and_in_place_is_left(tmp_path):
+    staged = tmp_path / "staging.bin"
+    staged.write_bytes(b"x" * 100)
+    inode = staged.stat().st_ino
+    dest = tmp_path / "run" / "a.bin"
+    assert placement.place(staged, dest, owned=True) == placement.MOVE
+    assert dest.stat().st_ino == inode and not staged.exists()
+    assert placement.place(dest, dest, owned=True) == placement.IN_PLACE
+    assert dest.read_bytes() == b"x" * 100
