@@ -38,6 +38,17 @@ def local_path_of(uri: str) -> pathlib.Path:
     return pathlib.Path(uri)
 
 
+STAGING_PREFIX = "luigiflow-upload-"
+
+
+def remove_staging(run_ids: list[str]) -> None:
+    """Remove the upload staging folders of these runs (their writers were killed)."""
+    root = pathlib.Path(tempfile.gettempdir())
+    for run_id in run_ids:
+        for folder in root.glob(f"{STAGING_PREFIX}{run_id}-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class RunWriter:
     """Artifacts and metrics gathered while one run is active."""
 
@@ -48,7 +59,9 @@ class RunWriter:
         if self.local:
             self.root = local_path_of(artifact_uri)
         else:
-            self.root = pathlib.Path(tempfile.mkdtemp(prefix="luigiflow-upload-"))
+            # Named for the run, so whoever outlives this process (the build's parent)
+            # can remove it after a kill: see `remove_staging`.
+            self.root = pathlib.Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{run_id}-"))
         self.saved: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, float] = {}
         self.steps: dict[str, int] = {}  # the highest step logged live, per metric

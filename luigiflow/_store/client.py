@@ -42,6 +42,8 @@ def get_client(uri: str | None = None) -> MlflowClient:
                 import mlflow
                 from mlflow import MlflowClient
 
+                if uri.startswith(("http://", "https://")):
+                    _settings.bound_http_retries()
                 # The fluent API (used so user code, autologging and system metrics land
                 # on the active run) must point at the same store as our client.
                 mlflow.set_tracking_uri(uri)
