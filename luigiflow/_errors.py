@@ -8,7 +8,10 @@
      ├── RunNotFoundError      a run id or experiment names nothing in the store
      ├── TrackingError         the tracking store cannot be reached or refused a request
      ├── ConfigError           an experiment config file is invalid
+     ├── WorkerDiedError       the process running a task died (SIGKILL, out of memory)
      └── BuildError            one or more tasks failed during `luigiflow.build`
+
+    BuildInterrupted (a KeyboardInterrupt)  Ctrl-C or SIGTERM stopped a build
 
 Every message names the task, parameter or run concerned and says what to do.
 The CLI catches `LuigiflowError` only and prints `ErrorName: message`.
@@ -53,6 +56,32 @@ class ConfigError(LuigiflowError):
 
 class TaskFailedError(LuigiflowError):
     """Stands in for a task exception that could not cross a process boundary."""
+
+
+class WorkerDiedError(LuigiflowError):
+    """The process running a task died without a word (SIGKILL, the OOM killer)."""
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """A build stopped by Ctrl-C or SIGTERM; `killed` maps each run marked KILLED to its task.
+
+    It is a KeyboardInterrupt, so code that stops on Ctrl-C keeps doing so.
+    """
+
+    def __init__(self, signum: int, killed: dict[str, str] | None = None) -> None:
+        self.signum = signum
+        self.killed = dict(killed or {})
+        super().__init__(self.summary())
+
+    def summary(self) -> str:
+        """One line: which signal, and which runs were marked KILLED."""
+        import signal
+
+        name = signal.Signals(self.signum).name
+        if not self.killed:
+            return f"build stopped by {name}; no task was running"
+        runs = ", ".join(f"{task} run {run_id}" for run_id, task in self.killed.items())
+        return f"build stopped by {name}; marked KILLED: {runs}"
 
 
 class BuildError(LuigiflowError):

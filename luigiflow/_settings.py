@@ -20,6 +20,17 @@ STALE_AFTER_S = "LUIGIFLOW_STALE_AFTER_S"
 CHECKSUM_MAX_BYTES = "LUIGIFLOW_CHECKSUM_MAX_BYTES"
 CACHE_DIR = "LUIGIFLOW_CACHE_DIR"
 SYSTEM_METRICS = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
+HTTP_MAX_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+HTTP_BACKOFF_FACTOR = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
+HTTP_BACKOFF_JITTER = "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"
+# MLflow's own defaults (7 retries, backoff factor 2) wait about 4 minutes before an
+# unreachable server is reported; these give up after a few seconds (2 retries, backoff
+# factor 1). Values the user set are kept.
+HTTP_RETRY_DEFAULTS = {
+    HTTP_MAX_RETRIES: "2",
+    HTTP_BACKOFF_FACTOR: "1",
+    HTTP_BACKOFF_JITTER: "0.5",
+}
 
 
 def tracking_uri() -> str:
@@ -99,6 +110,16 @@ DEPRECATED = {
     ),
 }
 _warned: set[str] = set()
+
+
+def bound_http_retries() -> None:
+    """Make MLflow's HTTP client give up on an unreachable server within seconds.
+
+    MLflow reads these variables on every request, so they are set (when unset) before
+    luigiflow's client makes its first one; they also apply to MLflow calls in user code.
+    """
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 def validate() -> None:

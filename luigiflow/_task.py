@@ -65,6 +65,9 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
     version: ClassVar[int | str] = 0
     code_in_identity: ClassVar[bool] = False
     seed_random: ClassVar[bool] = True
+    # The module that enters the identity (default: the one defining the class). After
+    # moving a class to another module, set it to the old module to keep its runs.
+    identity_module: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -178,7 +181,10 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             for name, dep in self.requires_dict().items()
         }
         code = provenance.code_fingerprint(type(self)) if self.code_in_identity else None
-        return compute_identity(self.get_task_family(), self.version, params, upstream, code)
+        module = self.identity_module or provenance.importable_module(type(self))
+        return compute_identity(
+            module, self.get_task_family(), self.version, params, upstream, code
+        )
 
     @property
     def seed(self) -> int:

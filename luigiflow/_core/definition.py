@@ -43,6 +43,9 @@ def validate_class(cls: type) -> None:
             "or in a console that keeps no source); define it in a file or a notebook cell, "
             "or set code_in_identity = False and bump `version` when the code changes"
         )
+    module = cls.__dict__.get("identity_module")
+    if module is not None and (not isinstance(module, str) or not module.strip()):
+        problems.append(f"identity_module must be a module name (str), got {module!r}")
     if problems:
         raise TaskDefinitionError(f"task class {name}: " + "; ".join(problems))
 

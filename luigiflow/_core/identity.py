@@ -1,9 +1,9 @@
 """Canonical encoding of parameter values and the Merkle-style task identity.
 
-Identity = sha256 over canonical JSON of: task family, `version`, every significant
-parameter value (type-tagged, so 1, 1.0, "1" and True all differ) and the identities
-of the upstream tasks. `str()` is never used for values: its output changes between
-library versions and conflates types.
+Identity = sha256 over canonical JSON of: the task's importable module and family,
+`version`, every significant parameter value (type-tagged, so 1, 1.0, "1" and True all
+differ) and the identities of the upstream tasks. `str()` is never used for values:
+its output changes between library versions and conflates types.
 """
 
 from __future__ import annotations
@@ -106,14 +106,20 @@ def canonical_json(obj: Any) -> str:
 
 
 def compute_identity(
+    module: str,
     family: str,
     version: Any,
     params: Mapping[str, Any],
     upstream: Mapping[str, str],
     code: str | None = None,
 ) -> str:
-    """Hash the parts that define a task instance; `params` are already encoded."""
+    """Hash the parts that define a task instance; `params` are already encoded.
+
+    `module` is the importable module of the task class: two classes that share a name
+    (a family) in different modules are different tasks and never share runs.
+    """
     payload: dict[str, Any] = {
+        "module": module,
         "family": family,
         "version": encode_value(version),
         "params": dict(params),

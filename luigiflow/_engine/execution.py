@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import time
 import traceback
 from collections.abc import Mapping
@@ -24,49 +25,97 @@ from typing import Any
 from luigiflow._core import provenance
 from luigiflow._core.identity import canonical_json, encode_value
 from luigiflow._core.parameters import param_text
+from luigiflow._engine import interrupts, luigi_compat
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import RUN_STATE, TrackedTask, bind_run
 from luigiflow._errors import ArtifactError
 from luigiflow._store import client, current, liveness, mlflow_compat, schema
 from luigiflow._store.artifacts import RunWriter
-from luigiflow._store.records import FAILED, FINISHED, KILLED, RunRecord
+from luigiflow._store.port import RunStore
+from luigiflow._store.records import FAILED, FINISHED, KILLED, RunRecord, from_mlflow
 
 
 def execute(task: TrackedTask) -> None:
-    """Run `task` as one run, or reuse a run another worker just finished."""
+    """Run `task` as one run, or reuse a run another worker finished or is finishing."""
     session = _session.of(task)
-    store = session.store
-    exp_id = store.experiment_id(task.get_experiment_name(), create=True)
+    exp_id = session.store.experiment_id(task.get_experiment_name(), create=True)
     assert exp_id is not None
-    # Another worker may have finished this identity since Luigi scheduled it.
+    try:
+        with interrupts.sigterm_raises():
+            _execute(task, session, exp_id)
+    except KeyboardInterrupt as exc:
+        if luigi_compat.in_worker_process():
+            # The run is marked KILLED and its staging removed; exit without the
+            # traceback multiprocessing prints for an interrupt in a child.
+            os._exit(128 + interrupts.signum_of(exc))
+        raise
+
+
+def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
+    store = session.store
+    # Another worker may have finished this identity since Luigi scheduled it, or be
+    # running it now: its live RUNNING run is a lease (see claim).
     asked = session.completion.negative_answer_ms(task)
     existing = session.recheck.existing_run(exp_id, task.identity, asked)
+    if existing is None and session.recheck.held_elsewhere(exp_id, task.identity):
+        existing = session.claim.settle(exp_id, task.identity, None).finished
     if existing is not None:
-        bind_run(task, existing)
-        session.completion.note_complete(task, existing.info.run_id)
-        session.record("reused", task.task_id, existing.info.run_id)
+        _reuse(task, session, existing)
         return
     upstream_runs = task.upstream_runs()
-    started = time.time()
     params_json = canonical_json(task.encoded_params())
     tags = start_tags(task, upstream_runs, params_json)
     run_name = f"{task.get_task_family()}-{task.identity[:8]}"
     client.refuse_writes_if_read_only(store.uri, f"creating a run of {task!r}")
-    with client.translate_errors(f"creating a run of {task!r}", store.uri):
-        active = mlflow_compat.start_active_run(
-            client.get_client(store.uri), exp_id, run_name, tags, schema.PARENT_RUN_TAG
-        )
-    run_id = active.info.run_id
-    writer = RunWriter(run_id, active.info.artifact_uri, store.uri)
+    while True:
+        with client.translate_errors(f"creating a run of {task!r}", store.uri):
+            active = mlflow_compat.start_active_run(
+                client.get_client(store.uri), exp_id, run_name, tags, schema.PARENT_RUN_TAG
+            )
+        run_id = active.info.run_id
+        session.record("started", task.task_id, run_id)
+        heartbeat = liveness.Heartbeat(store, run_id)
+        try:
+            settled = session.claim.settle(exp_id, task.identity, from_mlflow(active))
+        except BaseException as exc:
+            heartbeat.stop()
+            with interrupts.shielded():
+                _mark_ended(store, run_id, exc)
+            raise
+        if settled.proceed:
+            break
+        heartbeat.stop()  # our run was marked KILLED: another worker's run does the work
+        mlflow_compat.end_active_run_if(run_id, KILLED)
+        if settled.finished is not None:
+            _reuse(task, session, settled.finished)
+            return
+        # The run we yielded to failed or its worker died: claim the task again.
+    _run(task, session, active.info.artifact_uri, run_id, heartbeat, params_json)
+
+
+def _reuse(task: TrackedTask, session: _session.Session, run: RunRecord) -> None:
+    bind_run(task, run)
+    session.completion.note_complete(task, run.info.run_id)
+    session.record("reused", task.task_id, run.info.run_id)
+
+
+def _run(
+    task: TrackedTask,
+    session: _session.Session,
+    artifact_uri: str,
+    run_id: str,
+    heartbeat: liveness.Heartbeat,
+    params_json: str,
+) -> None:
+    """The work itself, in our claimed run."""
+    started = time.time()
+    writer = RunWriter(run_id, artifact_uri, session.store.uri)
     task.__dict__[RUN_STATE] = writer
-    session.record("started", task.task_id, run_id)
-    heartbeat = liveness.Heartbeat(store, run_id)
     try:
-        # Parameters first: they show while the task runs, and autologging that later logs
-        # a parameter of the same name with another text only loses its own value (MLflow
-        # params are write-once; autolog catches the refusal) instead of failing our run.
-        store.log_batch(run_id, params=display_params(task))
-        # Inside the try: a full disk or any failure writing these marks the run FAILED.
+        # Parameters first: they show while the task runs, and autologging that later
+        # logs a parameter of the same name with another text only loses its own value
+        # (MLflow params are write-once; autolog catches the refusal).
+        session.store.log_batch(run_id, params=display_params(task))
         _write_provenance_files(task, writer, params_json)
         if task.seed_random:
             provenance.seed_everything(task.seed)
@@ -75,7 +124,8 @@ def execute(task: TrackedTask) -> None:
         _finish(task, writer, started)
     except BaseException as exc:
         heartbeat.stop()
-        _fail(task, writer, exc)
+        with interrupts.shielded():
+            _fail(task, writer, exc)
         raise
     finally:
         task.__dict__.pop(RUN_STATE, None)
@@ -190,23 +240,39 @@ def _finish(task: TrackedTask, writer: RunWriter, started: float) -> None:
         timestamp_ms=max(int(time.time() * 1000), writer.last_metric_ms + 1),
     )
     with client.translate_errors(f"finishing run {writer.run_id} of {task!r}", writer.uri):
-        mlflow_compat.end_active_run(FINISHED)
+        if not mlflow_compat.end_active_run_if(writer.run_id, FINISHED):
+            store.terminate(writer.run_id, FINISHED)  # user code ended our run itself
 
 
 def _fail(task: TrackedTask, writer: RunWriter, exc: BaseException) -> None:
-    status = KILLED if isinstance(exc, KeyboardInterrupt | SystemExit) else FAILED
-    text = "".join(traceback.format_exception(exc))
     store = current.get_store(writer.uri)
     # Best effort, each write on its own: the store may be the very thing that failed,
-    # and the error must be recorded even when the traceback upload is not.
-    error = f"{type(exc).__name__}: {exc}"[: schema.MAX_TAG_LENGTH]
+    # and the run must end FAILED even when the traceback upload does not get through.
     with contextlib.suppress(Exception):
-        store.set_tag(writer.run_id, schema.ERROR_TAG, error)
-    with contextlib.suppress(Exception):
-        store.log_text(writer.run_id, text, schema.TRACEBACK_FILE)
-    with contextlib.suppress(Exception):
-        mlflow_compat.end_active_run(status)
+        store.log_text(
+            writer.run_id, "".join(traceback.format_exception(exc)), schema.TRACEBACK_FILE
+        )
+    _mark_ended(store, writer.run_id, exc)
     _session.of(task).record_failure(task.task_id, exc)
+
+
+def _mark_ended(store: RunStore, run_id: str, exc: BaseException) -> None:
+    """Mark a run whose task raised FAILED (KILLED for an interrupt), never FINISHED.
+
+    Through the store as well as MLflow's active-run stack: user code may have ended
+    the run itself (`mlflow.end_run()`, which marks it FINISHED) before raising.
+    """
+    status = KILLED if isinstance(exc, KeyboardInterrupt | SystemExit) else FAILED
+    if isinstance(exc, KeyboardInterrupt):
+        reason = f"{schema.INTERRUPTED} ({signal.Signals(interrupts.signum_of(exc)).name})"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    with contextlib.suppress(Exception):
+        store.set_tag(run_id, schema.ERROR_TAG, reason[: schema.MAX_TAG_LENGTH])
+    with contextlib.suppress(Exception):
+        mlflow_compat.end_active_run_if(run_id, status)
+    with contextlib.suppress(Exception):
+        store.terminate(run_id, status)
 
 
 def display_params(task: TrackedTask) -> dict[str, str]:

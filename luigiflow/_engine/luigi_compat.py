@@ -64,3 +64,17 @@ def replace_earlier_definitions(cls: type) -> None:
             and getattr(c, "__qualname__", None) == cls.__qualname__
         )
     ]
+
+
+def is_worker_process(process: Any) -> bool:
+    """Whether a multiprocessing process is one of Luigi's task processes."""
+    import luigi.worker
+
+    return isinstance(process, luigi.worker.TaskProcess)
+
+
+def in_worker_process() -> bool:
+    """Whether this process is one of Luigi's forked task processes (`workers > 1`)."""
+    import multiprocessing
+
+    return is_worker_process(multiprocessing.current_process())

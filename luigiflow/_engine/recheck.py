@@ -24,7 +24,7 @@ from luigiflow import _settings
 from luigiflow._engine.completion import Completion
 from luigiflow._store import liveness, schema
 from luigiflow._store.port import RunStore
-from luigiflow._store.records import FINISHED, RunRecord
+from luigiflow._store.records import FINISHED, RUNNING, RunRecord
 
 # Clocks of workers on different machines disagree a little; end times are theirs.
 SKEW_MS = 5_000
@@ -48,6 +48,29 @@ class Recheck:
         self.completion = completion
         self._lock = threading.Lock()
         self._watches: dict[str, _Watch] = {}
+        # Identities another worker's live RUNNING run held at the last look, per
+        # experiment: a task among them waits for that lease before creating a run.
+        self._held: dict[str, set[str]] = {}
+
+    def held_elsewhere(self, experiment_id: str, identity: str) -> bool:
+        """Another worker's live RUNNING run held `identity` when last seen."""
+        with self._lock:
+            return identity in self._held.get(experiment_id, set())
+
+    def _note_held(self, experiment_id: str, runs: list[RunRecord], replace: bool) -> None:
+        me = liveness.worker_token()
+        live = {
+            r.data.tags[schema.IDENTITY_TAG]
+            for r in runs
+            if r.info.status == RUNNING
+            and r.data.tags.get(schema.WORKER_TAG) != me
+            and schema.IDENTITY_TAG in r.data.tags
+            and not liveness.is_abandoned(r)
+        }
+        if replace:
+            self._held[experiment_id] = live
+        else:
+            self._held.setdefault(experiment_id, set()).update(live)
 
     def existing_run(
         self, experiment_id: str, identity: str, asked_ms: int | None
@@ -84,6 +107,9 @@ class Recheck:
         """
         runs = self.store.runs_with_identity(experiment_id, identity, WINDOW)
         liveness.retire_abandoned(self.store, runs)
+        with self._lock:
+            self._held.get(experiment_id, set()).discard(identity)
+            self._note_held(experiment_id, runs, replace=False)
         finished = [r for r in runs if r.info.status == FINISHED and self.completion.counts(r)]
         if finished:
             return finished[0]
@@ -102,6 +128,8 @@ class Recheck:
                 watch.finished.add(identity)
         # Dead workers' runs (no heartbeat) are marked KILLED on the way; alive ones and
         # our own are left alone.
-        liveness.retire_abandoned(self.store, self.store.running_runs(experiment_id, me))
+        running = self.store.running_runs(experiment_id, me)
+        liveness.retire_abandoned(self.store, running)
+        self._note_held(experiment_id, running, replace=True)
         watch.next_from_ms = now_ms - SKEW_MS
         watch.looked_at = time.monotonic()

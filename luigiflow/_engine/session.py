@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from luigiflow._engine.claim import Claim
 from luigiflow._engine.completion import Completion
 from luigiflow._engine.events import EventSink
 from luigiflow._engine.protocol import SESSION
@@ -33,6 +34,7 @@ class Session:
         self.sink = sink
         self.completion = Completion(self.store)
         self.recheck = Recheck(self.store, self.completion)
+        self.claim = Claim(self.store, self.completion.counts)
         self.pid = os.getpid()
 
     def record(self, kind: str, task_id: str, run_id: str) -> None:
@@ -57,6 +59,7 @@ class Session:
         self.sink = state["sink"]
         self.completion = Completion(self.store, state["not_before"])
         self.recheck = Recheck(self.store, self.completion)
+        self.claim = Claim(self.store, self.completion.counts)
         self.pid = os.getpid()
 
 

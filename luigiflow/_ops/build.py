@@ -21,10 +21,11 @@ import luigi
 
 from luigiflow import _settings
 from luigiflow._engine import events as _events
-from luigiflow._engine import luigi_compat
+from luigiflow._engine import interrupts, luigi_compat
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import bind_run, bound_run, is_tracked
-from luigiflow._errors import BuildError, LuigiflowError
+from luigiflow._errors import BuildError, BuildInterrupted, LuigiflowError
+from luigiflow._ops import stopped
 from luigiflow._ops.graph import walk_graph
 from luigiflow._store import client, schema
 from luigiflow._store.records import RunRecord
@@ -158,21 +159,30 @@ def build(
         if watcher:
             stack.callback(watcher.stop)
         _refuse_a_read_only_store(session, roots)
-        luigi_result, events, failures_by_id = _run_luigi(
-            session, roots, sink, workers, options, log_level, scheduler_url, luigi_options
-        )
+        try:
+            with interrupts.sigterm_raises():
+                luigi_result, events, failures_by_id = _run_luigi(
+                    session, roots, sink, workers, options, log_level, scheduler_url, luigi_options
+                )
+        except KeyboardInterrupt as exc:
+            signum = interrupts.signum_of(exc)
+            with interrupts.shielded():
+                labels = {t.task_id: repr(t) for t in graph}
+                killed = stopped.after_interrupt(session, labels, signum)
+            raise BuildInterrupted(signum, killed) from None
         result = _assemble(session, graph, roots, events, failures_by_id)
     ok = not result.failed and (
         luigi_result is None or (luigi_result.scheduling_succeeded and _ok(luigi_result))
     )
-    if ok:
+    if not result.failed:
+        # Never report success for a result that does not exist, whatever Luigi said.
         missing = [r for r in roots if isinstance(r, MlflowTask) and not result.has_run(r)]
-        if missing:  # never report success for a result that does not exist
-            ok = False
-            result.failed.update(
-                (r, LuigiflowError(f"{r!r} has no FINISHED run after the build; build it again"))
-                for r in missing
-            )
+        why = "Luigi did not run it (see the log)" if not ok else "build it again"
+        result.failed.update(
+            (r, LuigiflowError(f"{r!r} has no FINISHED run after the build; {why}"))
+            for r in missing
+        )
+        ok = ok and not missing
     if raise_on_failure and not ok:
         raise BuildError(result.failed, result)
     return result
@@ -292,7 +302,12 @@ def _install_failure_handlers() -> list[tuple[str, Any]]:
     def on_broken(task: luigi.Task, exc: BaseException) -> None:
         _session.of(task).record_failure(task.task_id, exc)
 
-    pairs = [(luigi.Event.FAILURE, on_failure), (luigi.Event.BROKEN_TASK, on_broken)]
+    # PROCESS_FAILURE fires in the parent when a worker process died without a word.
+    pairs = [
+        (luigi.Event.FAILURE, on_failure),
+        (luigi.Event.BROKEN_TASK, on_broken),
+        (luigi.Event.PROCESS_FAILURE, stopped.on_worker_died),
+    ]
     for event, handler in pairs:
         luigi.Task.event_handler(event)(handler)
     return pairs

@@ -45,6 +45,14 @@ def local_path_of(uri: str) -> pathlib.Path:
 UPLOAD_PREFIX = "luigiflow-upload-"  # remote runs stage their files in such temp folders
 
 
+def remove_staging(run_ids: list[str]) -> None:
+    """Remove the upload staging folders of these runs (their writers were killed)."""
+    root = pathlib.Path(tempfile.gettempdir())
+    for run_id in run_ids:
+        for folder in root.glob(f"{UPLOAD_PREFIX}{run_id}-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 class RunWriter:
     """Artifacts and metrics gathered while one run is active."""
 
@@ -64,7 +72,9 @@ class RunWriter:
     @property
     def root(self) -> pathlib.Path:
         if self._root is None:
-            self._root = pathlib.Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX))
+            # Named for the run, so whoever outlives this process (the build's parent)
+            # can remove it after a kill: see `remove_staging`.
+            self._root = pathlib.Path(tempfile.mkdtemp(prefix=f"{UPLOAD_PREFIX}{self.run_id}-"))
         return self._root
 
     def path_for(self, name: str, filename: str) -> pathlib.Path:

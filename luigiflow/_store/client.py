@@ -41,6 +41,8 @@ def get_client(uri: str | None = None) -> MlflowClient:
         with _lock:
             client = _clients.get(key)
             if client is None:
+                if uri.startswith(("http://", "https://")):
+                    _settings.bound_http_retries()
                 db = sqlite_file.sqlite_path(uri)
                 client = _open(uri) if db is None else _open_sqlite(uri, db)
                 _clients[key] = client

@@ -51,14 +51,31 @@ class MemoryStore:
     def experiment_id(self, name: str, create: bool = False) -> str | None:
         self.calls.append("experiment_id")
         with self._lock:
-            for exp in self._experiments.values():
-                if exp.name == name and exp.lifecycle_stage == ACTIVE:
-                    return exp.experiment_id
+            current = name
+            while True:  # deleted experiments are followed, never restored (as MlflowStore)
+                found = [e for e in self._experiments.values() if e.name == current]
+                if not found:
+                    break
+                if found[0].lifecycle_stage == ACTIVE:
+                    return found[0].experiment_id
+                current = schema.successor_experiment(name, found[0].experiment_id)
             if not create:
                 return None
             exp_id = str(len(self._experiments) + 1)
-            self._experiments[exp_id] = ExperimentRecord(exp_id, name, ACTIVE)
+            self._experiments[exp_id] = ExperimentRecord(exp_id, current, ACTIVE)
             return exp_id
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        """As a user deleting it in the MLflow UI: the experiment and its runs."""
+        with self._lock:
+            exp = self._experiments[experiment_id]
+            self._experiments[experiment_id] = ExperimentRecord(
+                exp.experiment_id, exp.name, DELETED
+            )
+            for run in [r for r in self._runs.values() if r.info.experiment_id == experiment_id]:
+                self._runs[run.info.run_id] = RunRecord(
+                    dataclasses.replace(run.info, lifecycle_stage=DELETED), run.data
+                )
 
     def experiments(self) -> list[ExperimentRecord]:
         self.calls.append("experiments")

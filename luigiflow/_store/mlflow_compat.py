@@ -125,6 +125,21 @@ def end_active_run(status: str) -> None:
     mlflow.end_run(status)
 
 
+def end_active_run_if(run_id: str, status: str) -> bool:
+    """End MLflow's active run with `status` if it is `run_id`; False when it is not.
+
+    User code may have ended the run itself (`mlflow.end_run()`); ending "the active
+    run" then would end someone else's (a run `build()` was called inside) or nothing.
+    """
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != run_id:
+        return False
+    mlflow.end_run(status)
+    return True
+
+
 def active_run_ids() -> list[str]:
     """Ids of the runs on MLflow's fluent stack, innermost last (empty when none)."""
     mlflow = sys.modules.get("mlflow")

@@ -71,23 +71,33 @@ class MlflowStore:
 
     # ----- reads --------------------------------------------------------------------
     def experiment_id(self, name: str, create: bool = False) -> str | None:
+        # Asked to create (a run is about to be made in it), the name is resolved
+        # afresh: a user may have deleted the experiment since it was cached.
         cached = self._experiment_ids.get(name)
-        if cached is not None:
+        if cached is not None and not create:
             return cached
         with _client.translate_errors(f"looking up experiment {name!r}", self.uri):
-            exp = self._experiment_by_name(name)
-            if exp is not None and exp.lifecycle_stage == "deleted":
-                if not create:
-                    return None
-                self.client.restore_experiment(exp.experiment_id)
-            if exp is None:
-                if not create:
-                    return None
-                exp_id = self._create_experiment(name)
-            else:
-                exp_id = str(exp.experiment_id)
-        self._experiment_ids[name] = exp_id
+            exp_id = self._resolve(name, create)
+        if exp_id is not None:
+            self._experiment_ids[name] = exp_id
         return exp_id
+
+    def _resolve(self, name: str, create: bool) -> str | None:
+        """The active experiment holding `name`'s runs, following deleted ones.
+
+        A deleted experiment is never restored (restoring it restores the runs a user
+        deleted); its name stays held until MLflow purges it, so the runs go on in a
+        successor experiment named by `schema.successor_experiment`, found the same way
+        by every reader.
+        """
+        current = name
+        while True:
+            exp = self._experiment_by_name(current)
+            if exp is None:
+                return self._create_experiment(current) if create else None
+            if exp.lifecycle_stage != "deleted":
+                return str(exp.experiment_id)
+            current = schema.successor_experiment(name, exp.experiment_id)
 
     def _experiment_by_name(self, name: str) -> ExperimentRecord | None:
         exp = self.client.get_experiment_by_name(name)

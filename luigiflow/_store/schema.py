@@ -22,6 +22,7 @@ UPSTREAM_TAG_PREFIX = "luigiflow.upstream."  # + upstream name -> run id consume
 # facts nobody filters on share one.
 TASK_TAG = "luigiflow.task"
 ERROR_TAG = "luigiflow.error"  # why a run FAILED or was marked KILLED
+INTERRUPTED = "interrupted"  # how ERROR_TAG begins on a run stopped by Ctrl-C / SIGTERM
 HEARTBEAT_TAG = "luigiflow.heartbeat"
 WORKER_TAG = "luigiflow.worker"
 ARTIFACT_TAG_PREFIX = "luigiflow.artifact."  # + artifact name -> {"file", "bytes", ...}
@@ -147,3 +148,12 @@ def format_change(old: int) -> str:
         f"made by an earlier luigiflow (store format {old}; this release writes store format "
         f"{STORE_FORMAT}, where {changes}), so its identity differs and it will run again"
     )
+
+
+def successor_experiment(name: str, deleted_id: str) -> str:
+    """Where a task's runs go once a user deleted experiment `name` (id `deleted_id`).
+
+    MLflow keeps a deleted experiment's name until `mlflow gc` purges it; luigiflow never
+    restores it (that would restore the runs the user deleted) and uses `name~<id>`.
+    """
+    return f"{name}~{deleted_id}"

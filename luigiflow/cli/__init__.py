@@ -184,12 +184,21 @@ def ui(port: int, host: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a LuigiflowError becomes one line `ErrorName: message` and exit code 1."""
-    from luigiflow._errors import LuigiflowError
+    from luigiflow._errors import BuildInterrupted, LuigiflowError
 
     try:
         app.main(args=argv, prog_name="luigiflow", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C into Abort; an interrupted build says which runs it stopped.
+        cause = exc.__cause__
+        if isinstance(cause, BuildInterrupted):
+            click.echo(f"Interrupted: {cause.summary()}", err=True)
+            sys.exit(128 + cause.signum)
+        click.echo("Interrupted", err=True)
         sys.exit(130)
+    except BuildInterrupted as exc:  # raised outside click's own handling
+        click.echo(f"Interrupted: {exc.summary()}", err=True)
+        sys.exit(128 + exc.signum)
     except click.ClickException as exc:
         click.echo(f"UsageError: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)

@@ -20,6 +20,7 @@ from luigiflow._errors import BuildError, LuigiflowError, TrackingError
 from luigiflow._ops import lineage
 from luigiflow._ops.modules import build_task, import_module
 from luigiflow._store import client
+from luigiflow._store.records import DELETED
 
 
 def make_console() -> Console:
@@ -152,17 +153,20 @@ def run(
     for column in ("task", "status", "run id", "duration"):
         table.add_column(column, no_wrap=column == "run id")
     for t in result.tasks:
+        run_id = result.runs.get(t, "")
+        found = runs.get(run_id)
         status = (
             "executed"
             if t in result.executed
             else "failed"
             if t in result.failed
+            # a downstream run consumed it, but a user deleted it since: not reusable
+            else "run deleted"
+            if found is not None and found.info.lifecycle_stage == DELETED
             else "reused"
             if t in result.runs
             else "not run"
         )
-        run_id = result.runs.get(t, "")
-        found = runs.get(run_id)
         duration = ""
         if found is not None and found.info.end_time:
             duration = f"{(found.info.end_time - found.info.start_time) / 1000:.2f}s"

@@ -15,6 +15,7 @@ from rich.tree import Tree
 
 from luigiflow._errors import LuigiflowError
 from luigiflow._store import schema
+from luigiflow._store.records import DELETED
 from luigiflow.cli._commands import check_store, make_console, num
 
 
@@ -102,10 +103,15 @@ def _node_label(node: Any) -> str:
 
     info, data = node.run.info, node.run.data
     duration = node.duration_s()
+    # A deleted run is gone for luigiflow whatever status it had: never reused.
+    deleted = info.lifecycle_stage == DELETED
+    status = "DELETED" if deleted else info.status
     lines = [
-        f"[bold]{escape(node.family)}[/]  run {info.run_id}  [{info.status}]  "
+        f"[bold]{escape(node.family)}[/]  run {info.run_id}  [{status}]  "
         f"started {_time(info.start_time)}" + (f"  took {duration:.2f}s" if duration else "")
     ]
+    if deleted:
+        lines.append("[red]deleted by a user: luigiflow never reuses it[/]")
     if data.params:
         lines.append(
             "params: " + escape(", ".join(f"{k}={v}" for k, v in sorted(data.params.items())))

@@ -110,15 +110,29 @@ def test_completion_is_asked_in_batches_not_per_task(client, monkeypatch):
         calls.append(kwargs.get("filter_string", ""))
         return search(self, *args, **kwargs)
 
+    def settled(calls: list[str]) -> list[str]:
+        # Exactly-once costs one look at the task's identity right after its run is
+        # created (see _engine/claim.py): one per executed task, by design. The
+        # questions about completion and re-checks are the others.
+        return [
+            c for c in calls if c.startswith("tags.`luigiflow.identity` = ") and " AND " not in c
+        ]
+
     monkeypatch.setattr(MlflowClient, "search_runs", counting)
     monkeypatch.setenv("LUIGIFLOW_RECHECK_S", "3600")
     width = 40
     result = lf.build([Gather(width=width)])
     assert len(result.executed) == width + 2
-    assert len(calls) < width // 2, "\n".join(c[:90] for c in calls)
+    claims = settled(calls)
+    # the first task of each of the 3 experiments is also re-checked exactly
+    assert len(result.executed) <= len(claims) <= len(result.executed) + 3
+    others = [c for c in calls if c not in claims]
+    assert len(others) < width // 2, "\n".join(c[:90] for c in others)
     calls.clear()
-    assert lf.build([Gather(width=width + 5)]).executed != []
-    assert len(calls) < width // 2, "\n".join(c[:90] for c in calls)
+    again = lf.build([Gather(width=width + 5)])
+    assert again.executed != []
+    others = [c for c in calls if c not in settled(calls)]
+    assert len(others) < width // 2, "\n".join(c[:90] for c in others)
 
 
 def test_a_look_marks_dead_workers_runs_killed(client, monkeypatch):

@@ -1,0 +1,121 @@
+"""Exactly once without a central scheduler: a RUNNING run with a live heartbeat is a lease.
+
+Right before creating its run, a worker that knows another worker's live RUNNING run of
+the same identity (from the re-check) waits for it to end, then reuses its result, or
+claims the task itself if it failed or its worker died.
+
+Two workers may both see no lease and both create a run: MLflow offers no
+compare-and-set on runs. So after creating its run each worker looks again, and the
+live runs of the identity settle it among themselves by an order every observer
+computes alike from stored values: earliest start time, then smallest run id.
+
+- A worker that sees a live run *earlier* than its own yields: it marks its own run
+  KILLED (naming the run it yields to) and waits for the identity's outcome.
+- A worker that sees only *later* live runs waits until each has yielded or ended: a
+  later run whose worker looked before ours existed never saw ours and does the work;
+  we then reuse its result.
+- A worker whose look shows no other live run does the work.
+
+Why two workers never both do the work: each worker's deciding look comes after its
+own create. Of two workers that both went on, the one that looked last saw the other's
+run (created before the other's look) RUNNING and alive, and would have waited.
+Nothing but the store is shared (no file lock), so processes on different machines
+sharing only an `mlflow server` are covered. No clock is compared across machines
+except through the heartbeat's staleness rule, which decides when a silent worker is
+dead (`LUIGIFLOW_STALE_AFTER_S`; a surviving parent process marks its dead children's
+runs at once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from luigiflow import _settings
+from luigiflow._store import liveness, schema
+from luigiflow._store.port import RunStore
+from luigiflow._store.records import FINISHED, KILLED, RUNNING, RunRecord
+
+# Newest runs of one identity read per look: a lease holder is among the newest.
+WINDOW = 50
+FIRST_POLL_S = 0.1
+MAX_POLL_S = 2.0
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What the looks decided: reuse `finished`, do the work (`proceed`), or claim again."""
+
+    finished: RunRecord | None = None
+    proceed: bool = False
+
+
+def order(run: RunRecord) -> tuple[int, str]:
+    """The tie-break every worker computes alike: earliest start, then smallest run id."""
+    return (run.info.start_time, run.info.run_id)
+
+
+class Claim:
+    """Leases on identities, settled through one store."""
+
+    def __init__(self, store: RunStore, counts: Callable[[RunRecord], bool]) -> None:
+        self.store = store
+        self.counts = counts  # a FINISHED run that counts (not set aside by --force)
+
+    def _look(self, experiment_id: str, identity: str) -> list[RunRecord]:
+        runs = self.store.runs_with_identity(experiment_id, identity, WINDOW)
+        liveness.retire_abandoned(self.store, runs)
+        return runs
+
+    def settle(self, experiment_id: str, identity: str, mine: RunRecord | None) -> Settled:
+        """Decide who does the work for `identity`; `mine` is our fresh run, or None.
+
+        With `mine` None (we hold no run yet) this waits while another worker holds the
+        identity. With our run, it applies the tie-break above; our run is marked KILLED
+        when we yield. Returns once the work is ours, done, or free to claim again.
+        """
+        poll = FIRST_POLL_S
+        holder: RunRecord | None = None  # the run we yielded to (or waited for)
+        while True:
+            runs = self._look(experiment_id, identity)
+            finished = [r for r in runs if r.info.status == FINISHED and self.counts(r)]
+            mine_id = mine.info.run_id if mine is not None else None
+            if finished:
+                if mine is not None and holder is None:
+                    self._stand_down(
+                        mine, f"another worker finished it first: run {finished[0].info.run_id}"
+                    )
+                return Settled(finished=finished[0])
+            rivals = [
+                r
+                for r in runs
+                if r.info.run_id != mine_id
+                and r.info.status == RUNNING
+                and not liveness.is_abandoned(r)
+            ]
+            if mine is None or holder is not None:
+                if not rivals:  # the holder failed or died: the task is free again
+                    return Settled()
+            else:
+                earlier = [r for r in rivals if order(r) < order(mine)]
+                if earlier:
+                    holder = min(earlier, key=order)
+                    self._stand_down(mine, _yield_reason(holder))
+                elif not rivals:
+                    return Settled(proceed=True)
+            time.sleep(poll)
+            poll = min(poll * 1.5, MAX_POLL_S, max(_settings.heartbeat_interval(), FIRST_POLL_S))
+
+    def _stand_down(self, mine: RunRecord, reason: str) -> None:
+        """Mark our own run KILLED: another worker's run does this identity's work."""
+        self.store.set_tag(mine.info.run_id, schema.ERROR_TAG, reason[: schema.MAX_TAG_LENGTH])
+        self.store.terminate(mine.info.run_id, KILLED)
+
+
+def _yield_reason(holder: RunRecord) -> str:
+    worker = holder.data.tags.get(schema.WORKER_TAG, "another worker")
+    return (
+        f"yielded: run {holder.info.run_id} of {worker} started this task first (same "
+        "identity); luigiflow waits for it and reuses its result"
+    )

@@ -1,0 +1,67 @@
+"""Ctrl-C and SIGTERM during a build: stop, say which runs were stopped, leave nothing RUNNING.
+
+Python turns Ctrl-C (SIGINT) into KeyboardInterrupt, but SIGTERM (`kill PID`, a job
+scheduler stopping a job) ends the process at once: no `finally`, runs left RUNNING
+for the stale timeout, temporary folders left behind. While a build runs, and while a
+task runs in a Luigi worker process, SIGTERM raises `BuildInterrupted` instead, so the
+same clean-up path serves both signals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from luigiflow._errors import BuildInterrupted
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise BuildInterrupted(signum)
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within: SIGTERM raises BuildInterrupted in the main thread (Ctrl-C already raises)."""
+    if not _main_thread():  # signal handlers can only be set from the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Within: SIGINT and SIGTERM wait, so marking runs KILLED is not itself cut short.
+
+    A Ctrl-C reaches every process of the build at once, and Luigi's parent then sends
+    SIGTERM to its workers; a second signal mid-clean-up would leave the run RUNNING.
+    """
+    if not _main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def remember(signum: int, _frame: Any) -> None:
+        pending.append(signum)
+
+    previous = {s: signal.signal(s, remember) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def signum_of(exc: BaseException) -> int:
+    """The signal behind an interrupt (Ctrl-C's KeyboardInterrupt is SIGINT)."""
+    return int(getattr(exc, "signum", signal.SIGINT))

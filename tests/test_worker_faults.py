@@ -1,0 +1,268 @@
+"""A crash, a kill or an interrupt is never taken as done, and is reported as what it is.
+
+Real processes throughout: `luigiflow run` and `lf.build` in subprocesses, real
+signals, a real SQLite store (and a real `mlflow server` where uploads are involved).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import luigiflow as lf
+from tests.conftest import luigiflow_cli as cli
+from tests.conftest import runs_of
+from tests.servers import free_port, mlflow_server
+
+PY = sys.executable
+
+
+def _start(args: list[str], cwd: pathlib.Path, env: dict[str, str]) -> subprocess.Popen:
+    # Its own session: a signal to the group is what Ctrl-C in a terminal sends.
+    return subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for(paths: list[pathlib.Path], proc: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.time() + seconds
+    while not all(p.exists() for p in paths):
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"exited early with {proc.returncode}:\n{out}\n{err}")
+        assert time.time() < deadline, f"{paths} never appeared"
+        time.sleep(0.05)
+
+
+def _run_cmd(*words: str) -> list[str]:
+    return [PY, "-m", "luigiflow.cli", "run", "--module", "tests.exec_tasks", *words]
+
+
+def _leftovers(tmp: pathlib.Path) -> list[str]:
+    return sorted(
+        p.name
+        for p in tmp.iterdir()
+        if p.name.startswith(("luigiflow-build-", "luigiflow-upload-"))
+    )
+
+
+def _env(tmp_path: pathlib.Path, **extra: str) -> dict[str, str]:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(exist_ok=True)
+    return dict(os.environ, TMPDIR=str(tmp), **extra)
+
+
+# ----- item 4: a SIGKILLed worker process ---------------------------------------------
+
+
+def test_sigkilled_worker_child_fails_luigiflow_run(client, tmp_path):
+    markers = tmp_path / "markers"
+    proc = _start(
+        _run_cmd("Napper", "--name", "victim", "--markers", str(markers), "--workers", "2"),
+        tmp_path,
+        _env(tmp_path),
+    )
+    try:
+        _wait_for([markers / "victim"], proc)
+        os.kill(int((markers / "victim").read_text()), signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0, out + err
+    assert "Napper" in err and "worker process died" in err, err
+    assert "failed 1" in out
+    # Marked at once by the surviving parent, not after the stale timeout.
+    [run] = runs_of(client, "Napper")
+    assert run.info.status in ("FAILED", "KILLED")
+    assert "worker process died" in run.data.tags["luigiflow.error"]
+
+
+def test_sigkilled_worker_child_makes_build_raise(client, tmp_path):
+    markers = tmp_path / "markers"
+    code = (
+        "import luigiflow as lf, sys\n"
+        "from tests.exec_tasks import Napper\n"
+        f"task = Napper(name='victim', markers={str(markers)!r})\n"
+        "try:\n"
+        "    lf.build([task], workers=2)\n"
+        "except lf.BuildError as exc:\n"
+        "    [(failed, cause)] = exc.failures.items()\n"
+        "    print(repr(failed), '|', type(cause).__name__, '|', cause)\n"
+        "    sys.exit(3)\n"
+    )
+    proc = _start([PY, "-c", code], tmp_path, _env(tmp_path))
+    try:
+        _wait_for([markers / "victim"], proc)
+        os.kill(int((markers / "victim").read_text()), signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 3, out + err
+    assert out.startswith("Napper(name=victim"), out
+    assert "worker process died" in out and "SIGKILL" in out, out
+    [run] = runs_of(client, "Napper")
+    assert run.info.status in ("FAILED", "KILLED")
+
+
+# ----- item 8: a task that ends its own run --------------------------------------------
+
+
+def test_task_that_ends_its_own_run_then_raises_is_never_finished(client, monkeypatch):
+    from tests.exec_tasks import EndsOwnRun
+
+    task = EndsOwnRun(attempt="raise")
+    with pytest.raises(lf.BuildError, match="failed after ending its own run"):
+        lf.build([task])
+    [run] = runs_of(client, "EndsOwnRun")
+    assert run.info.status == "FAILED"
+    assert task.find_run() is None
+    monkeypatch.setenv("ENDS_OWN_RUN_OK", "1")
+    result = lf.build([task])
+    assert result.executed == [task]
+    assert task.load_output() == {"ok": True}
+    statuses = sorted(r.info.status for r in runs_of(client, "EndsOwnRun"))
+    assert statuses == ["FAILED", "FINISHED"]
+
+
+# ----- item 9: an unreachable tracking server ------------------------------------------
+
+
+def test_library_fails_fast_on_unreachable_server(tmp_path, store):
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")
+    }  # MLflow's own defaults: 7 retries with backoff, about 4 minutes
+    env["MLFLOW_TRACKING_URI"] = url
+    code = (
+        "import luigiflow as lf, sys\n"
+        "from tests.dags import Leaf, Source\n"
+        "for call in (lambda: lf.build([Leaf()]), lambda: Source().find_run(),\n"
+        "             lambda: Source().load_output()):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except lf.LuigiflowError as exc:\n"
+        "        print(f'{type(exc).__name__}: {exc}')\n"
+    )
+    # A generous bound far below MLflow's retry budget: the old code hangs past it.
+    out = subprocess.run(
+        [PY, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3, out.stdout + out.stderr
+    for line in lines:
+        assert line.startswith("TrackingError: ") and url in line, line
+    assert "Traceback" not in out.stderr
+
+
+# ----- item 11: Ctrl-C and SIGTERM -----------------------------------------------------
+
+
+def _assert_all_killed(client, experiment: str, err: str) -> None:
+    runs = runs_of(client, experiment)
+    assert runs, err
+    assert {r.info.status for r in runs} == {"KILLED"}, [
+        (r.info.run_id, r.info.status) for r in runs
+    ]
+    for run in runs:
+        assert run.info.run_id in err, err  # the user is told which runs were stopped
+
+
+def test_ctrl_c_during_multi_worker_build_kills_runs_at_once(client, tmp_path):
+    markers = tmp_path / "markers"
+    env = _env(tmp_path)
+    proc = _start(_run_cmd("Nappers", "--markers", str(markers), "--workers", "2"), tmp_path, env)
+    try:
+        _wait_for([markers / "left", markers / "right"], proc)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err, err
+    _assert_all_killed(client, "Napper", err)
+    assert _leftovers(pathlib.Path(env["TMPDIR"])) == []
+
+
+def test_sigterm_to_the_parent_kills_runs_and_removes_upload_folders(store, tmp_path):
+    from mlflow import MlflowClient
+
+    markers = tmp_path / "markers"
+    with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "served") as url:
+        env = _env(tmp_path, MLFLOW_TRACKING_URI=url)
+        proc = _start(
+            _run_cmd("Nappers", "--markers", str(markers), "--workers", "2"), tmp_path, env
+        )
+        try:
+            _wait_for([markers / "left", markers / "right"], proc)
+            assert _leftovers(pathlib.Path(env["TMPDIR"]))  # staging exists while running
+            proc.send_signal(signal.SIGTERM)  # `kill PID`: the parent alone
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.returncode != 0, out + err
+        assert "Traceback" not in err, err
+        _assert_all_killed(MlflowClient(tracking_uri=url), "Napper", err)
+        assert _leftovers(pathlib.Path(env["TMPDIR"])) == []
+
+
+def test_ctrl_c_with_one_worker_prints_one_line(client, tmp_path):
+    markers = tmp_path / "markers"
+    env = _env(tmp_path)
+    proc = _start(_run_cmd("Napper", "--name", "solo", "--markers", str(markers)), tmp_path, env)
+    try:
+        _wait_for([markers / "solo"], proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    _assert_all_killed(client, "Napper", err)
+    assert _leftovers(pathlib.Path(env["TMPDIR"])) == []
+
+
+def test_interrupted_build_leaves_nothing_that_counts(client, tmp_path):
+    """After an interrupt, the next build runs the task again (nothing stale counts)."""
+    markers = tmp_path / "markers"
+    env = _env(tmp_path)
+    proc = _start(_run_cmd("Napper", "--name", "again", "--markers", str(markers)), tmp_path, env)
+    try:
+        _wait_for([markers / "again"], proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    out = cli(
+        "run",
+        "--module",
+        "tests.exec_tasks",
+        "Napper",
+        "--name",
+        "again",
+        "--markers",
+        str(markers),
+        "--seconds",
+        "0",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert "executed 1, reused 0, failed 0" in out.stdout
