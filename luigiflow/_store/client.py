@@ -83,11 +83,13 @@ def _open_sqlite(uri: str, db: pathlib.Path) -> MlflowClient:
 
 
 def is_read_only(uri: str) -> bool:
-    """The store at `uri` is an SQLite file this process can only read."""
-    if sqlite_file.sqlite_path(uri) is None:
-        return False
-    get_client(uri)
-    return uri in _read_only
+    """The store at `uri` is an SQLite file this process can only read.
+
+    Judged from the file system, without opening the store: a no-op build on a store
+    that reads without MLflow (see `sqlite_reads`) must not import mlflow for this.
+    """
+    db = sqlite_file.sqlite_path(uri)
+    return uri in _read_only or (db is not None and sqlite_file.is_read_only(db))
 
 
 def refuse_writes_if_read_only(uri: str, doing: str) -> None:

@@ -15,12 +15,11 @@ import math
 import os
 import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from luigiflow._errors import RunNotFoundError
-from luigiflow._store import schema
+from luigiflow._store import schema, sqlite_file
 from luigiflow._store.mlflow_store import MlflowStore
 from luigiflow._store.port import ExperimentRecord, chunks
 from luigiflow._store.records import ACTIVE, FINISHED, RUNNING, RunData, RunInfo, RunRecord
@@ -34,18 +33,10 @@ _RUN_COLUMNS = (
 _NEWEST_FIRST = "ORDER BY start_time DESC, run_uuid ASC"
 
 
-def sqlite_path(uri: str) -> str | None:
-    """The file of a `sqlite:///...` URI (None for other stores and in-memory SQLite)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = urllib.parse.unquote(uri[len("sqlite:///") :].split("?", 1)[0])
-    return None if path in ("", ":memory:") else "/" + path.lstrip("/")
-
-
 def readable(uri: str) -> bool:
     """The URI names an existing SQLite store of a known schema revision."""
-    path = sqlite_path(uri)
-    if path is None or not os.path.isfile(path) or os.path.getsize(path) == 0:
+    path = sqlite_file.sqlite_path(uri)
+    if path is None or not path.is_file() or path.stat().st_size == 0:
         return False
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
@@ -60,9 +51,9 @@ class SqliteStore(MlflowStore):
 
     def __init__(self, uri: str) -> None:
         super().__init__(uri)
-        path = sqlite_path(uri)
+        path = sqlite_file.sqlite_path(uri)
         assert path is not None
-        self._path = path
+        self._path = str(path)
         self._local = threading.local()
 
     # Pickled with a task into a spawned worker: connections stay behind.

@@ -93,7 +93,9 @@ def test_every_read_matches_mlflows_client(mixed: str):
 def test_an_unknown_schema_revision_is_read_through_mlflow(mixed: str):
     import sqlite3
 
-    path = sqlite_reads.sqlite_path(mixed)
+    from luigiflow._store import sqlite_file
+
+    path = sqlite_file.sqlite_path(mixed)
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE alembic_version SET version_num = 'future'")
     assert not sqlite_reads.readable(mixed)
