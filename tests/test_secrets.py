@@ -1,0 +1,132 @@
+"""Secrets never reach the shared store: parameter values with secret-looking names,
+the signing key and environment variable values appear nowhere in the database or the
+artifact tree, whether the run finishes, fails or is part of a sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import textwrap
+
+from tests.conftest import luigiflow_cli as cli
+from tests.conftest import runs_of
+
+TASKS = '''
+import os
+
+import luigi
+
+import luigiflow as lf
+
+
+class Deploy(lf.MlflowTask):
+    """A task that is handed secrets, as users do."""
+
+    artifacts = {"out": "out.json"}
+    api_token = luigi.Parameter()
+    db_password = luigi.Parameter(significant=False)
+    size = luigi.IntParameter(default=1)
+
+    def run_task(self):
+        if self.size < 0:
+            raise RuntimeError(
+                f"login failed with {self.api_token} {self.db_password} "
+                f"{os.environ['MY_SERVICE_TOKEN']}"
+            )
+        self.save({"out": {"size": self.size}}, metrics={"size": self.size})
+'''
+
+PARAM_TOKEN = "TokParam7781xq"
+PARAM_PASSWORD = "Hunter2Hunter2zz"
+SWEEP_TOKEN = "SweepTok4410kk"
+ENV_TOKEN = "EnvTok5523mm"
+SIGNING_KEY = "TeamKey9931pp"
+
+
+def store_files(tmp_path: pathlib.Path) -> list[pathlib.Path]:
+    """Everything the store holds: the database (with its WAL) and every artifact."""
+    files = [p for p in tmp_path.glob("mlflow.db*") if p.is_file()]
+    files += [p for p in (tmp_path / "mlruns").rglob("*") if p.is_file()]
+    return files
+
+
+def test_secrets_appear_nowhere_in_the_store(client, tmp_path):
+    (tmp_path / "secret_tasks.py").write_text(TASKS)
+    env = dict(os.environ, MY_SERVICE_TOKEN=ENV_TOKEN, LUIGIFLOW_SIGNING_KEY=SIGNING_KEY)
+    common = ["--module", "secret_tasks", "Deploy", "--db-password", PARAM_PASSWORD]
+    cli("run", *common, "--api-token", PARAM_TOKEN, cwd=tmp_path, env=env)
+    failed = cli(
+        "run",
+        *common,
+        "--api-token",
+        PARAM_TOKEN,
+        "--size",
+        "-1",
+        check=False,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert failed.returncode == 1
+    (tmp_path / "sweep.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [pipeline]
+            module = "secret_tasks"
+            task = "Deploy"
+
+            [params]
+            api_token = "{SWEEP_TOKEN}"
+            db_password = "{PARAM_PASSWORD}"
+
+            [sweep]
+            metric = "size"
+            [sweep.grid]
+            size = [1, 2]
+            """
+        )
+    )
+    cli("run", "--config", "sweep.toml", cwd=tmp_path, env=env)
+
+    runs = runs_of(client, "Deploy")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
+    # the secret parameters are recorded, with their values redacted; others as usual
+    for run in runs:
+        assert set(run.data.params) == {"api_token", "db_password", "size"}
+        assert run.data.params["api_token"] == run.data.params["db_password"] == "<redacted>"
+    assert {r.data.params["size"] for r in runs} == {"1", "-1", "2"}
+    [failure] = [r for r in runs if r.info.status == "FAILED"]
+    assert "login failed" in failure.data.tags["luigiflow.error"]
+
+    leaks = []
+    for path in store_files(tmp_path):
+        data = path.read_bytes()
+        for secret in (PARAM_TOKEN, PARAM_PASSWORD, SWEEP_TOKEN, ENV_TOKEN, SIGNING_KEY):
+            if secret.encode() in data:
+                leaks.append(f"{secret} in {path.relative_to(tmp_path)}")
+    assert not leaks, "\n".join(leaks)
+    # the sweep's config copy is still there, with the secret value redacted
+    [config] = list((tmp_path / "mlruns").rglob("config.toml"))
+    assert 'api_token = "<redacted>"' in config.read_text()
+
+
+def test_show_and_runs_print_redacted_values(client, tmp_path):
+    (tmp_path / "secret_tasks.py").write_text(TASKS)
+    env = dict(os.environ, MY_SERVICE_TOKEN=ENV_TOKEN)
+    cli(
+        "run",
+        "--module",
+        "secret_tasks",
+        "Deploy",
+        "--db-password",
+        PARAM_PASSWORD,
+        "--api-token",
+        PARAM_TOKEN,
+        cwd=tmp_path,
+        env=env,
+    )
+    [run] = runs_of(client, "Deploy")
+    out = cli("runs", "Deploy", "--format", "json", cwd=tmp_path, env=env).stdout
+    assert json.loads(out)[0]["params"]["api_token"] == "<redacted>"
+    shown = cli("show", run.info.run_id, cwd=tmp_path, env=env).stdout
+    assert PARAM_TOKEN not in shown and "<redacted>" in shown
