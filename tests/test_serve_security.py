@@ -63,8 +63,17 @@ def server(client, tmp_path):
     run_id = TinyModel().find_run().info.run_id
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "luigiflow.cli", "serve", run_id, "--port", str(port)]
-        + ["--max-body-mb", str(LIMIT_MB)],
+        [
+            sys.executable,
+            "-m",
+            "luigiflow.cli",
+            "serve",
+            run_id,
+            "--port",
+            str(port),
+            "--max-body-mb",
+            str(LIMIT_MB),
+        ],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
