@@ -161,7 +161,9 @@ def test_signed_runs_cross_processes_with_the_same_key_only(project, client):
         "run", "--module", "p", "Up", "--n", "9", cwd=victim, env=env_with(f"{OTHER_KEY},{KEY}")
     )
     assert summary(rotated.stdout).startswith("executed 1, reused 0")
-    both = cli("run", "--module", "p", "Victim", cwd=victim, env=env_with(f"new-key,{KEY}"))
+    both = cli(
+        "run", "--module", "p", "Victim", cwd=victim, env=env_with(f"brand-new-team-key-0001,{KEY}")
+    )
     assert summary(both.stdout).startswith("executed 0, reused 1")
     assert summary(
         cli("run", "--module", "p", "Up", "--n", "9", cwd=victim, env=env_with(OTHER_KEY)).stdout
@@ -211,7 +213,7 @@ class _Payload:
         return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
 
 
-def test_a_key_file_that_cannot_be_read_is_one_clear_line(project, tmp_path):
+def test_an_unreadable_key_file_or_a_short_key_is_one_clear_line(project, tmp_path):
     victim, _attacker, _marker = project
     env = env_with(None)
     env["LUIGIFLOW_SIGNING_KEY_FILE"] = str(tmp_path / "missing.key")
@@ -220,3 +222,7 @@ def test_a_key_file_that_cannot_be_read_is_one_clear_line(project, tmp_path):
     [line] = out.stderr.strip().splitlines()
     assert line.startswith("ConfigError:") and "LUIGIFLOW_SIGNING_KEY_FILE" in line
     assert textwrap.shorten(line, 400) == line
+    short = cli("run", "--module", "p", "Victim", cwd=victim, env=env_with("tiny"), check=False)
+    assert short.returncode == 1
+    [line] = short.stderr.strip().splitlines()
+    assert line.startswith("ConfigError:") and "16" in line and "tiny" not in line
