@@ -136,11 +136,18 @@ def reproduce(run_id: str, force: bool, workers: int, module: str | None) -> Non
 @click.argument("target", metavar="RUN_ID_OR_MODEL_URI")
 @click.option("--port", default=5001, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
-def serve(target: str, port: int, host: str) -> None:
+@click.option(
+    "--max-body-mb",
+    default=32.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest request body accepted, in MB; larger ones are answered 413 unread.",
+)
+def serve(target: str, port: int, host: str, max_body_mb: float) -> None:
     """Serve a model bundle over HTTP with MLflow's scoring server (/invocations, /ping)."""
     from luigiflow.cli import _commands
 
-    _commands.serve(target, port, host)
+    _commands.serve(target, port, host, int(max_body_mb * 2**20))
 
 
 @app.command()

@@ -330,11 +330,11 @@ def gc(
     console.print(f"{len(garbage)} run(s), freed {freed} bytes", highlight=False)
 
 
-def serve(target: str, port: int, host: str) -> None:
+def serve(target: str, port: int, host: str, max_body_bytes: int) -> None:
     from luigiflow.models.serving import serve as serve_bundle
 
     check_store()
-    serve_bundle(target, host, port)
+    serve_bundle(target, host, port, max_body_bytes)
 
 
 def ui(port: int, host: str) -> None:
