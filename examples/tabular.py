@@ -123,7 +123,7 @@ def _save_npz(arrays: dict[str, np.ndarray], path: str) -> None:
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:  # data only: never unpickle
         return {k: data[k] for k in data.files}
 
 

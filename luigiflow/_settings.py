@@ -7,11 +7,13 @@ that changes the environment sees the change; a malformed value is a one-line
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import sys
 
-from luigiflow._errors import LuigiflowError
+from luigiflow._core.redaction import looks_secret
+from luigiflow._errors import ConfigError, LuigiflowError
 
 TRACKING_URI = "MLFLOW_TRACKING_URI"
 RECHECK_S = "LUIGIFLOW_RECHECK_S"
@@ -31,6 +33,9 @@ HTTP_RETRY_DEFAULTS = {
     HTTP_BACKOFF_FACTOR: "1",
     HTTP_BACKOFF_JITTER: "0.5",
 }
+SIGNING_KEY = "LUIGIFLOW_SIGNING_KEY"
+SIGNING_KEY_FILE = "LUIGIFLOW_SIGNING_KEY_FILE"
+MIN_KEY_LENGTH = 16
 
 
 def tracking_uri() -> str:
@@ -128,15 +133,85 @@ def validate() -> None:
     Every problem is reported at once in one line; a deprecated variable that is set
     gets one line on stderr (once per process).
     """
-    problems = []
-    for check in (recheck_interval, heartbeat_interval, stale_after, _check_cache_dir):
+    problems: list[LuigiflowError] = []
+    checks = (signing_keys, recheck_interval, heartbeat_interval, stale_after, _check_cache_dir)
+    for check in checks:
         try:
             check()
         except LuigiflowError as exc:
-            problems.append(str(exc))
+            problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]  # keeps its class (ConfigError for the signing key)
     if problems:
-        raise LuigiflowError("; ".join(dict.fromkeys(problems)))
+        raise LuigiflowError("; ".join(dict.fromkeys(str(p) for p in problems)))
     for name, why in DEPRECATED.items():
         if os.environ.get(name) is not None and name not in _warned:
             _warned.add(name)
             print(f"luigiflow: {name} {why}", file=sys.stderr)
+
+
+_key_file_cache: dict[tuple[str, int, int], tuple[bytes, ...]] = {}
+
+
+def signing_keys() -> tuple[bytes, ...]:
+    """The team keys (first signs, any verifies); empty when none is configured.
+
+    `LUIGIFLOW_SIGNING_KEY` holds comma-separated keys; `LUIGIFLOW_SIGNING_KEY_FILE` names a
+    file holding them (commas or one per line). Errors never show a key.
+    """
+    raw = os.environ.get(SIGNING_KEY)
+    path = os.environ.get(SIGNING_KEY_FILE)
+    if raw and path:
+        raise ConfigError(f"set {SIGNING_KEY} or {SIGNING_KEY_FILE}, not both")
+    if path:
+        return _keys_from_file(path)
+    if raw:
+        return _parse_keys(raw, SIGNING_KEY)
+    return ()
+
+
+def _keys_from_file(path: str) -> tuple[bytes, ...]:
+    # Read once per version of the file: completion checks ask for the keys per run.
+    try:
+        st = os.stat(path)
+        key = (path, st.st_mtime_ns, st.st_size)
+        cached = _key_file_cache.get(key)
+        if cached is not None:
+            return cached
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{SIGNING_KEY_FILE}={path!r} cannot be read ({exc.__class__.__name__}: "
+            f"{getattr(exc, 'strerror', None) or 'not UTF-8 text'}); point it at the team key file"
+        ) from None
+    keys = _parse_keys(text.replace("\n", ","), f"{SIGNING_KEY_FILE} ({path})")
+    _key_file_cache.clear()
+    _key_file_cache[key] = keys
+    return keys
+
+
+def _parse_keys(text: str, where: str) -> tuple[bytes, ...]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    if not keys:
+        raise ConfigError(f"{where} holds no key; put one or more comma-separated keys in it")
+    short = [i + 1 for i, k in enumerate(keys) if len(k) < MIN_KEY_LENGTH]
+    if short:
+        raise ConfigError(
+            f"{where}: key number {', '.join(map(str, short))} is shorter than "
+            f"{MIN_KEY_LENGTH} characters; make one with: "
+            'python -c "import secrets; print(secrets.token_hex(32))"'
+        )
+    return tuple(k.encode("utf-8") for k in keys)
+
+
+def secret_values() -> list[str]:
+    """Values never to be written to a store: the signing keys and the values of
+    environment variables whose names look secret (TOKEN, SECRET, PASSWORD, KEY)."""
+    values = [v for k, v in os.environ.items() if v and looks_secret(k)]
+    with contextlib.suppress(ConfigError):  # reported where the keys are used
+        values += [k.decode("utf-8") for k in signing_keys()]
+    for raw in (os.environ.get(SIGNING_KEY) or "").split(","):
+        if raw.strip():
+            values.append(raw.strip())
+    return values

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import luigi
 import luigi.parameter
 
-from luigiflow._core import provenance, serializers
+from luigiflow._core import provenance
 from luigiflow._core.definition import validate_class
 from luigiflow._core.identity import (
     UnencodableValueError,
@@ -36,6 +36,7 @@ from luigiflow._errors import (
 )
 from luigiflow._store import artifacts as _artifacts
 from luigiflow._store import current as _current
+from luigiflow._store import schema as _schema
 
 if TYPE_CHECKING:
     from luigiflow._store.artifacts import RunWriter
@@ -244,7 +245,8 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
     def load_output(self, name: str | None = None) -> Any:
         """This task's artifact `name`, deserialized (the only one when `name` is omitted)."""
         name = self._single_artifact_name(name)
-        return serializers.read_value(str(self.artifact_path(name)), self.artifacts[name])
+        filename = self._declared(name)
+        return _artifacts.load(self._bound_run(), name, filename)
 
     def _single_artifact_name(self, name: str | None) -> str:
         if name is not None:
@@ -378,7 +380,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         state = self._state("log_model_bundle")
         from luigiflow.models.bundle import log_pipeline_model
 
-        return log_pipeline_model(
+        uri = log_pipeline_model(
             state.run_id,
             self.get_task_family(),
             stages,
@@ -387,6 +389,8 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             predict_method,
             registered_model_name,
         )
+        state.note_tag(_schema.MODEL_URI_TAG, uri)  # the run's signature covers it
+        return uri
 
     @property
     def run_id(self) -> str:
@@ -438,7 +442,7 @@ class ArtifactTarget(luigi.Target):
         return open(self.path, mode)
 
     def load(self) -> Any:
-        return serializers.read_value(self.path, self.filename)
+        return self.task.load_output(self.name)
 
     def __repr__(self) -> str:
         return f"ArtifactTarget({self.task.task_id}, {self.name!r})"

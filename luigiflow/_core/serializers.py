@@ -6,6 +6,7 @@ file, so on a shared store only trusted runs may be loaded (see docs/team.md).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -177,6 +178,53 @@ def write_value(
         )
     SERIALIZERS[ext][0](value, str(dest))
     return "serialized"
+
+
+def _pickle_from(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
+def _joblib_from(data: bytes) -> Any:
+    import joblib
+
+    return joblib.load(io.BytesIO(data))
+
+
+def _csv_from(data: bytes) -> Any:
+    import pandas as pd
+
+    return pd.read_csv(io.BytesIO(data))
+
+
+def _parquet_from(data: bytes) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def _npy_from(data: bytes) -> Any:
+    import numpy as np
+
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+# The same formats read from bytes already in memory: a verified load deserializes the
+# exact bytes it hashed, never the file again (which could change in between).
+FROM_BYTES: dict[str, Callable[[bytes], Any]] = {
+    ".pkl": _pickle_from,
+    ".pickle": _pickle_from,
+    ".joblib": _joblib_from,
+    ".json": lambda data: json.loads(data.decode("utf-8")),
+    ".txt": lambda data: data.decode("utf-8"),
+    ".csv": _csv_from,
+    ".parquet": _parquet_from,
+    ".npy": _npy_from,
+}
+
+
+def read_bytes(data: bytes, filename: str) -> Any:
+    """Deserialize an artifact's bytes by the extension of `filename`."""
+    return FROM_BYTES[extension(filename)](data)
 
 
 def read_value(path: str, filename: str) -> Any:

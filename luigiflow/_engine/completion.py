@@ -28,14 +28,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from luigiflow._engine.protocol import TrackedTask, is_tracked
-from luigiflow._store import schema
+from luigiflow._store import schema, signatures
 from luigiflow._store.port import RunStore
-from luigiflow._store.records import RunRecord
+from luigiflow._store.records import FINISHED, RunRecord
 
 # Below this many tasks in one experiment, one exact query per task beats scanning
 # every FINISHED run of the experiment.
 SCAN_THRESHOLD = 4
 RECENT_S = 2.0
+# Newest runs of one identity searched for a signed one when the newest is not.
+UNTRUSTED_WINDOW = 100
 
 Key = tuple[str, str]  # (experiment name, identity)
 
@@ -72,14 +74,22 @@ class Completion:
                 del self._given_negative[key]
 
     def counts(self, run: RunRecord) -> bool:
-        """The run is not one `ignore_runs_before` set aside."""
+        """The run is not one `ignore_runs_before` set aside, and, with a team key, its
+        signature verifies (unsigned and badly signed runs are never reused)."""
         threshold = self.not_before.get(run.data.tags.get(schema.IDENTITY_TAG, ""))
-        return threshold is None or run.info.start_time >= threshold
+        recent = threshold is None or run.info.start_time >= threshold
+        return recent and signatures.trusted(run)
 
     # ----- store questions ----------------------------------------------------------
     def query(self, experiment_id: str, identity: str) -> RunRecord | None:
         """The newest counting FINISHED, non-deleted run with `identity`."""
-        return self.store.find_finished(experiment_id, identity, self.not_before.get(identity))
+        run = self.store.find_finished(experiment_id, identity, self.not_before.get(identity))
+        if run is None or signatures.trusted(run):
+            return run
+        # The newest is not signed with a key held here (forged, or another team's):
+        # look further among the newest runs of the identity.
+        runs = self.store.runs_with_identity(experiment_id, identity, UNTRUSTED_WINDOW)
+        return next((r for r in runs if r.info.status == FINISHED and self.counts(r)), None)
 
     def scan(self, experiment_id: str) -> dict[str, RunRecord]:
         """identity -> newest counting FINISHED run, for every run of one experiment."""

@@ -22,7 +22,10 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from luigiflow._core import provenance
+import luigi
+
+from luigiflow import _settings
+from luigiflow._core import provenance, redaction
 from luigiflow._core.identity import canonical_json, encode_value
 from luigiflow._core.parameters import param_text
 from luigiflow._engine import interrupts, luigi_compat
@@ -63,7 +66,8 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
         _reuse(task, session, existing)
         return
     upstream_runs = task.upstream_runs()
-    params_json = canonical_json(task.encoded_params())
+    # Values of secret-looking parameters never reach the store (see _core/redaction).
+    params_json = canonical_json(redaction.redact_encoded(task.encoded_params()))
     tags = start_tags(task, upstream_runs, params_json)
     run_name = f"{task.get_task_family()}-{task.identity[:8]}"
     client.refuse_writes_if_read_only(store.uri, f"creating a run of {task!r}")
@@ -80,7 +84,7 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
         except BaseException as exc:
             heartbeat.stop()
             with interrupts.shielded():
-                _mark_ended(store, run_id, exc)
+                _mark_ended(store, run_id, exc, secrets_of(task))
             raise
         if settled.proceed:
             break
@@ -90,7 +94,7 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
             _reuse(task, session, settled.finished)
             return
         # The run we yielded to failed or its worker died: claim the task again.
-    _run(task, session, active.info.artifact_uri, run_id, heartbeat, params_json)
+    _run(task, session, active.info.artifact_uri, run_id, heartbeat, params_json, exp_id, tags)
 
 
 def _reuse(task: TrackedTask, session: _session.Session, run: RunRecord) -> None:
@@ -106,10 +110,12 @@ def _run(
     run_id: str,
     heartbeat: liveness.Heartbeat,
     params_json: str,
+    exp_id: str,
+    tags: dict[str, str],
 ) -> None:
     """The work itself, in our claimed run."""
     started = time.time()
-    writer = RunWriter(run_id, artifact_uri, session.store.uri)
+    writer = RunWriter(run_id, artifact_uri, session.store.uri, exp_id, tags)
     task.__dict__[RUN_STATE] = writer
     try:
         # Parameters first: they show while the task runs, and autologging that later
@@ -179,7 +185,7 @@ def _provenance_tags(cls: type) -> dict[str, str]:
 
 def _task_facts(task: TrackedTask) -> str:
     facts = {
-        "id": task.task_id[:1000],
+        "id": _recorded_task_id(task)[:1000],
         "module": provenance.importable_module(type(task)),
         "version": encode_value(task.version),
         "seed": task.seed,
@@ -201,6 +207,31 @@ def _code_folder(cls: type) -> str | None:
     return os.path.dirname(os.path.abspath(path)) if path else None
 
 
+def _recorded_task_id(task: TrackedTask) -> str:
+    """Luigi's task id, rebuilt with secret-looking values redacted (it quotes values)."""
+    params = task.get_params()
+    if not any(redaction.looks_secret(name) for name, _ in params):
+        return task.task_id
+    shown = {
+        name: redaction.REDACTED
+        if redaction.looks_secret(name)
+        else param_text(param, getattr(task, name))
+        for name, param in params
+        if param.significant
+    }
+    return luigi.task.task_id_str(task.get_task_family(), shown)
+
+
+def secrets_of(task: TrackedTask) -> list[str]:
+    """Every secret value that must not appear in text written for `task`'s run."""
+    values = _settings.secret_values()
+    for name, param in task.get_params():
+        if redaction.looks_secret(name):
+            value = getattr(task, name)
+            values += [str(value), param_text(param, value)]
+    return values
+
+
 def _write_provenance_files(task: TrackedTask, writer: RunWriter, params_json: str) -> None:
     """Installed packages, params too long for a tag, the diff when the tree is dirty,
     and a notebook's definitions (what `reproduce` rebuilds a notebook task from)."""
@@ -216,7 +247,7 @@ def _write_provenance_files(task: TrackedTask, writer: RunWriter, params_json: s
         return
     if provenance.git_state(folder).get("dirty") == "True":
         diff, _cut = provenance.git_diff(folder)
-        writer.write_extra(schema.DIFF_FILE, diff)
+        writer.write_extra(schema.DIFF_FILE, redaction.scrub(diff, secrets_of(task)))
 
 
 def _finish(task: TrackedTask, writer: RunWriter, started: float) -> None:
@@ -248,15 +279,17 @@ def _fail(task: TrackedTask, writer: RunWriter, exc: BaseException) -> None:
     store = current.get_store(writer.uri)
     # Best effort, each write on its own: the store may be the very thing that failed,
     # and the run must end FAILED even when the traceback upload does not get through.
+    secrets = secrets_of(task)
     with contextlib.suppress(Exception):
-        store.log_text(
-            writer.run_id, "".join(traceback.format_exception(exc)), schema.TRACEBACK_FILE
-        )
-    _mark_ended(store, writer.run_id, exc)
+        text = redaction.scrub("".join(traceback.format_exception(exc)), secrets)
+        store.log_text(writer.run_id, text, schema.TRACEBACK_FILE)
+    _mark_ended(store, writer.run_id, exc, secrets)
     _session.of(task).record_failure(task.task_id, exc)
 
 
-def _mark_ended(store: RunStore, run_id: str, exc: BaseException) -> None:
+def _mark_ended(
+    store: RunStore, run_id: str, exc: BaseException, secrets: list[str] | None = None
+) -> None:
     """Mark a run whose task raised FAILED (KILLED for an interrupt), never FINISHED.
 
     Through the store as well as MLflow's active-run stack: user code may have ended
@@ -266,7 +299,7 @@ def _mark_ended(store: RunStore, run_id: str, exc: BaseException) -> None:
     if isinstance(exc, KeyboardInterrupt):
         reason = f"{schema.INTERRUPTED} ({signal.Signals(interrupts.signum_of(exc)).name})"
     else:
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = redaction.scrub(f"{type(exc).__name__}: {exc}", secrets or [])
     with contextlib.suppress(Exception):
         store.set_tag(run_id, schema.ERROR_TAG, reason[: schema.MAX_TAG_LENGTH])
     with contextlib.suppress(Exception):
@@ -280,6 +313,9 @@ def display_params(task: TrackedTask) -> dict[str, str]:
     shown = {}
     limit = schema.MAX_PARAM_LENGTH
     for name, param in task.get_params():
+        if redaction.looks_secret(name):
+            shown[name] = redaction.REDACTED
+            continue
         text = param_text(param, getattr(task, name))
         if len(text) > limit:
             text = text[: limit - 20] + "...[truncated]"

@@ -11,7 +11,7 @@ from typing import Any
 
 from luigiflow._core.parameters import value_text
 from luigiflow._errors import RunNotFoundError
-from luigiflow._store import current, schema
+from luigiflow._store import current, schema, signatures
 from luigiflow._store.records import RunRecord as Run
 
 
@@ -61,11 +61,21 @@ def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
                 "start_time": run.info.start_time,
                 "identity": identity,
                 "duplicate": bool(identity) and seen[identity] > 1,
+                "signed": SIGNED_MARK[signatures.status(run)],
                 "params": dict(run.data.params),
                 "metrics": dict(run.data.metrics),
             }
         )
     return rows
+
+
+# How `runs` marks a run's signature: without a key "yes" means "carries one" (unchecked).
+SIGNED_MARK = {
+    signatures.SIGNED: "yes",
+    signatures.UNCHECKED: "yes",
+    signatures.UNSIGNED: "no",
+    signatures.BAD: "bad",
+}
 
 
 def get_run(run_id: str) -> Run:
@@ -92,6 +102,10 @@ class LineageNode:
 
     def artifacts(self) -> dict[str, dict[str, Any]]:
         return schema.artifact_records(self.run.data.tags)
+
+    def signature(self) -> str:
+        """signed / unsigned / badly signed / signed (not verified: no key)."""
+        return signatures.status(self.run)
 
     def duration_s(self) -> float | None:
         info = self.run.info

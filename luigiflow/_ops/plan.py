@@ -14,13 +14,13 @@ from typing import Any
 
 import luigi
 
-from luigiflow._core import provenance
+from luigiflow._core import provenance, redaction
 from luigiflow._core.identity import decode_value, encode_value
 from luigiflow._core.parameters import param_text
 from luigiflow._engine import session as _session
 from luigiflow._ops.graph import walk_graph
 from luigiflow._store import artifacts as _artifacts
-from luigiflow._store import schema
+from luigiflow._store import schema, signatures
 from luigiflow._store.port import RunStore
 from luigiflow._store.records import RunRecord as Run
 from luigiflow._task import MlflowTask
@@ -151,6 +151,19 @@ class _Planner:
         running = [n for n, e in entry.upstream.items() if e.status == WILL_RUN]
         if running:
             entry.reasons.append(f"upstream will run: {', '.join(running)}")
+        ignored = [
+            r
+            for r in self._runs_of_family(task)
+            if r.data.tags.get(schema.IDENTITY_TAG) == task.identity and not signatures.trusted(r)
+        ]
+        for run in ignored:  # with a team key: runs of this identity not signed with it
+            kind = signatures.status(run)
+            entry.reasons.append(
+                f"{kind} run ignored: {run.info.run_id} "
+                "(only runs signed with the team key are reused)"
+            )
+        if ignored and not running:
+            return
         nearest = self._nearest_run(task)
         if nearest is None:
             if not running:
@@ -242,17 +255,17 @@ def _param_changes(task: MlflowTask, run: Run) -> list[ParamChange]:
     new = task.encoded_params()
     changes = []
     for name, param in task.get_params():
-        if not param.significant:
-            continue
+        if not param.significant or old.get(name) == redaction.REDACTED_ENCODED:
+            continue  # a redacted value cannot be compared; the identity still tells
         if old.get(name) != new.get(name):
-            before = _show(param, decode_value(old[name])) if name in old else "(not set)"
-            changes.append(ParamChange(name, before, _show(param, getattr(task, name))))
+            before = _show(name, param, decode_value(old[name])) if name in old else "(not set)"
+            changes.append(ParamChange(name, before, _show(name, param, getattr(task, name))))
     return changes
 
 
-def _show(param: luigi.Parameter, value: Any) -> Any:
-    """A value as the user would type it (Luigi's own serialization)."""
-    return param_text(param, value)
+def _show(name: str, param: luigi.Parameter, value: Any) -> Any:
+    """A value as the user would type it (Luigi's own serialization); secrets redacted."""
+    return redaction.REDACTED if redaction.looks_secret(name) else param_text(param, value)
 
 
 def make_plan(

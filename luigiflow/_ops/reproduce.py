@@ -7,9 +7,9 @@ from typing import Any
 
 import luigi
 
-from luigiflow._core import provenance
+from luigiflow._core import provenance, redaction
 from luigiflow._core.identity import decode_value
-from luigiflow._errors import RunNotFoundError, TaskNotFoundError
+from luigiflow._errors import ParameterError, RunNotFoundError, TaskNotFoundError
 from luigiflow._ops import lineage
 from luigiflow._ops.modules import import_module, task_class
 from luigiflow._ops.plan import recorded_params
@@ -46,6 +46,14 @@ def task_from_run(run: Run) -> MlflowTask:
         f"module: {module or 'unknown'}); pass --module with the module that defines it",
     )
     own = dict(cls.get_params())
+    redacted = [n for n, v in params.items() if n in own and v == redaction.REDACTED_ENCODED]
+    if redacted:
+        raise ParameterError(
+            f"run {run.info.run_id} recorded {family} parameter(s) {', '.join(redacted)} as "
+            f"{redaction.REDACTED} (their names look secret), so it cannot be rebuilt from the "
+            f"store alone; run it again with luigiflow run --module {module or 'M'} {family} "
+            + " ".join(f"--{n.replace('_', '-')} VALUE" for n in redacted)
+        )
     values: dict[str, Any] = {}
     for name, encoded in params.items():
         if name not in own:

@@ -25,7 +25,7 @@ from typing import Any
 from luigiflow import _settings
 from luigiflow._core import serializers
 from luigiflow._errors import ArtifactError
-from luigiflow._store import checksums, current, schema
+from luigiflow._store import checksums, current, schema, signatures
 from luigiflow._store.records import RunRecord
 
 
@@ -56,9 +56,19 @@ def remove_staging(run_ids: list[str]) -> None:
 class RunWriter:
     """Artifacts and metrics gathered while one run is active."""
 
-    def __init__(self, run_id: str, artifact_uri: str, uri: str) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        artifact_uri: str,
+        uri: str,
+        experiment_id: str = "",
+        start_tags: dict[str, str] | None = None,
+    ) -> None:
         self.run_id = run_id
         self.uri = uri
+        self.experiment_id = experiment_id
+        # Every tag the run carries by the time it finishes: what its signature covers.
+        self.tags: dict[str, str] = dict(start_tags or {})
         self.local = is_local_uri(artifact_uri)
         # A remote run's staging folder is made on first use: nothing here touches the
         # disk, so a full disk fails inside the run (which is then marked FAILED).
@@ -103,9 +113,16 @@ class RunWriter:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text, encoding="utf-8")
 
+    def note_tag(self, key: str, value: str) -> None:
+        """A tag set on the run while it is active (by luigiflow, outside `finish`)."""
+        self.tags[key] = value
+
     def record_tags(self) -> dict[str, str]:
-        """One tag per saved artifact: its checksum record (see `checksums`)."""
-        return {schema.artifact_tag(n): checksums.record_text(r) for n, r in self.saved.items()}
+        """One tag per saved artifact (its checksum record, see `checksums`) and, with a
+        team key, the run's signature over them and the tags the run already carries."""
+        tags = {schema.artifact_tag(n): checksums.record_text(r) for n, r in self.saved.items()}
+        tags.update(signatures.sign(self.run_id, self.experiment_id, {**self.tags, **tags}))
+        return tags
 
     def upload(self) -> None:
         if self.local or self._root is None:
@@ -182,6 +199,37 @@ def verified_path(run: RunRecord, name: str, filename: str) -> pathlib.Path:
             f"server is corrupted ({problem}); delete the run so luigiflow recomputes it"
         )
     return path
+
+
+def load(run: RunRecord, name: str, filename: str) -> Any:
+    """An artifact of `run`, deserialized. With a team key, from the exact bytes just
+    read and checked against the signed checksum (no cached verdict); unknown formats
+    and folders give the verified path."""
+    path = verified_path(run, name, filename)
+    if (
+        not _settings.signing_keys()
+        or path.is_dir()
+        or serializers.extension(filename) not in serializers.FROM_BYTES
+    ):
+        return serializers.read_value(str(path), filename)
+    where = f"artifact {name!r} ({filename}) of run {run.info.run_id}"
+    record = schema.artifact_records(run.data.tags).get(name) or {}
+    algorithm = next((a for a in checksums.KNOWN_ALGORITHMS if record.get(a)), None)
+    if algorithm is None:
+        raise ArtifactError(
+            f"{where} has no checksum recorded, so it cannot be checked before it is "
+            "deserialized; with a team key only runs signed by luigiflow are loaded"
+        )
+    data = path.read_bytes()
+    if (
+        len(data) != record.get("bytes")
+        or checksums.bytes_digest(algorithm, data) != record[algorithm]
+    ):
+        raise ArtifactError(
+            f"{where} changed after it was signed: its {algorithm} differs from the signed "
+            "one; it was not loaded. Delete the run so luigiflow recomputes it"
+        )
+    return serializers.read_bytes(data, filename)
 
 
 def _drop(path: pathlib.Path) -> None:

@@ -62,6 +62,11 @@ def _new(algorithm: str, data: bytes) -> str:
     return hashlib.new(algorithm, data).hexdigest()
 
 
+def bytes_digest(algorithm: str, data: bytes) -> str:
+    """Digest of bytes already in memory (a verified load hashes what it deserializes)."""
+    return _new(algorithm, data)
+
+
 def digest(path: pathlib.Path, algorithm: str = ALGORITHM) -> str:
     """Digest of a file, or of a folder's sorted `relative/path:file digest` lines."""
     if path.is_dir():

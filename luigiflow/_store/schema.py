@@ -40,6 +40,17 @@ STORE_FORMAT = 2
 FORMAT_CHANGES = {
     2: "a task's identity includes its importable module, and artifacts carry BLAKE3 checksums",
 }
+# HMAC of the facts below with the team key (see _core/signing): "v1:<hex>".
+SIGNATURE_TAG = "luigiflow.signature"
+SIGNED_TAGS = (
+    IDENTITY_TAG,
+    FAMILY_TAG,
+    PARAMS_TAG,
+    TASK_TAG,
+    MODEL_URI_TAG,
+    STORE_FORMAT_TAG,
+)
+SIGNED_PREFIXES = (UPSTREAM_TAG_PREFIX, ARTIFACT_TAG_PREFIX)
 
 # --- tags on a logged model bundle ------------------------------------------------
 MODEL_RUN_TAG = "luigiflow.run_id"
@@ -107,6 +118,16 @@ def upstream_ids(tags: Mapping[str, str]) -> dict[str, str]:
         key[len(UPSTREAM_TAG_PREFIX) :]: value
         for key, value in tags.items()
         if key.startswith(UPSTREAM_TAG_PREFIX)
+    }
+
+
+def signed_facts(tags: Mapping[str, str]) -> dict[str, str]:
+    """The tags a run's signature covers: what makes it count and what a reader trusts
+    (identity, task facts, parameters, lineage, every artifact checksum record)."""
+    return {
+        key: value
+        for key, value in tags.items()
+        if key in SIGNED_TAGS or key.startswith(SIGNED_PREFIXES)
     }
 
 

@@ -56,7 +56,7 @@ def runs(
         return
     params = sorted({k for r in rows for k in r["params"]})
     metrics = sorted({k for r in rows for k in r["metrics"]})
-    header = ["run_id", "start_time", *params, *metrics, "duplicate"]
+    header = ["run_id", "start_time", *params, *metrics, "duplicate", "signed"]
     records = [
         [
             r["run_id"],
@@ -64,6 +64,7 @@ def runs(
             *[r["params"].get(p, "") for p in params],
             *[num(r["metrics"].get(m)) for m in metrics],
             "yes" if r["duplicate"] else "",
+            r["signed"],
         ]
         for r in rows
     ]
@@ -108,7 +109,8 @@ def _node_label(node: Any) -> str:
     status = "DELETED" if deleted else info.status
     lines = [
         f"[bold]{escape(node.family)}[/]  run {info.run_id}  [{status}]  "
-        f"started {_time(info.start_time)}" + (f"  took {duration:.2f}s" if duration else "")
+        f"started {_time(info.start_time)}" + (f"  took {duration:.2f}s" if duration else ""),
+        f"signature: {node.signature()}",
     ]
     if deleted:
         lines.append("[red]deleted by a user: luigiflow never reuses it[/]")

@@ -13,6 +13,8 @@ import pathlib
 import tempfile
 from typing import TYPE_CHECKING, Any
 
+from luigiflow import _settings
+from luigiflow._core import redaction
 from luigiflow._engine import session as _session
 from luigiflow._ops import lineage
 from luigiflow._ops.sweep.plots import plot
@@ -86,9 +88,12 @@ def record(config: ExperimentConfig, result: BuildResult) -> tuple[str, pd.DataF
     try:
         with tempfile.TemporaryDirectory() as tmp:
             folder = pathlib.Path(tmp)
-            frame.to_csv(folder / "results.csv", index=False)
+            shown = frame.copy()
+            for column in [c for c in shown.columns if redaction.looks_secret(str(c))]:
+                shown[column] = redaction.REDACTED  # a swept secret stays out of the store
+            shown.to_csv(folder / "results.csv", index=False)
             (folder / "leaf_runs.json").write_text(leaves_json)
-            (folder / "config.toml").write_text(config.path.read_text(encoding="utf-8"))
+            (folder / "config.toml").write_text(_recorded_config(config))
             plots = folder / "plots"
             plots.mkdir()
             metric = config.sweep.metric
@@ -129,3 +134,11 @@ def leaf_runs(sweep_run_id: str) -> list[str]:
         raw = path.read_text()
     leaves: list[str] = json.loads(raw)
     return leaves
+
+
+def _recorded_config(config: ExperimentConfig) -> str:
+    """The config file as recorded: values of secret-looking keys redacted, and the
+    secret parameter values scrubbed wherever else they appear in it."""
+    text = redaction.redact_config_text(config.path.read_text(encoding="utf-8"))
+    secrets = [str(v) for k, v in config.params.items() if redaction.looks_secret(k)]
+    return redaction.scrub(text, secrets + _settings.secret_values())
