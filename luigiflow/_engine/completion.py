@@ -91,12 +91,15 @@ class Completion:
         runs = self.store.runs_with_identity(experiment_id, identity, UNTRUSTED_WINDOW)
         return next((r for r in runs if r.info.status == FINISHED and self.counts(r)), None)
 
-    def scan(self, experiment_id: str) -> dict[str, RunRecord]:
-        """identity -> newest counting FINISHED run, for every run of one experiment."""
+    def scan(self, experiment_id: str, wanted: set[str] | None = None) -> dict[str, RunRecord]:
+        """identity -> newest counting FINISHED run, for the `wanted` identities (default:
+        every identity) of one experiment; only runs of wanted identities are verified."""
         newest: dict[str, RunRecord] = {}
         for run in self.store.finished_runs(experiment_id):
             identity = run.data.tags.get(schema.IDENTITY_TAG)
-            if identity is not None and identity not in newest and self.counts(run):
+            if identity is None or identity in newest:
+                continue
+            if (wanted is None or identity in wanted) and self.counts(run):
                 newest[identity] = run  # newest first: the first counting run wins
         return newest
 
@@ -141,7 +144,7 @@ class Completion:
                 for identity in identities:
                     found[(name, identity)] = self.query(exp_id, identity)
             else:
-                runs = self.scan(exp_id)
+                runs = self.scan(exp_id, identities)
                 for identity in identities:
                     found[(name, identity)] = runs.get(identity)
         now = time.monotonic()
