@@ -41,7 +41,7 @@ PARAM_TOKEN = "TokParam7781xq"
 PARAM_PASSWORD = "Hunter2Hunter2zz"
 SWEEP_TOKEN = "SweepTok4410kk"
 ENV_TOKEN = "EnvTok5523mm"
-SIGNING_KEY = "TeamKey9931pp"
+SIGNING_KEY = "TeamKey9931ppQrs8844"
 
 
 def store_files(tmp_path: pathlib.Path) -> list[pathlib.Path]:
