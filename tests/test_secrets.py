@@ -130,3 +130,45 @@ def test_show_and_runs_print_redacted_values(client, tmp_path):
     assert json.loads(out)[0]["params"]["api_token"] == "<redacted>"
     shown = cli("show", run.info.run_id, cwd=tmp_path, env=env).stdout
     assert PARAM_TOKEN not in shown and "<redacted>" in shown
+
+
+def test_a_token_in_the_git_remote_url_is_not_recorded(client, tmp_path):
+    import subprocess
+    import sys
+
+    repo = tmp_path / "project"
+    repo.mkdir()
+    (repo / "secret_tasks.py").write_text(TASKS)
+    (repo / "build.py").write_text(
+        "import luigiflow as lf\nfrom secret_tasks import Deploy\n"
+        f"lf.build([Deploy(api_token={PARAM_TOKEN!r}, db_password={PARAM_PASSWORD!r})])\n"
+    )
+    git_token = "GitTok5512zzWq"
+    for args in (
+        ["init", "-q"],
+        ["remote", "add", "origin", f"https://builder:{git_token}@example.invalid/r.git"],
+        ["add", "."],
+        ["-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-qm", "x"],
+    ):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    env = dict(os.environ, MY_SERVICE_TOKEN=ENV_TOKEN)
+    out = subprocess.run(
+        [sys.executable, "build.py"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    [run] = runs_of(client, "Deploy")
+    assert run.data.tags.get("mlflow.source.git.repoURL", "").endswith("example.invalid/r.git")
+    files = [p for p in tmp_path.glob("mlflow.db*") if p.is_file()]
+    files += [p for p in tmp_path.rglob("*") if "mlruns" in p.parts and p.is_file()]
+    leaks = [
+        f"{secret} in {path.relative_to(tmp_path)}"
+        for path in files
+        for secret in (git_token, PARAM_TOKEN, PARAM_PASSWORD, ENV_TOKEN)
+        if secret.encode() in path.read_bytes()
+    ]
+    assert not leaks, "\n".join(leaks)

@@ -22,8 +22,14 @@ def looks_secret(name: str) -> bool:
     return bool(SECRET_NAME.search(name))
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every occurrence of each secret value replaced by `<redacted>`."""
+# The password of a URL with credentials (https://user:token@host, postgresql://u:p@h).
+_URL_PASSWORD = re.compile(r"(?<=://)([^/\s:@]+):([^/\s@]+)@")
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every occurrence of each secret value, and every password inside a
+    URL, replaced by `<redacted>`."""
+    text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
     for value in sorted(
         {s for s in secrets if len(s) >= MIN_SCRUBBED_LENGTH}, key=len, reverse=True
     ):

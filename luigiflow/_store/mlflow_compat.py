@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from luigiflow import _settings
+from luigiflow._core import redaction
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun, MlflowClient
@@ -108,7 +109,10 @@ def start_active_run(
     if _context is None or _context[0] != os.getpid():
         from mlflow.tracking.context.registry import resolve_tags
 
-        _context = (os.getpid(), resolve_tags({}))
+        # MLflow's context tags include the git remote URL, which may embed a token.
+        secrets = _settings.secret_values()
+        resolved = {k: redaction.scrub(str(v), secrets) for k, v in resolve_tags({}).items()}
+        _context = (os.getpid(), resolved)
     all_tags = {**_context[1], **tags}
     if stack:  # a run is active (build() called inside one): ours nests under it
         all_tags[parent_tag] = stack[-1].info.run_id

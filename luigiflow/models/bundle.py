@@ -8,8 +8,9 @@ import tempfile
 from importlib import metadata
 from typing import Any
 
+from luigiflow import _settings
 from luigiflow._errors import ArtifactError, LuigiflowError
-from luigiflow._store import current, schema
+from luigiflow._store import current, schema, signatures
 
 CODE = pathlib.Path(__file__).with_name("pipeline_model.py")
 
@@ -102,5 +103,10 @@ def resolve_model_uri(target: str) -> str:
         raise ArtifactError(
             f"run {target} has no luigiflow model bundle; serve the run of a task that "
             "calls self.log_model_bundle(), or pass a model URI (models:/NAME/VERSION)"
+        )
+    if not signatures.trusted(run):  # loading a model runs code chosen by its writer
+        raise ArtifactError(
+            f"run {target} is {signatures.status(run)} for the team key "
+            f"({_settings.SIGNING_KEY}); only runs signed with it are served"
         )
     return uri
