@@ -227,3 +227,15 @@ def test_an_unreadable_key_file_or_a_short_key_is_one_clear_line(project, tmp_pa
     assert short.returncode == 1
     [line] = short.stderr.strip().splitlines()
     assert line.startswith("ConfigError:") and "16" in line and "tiny" not in line
+
+
+def test_serve_refuses_a_run_whose_model_uri_was_repointed(project, client):
+    victim, _attacker, _marker = project
+    cli("run", "--module", "p", "Up", "--n", "5", cwd=victim, env=env_with(KEY))
+    [run] = runs_of(client, "Up")
+    # Anyone who can write tags could point a signed run at their own model.
+    client.set_tag(run.info.run_id, "luigiflow.model_uri", "runs:/0123456789abcdef/model")
+    out = cli("serve", run.info.run_id, cwd=victim, env=env_with(KEY), check=False)
+    assert out.returncode == 1
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("ArtifactError:") and "badly signed" in line
