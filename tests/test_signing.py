@@ -239,3 +239,34 @@ def test_serve_refuses_a_run_whose_model_uri_was_repointed(project, client):
     assert out.returncode == 1
     [line] = out.stderr.strip().splitlines()
     assert line.startswith("ArtifactError:") and "badly signed" in line
+
+
+def test_a_forged_checkpoint_is_never_unpickled_with_a_key(client, tmp_path, monkeypatch):
+    import hashlib
+    import json
+
+    from tests.training import Epochs
+
+    marker = tmp_path / "pwned"
+    ledger = tmp_path / "epochs.txt"
+    monkeypatch.setenv("LEDGER", str(ledger))
+    monkeypatch.setenv("LUIGIFLOW_SIGNING_KEY", KEY)
+    task = Epochs(epochs=20)
+    exp_id = client.create_experiment(task.get_experiment_name())
+    forged = client.create_run(exp_id, tags={"luigiflow.identity": task.identity})
+    payload = tmp_path / "step-000000011.pkl"
+    payload.write_bytes(pickle.dumps(_Payload(str(marker))))
+    client.log_artifact(forged.info.run_id, str(payload), "luigiflow/checkpoints")
+    record = {
+        "step": 11,
+        "file": "luigiflow/checkpoints/step-000000011.pkl",
+        "sha256": hashlib.sha256(payload.read_bytes()).hexdigest(),
+    }
+    client.set_tag(forged.info.run_id, "luigiflow.checkpoint", json.dumps(record))
+    client.set_terminated(forged.info.run_id, "FAILED")
+    result = lf.build([task])
+    assert result.executed == [task]
+    assert not marker.exists()
+    assert [int(line) for line in ledger.read_text().split()] == list(range(20))
+    run = client.get_run(result.runs[task])
+    assert "luigiflow.resumed_from" not in run.data.tags

@@ -10,6 +10,7 @@ loads the newest checkpoint whose bytes match the recorded checksum.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import pickle
@@ -20,7 +21,7 @@ from luigiflow._core import hashing
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import TrackedTask
 from luigiflow._errors import ArtifactError
-from luigiflow._store import artifacts, current, liveness, schema
+from luigiflow._store import artifacts, current, liveness, schema, signatures
 from luigiflow._store.artifacts import RunWriter
 from luigiflow._store.records import FAILED, KILLED, RunRecord
 
@@ -52,6 +53,7 @@ def save(task: TrackedTask, writer: RunWriter, state: Any, step: int) -> None:
         pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
     tmp.replace(dest)  # a kill mid-write never leaves a half checkpoint under its name
     record = {"step": step, "file": relpath, "sha256": hashing.file_digest(dest)}
+    record = signatures.sign_checkpoint(writer.run_id, writer.experiment_id, record)
     store = current.get_store(writer.uri)
     if not writer.local:
         store.log_artifact(writer.run_id, str(dest), schema.CHECKPOINT_DIR)
@@ -82,11 +84,15 @@ def last(task: TrackedTask, writer: RunWriter) -> Checkpoint | None:
         if raw is None or not _unfinished(run, writer.run_id):
             continue
         record = json.loads(raw)
+        if not signatures.checkpoint_trusted(run, record):
+            continue  # with a team key: never unpickle a checkpoint it did not sign
         path = artifacts.local_artifact_path(run.info.run_id, run.info.artifact_uri, record["file"])
-        if not pathlib.Path(path).exists() or hashing.file_digest(path) != record.get("sha256"):
-            continue  # removed or damaged: an older attempt may still have a good one
-        with open(path, "rb") as f:
-            state = pickle.load(f)
+        if not pathlib.Path(path).exists():
+            continue  # removed: an older attempt may still have a good one
+        data = path.read_bytes()  # hashed and unpickled from the same bytes
+        if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+            continue  # damaged: an older attempt may still have a good one
+        state = pickle.loads(data)
         store.set_tag(
             writer.run_id,
             schema.RESUMED_TAG,

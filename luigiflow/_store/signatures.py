@@ -7,7 +7,9 @@ over the facts `schema.signed_facts` selects, bound to its run id and experiment
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from typing import Any
 
 from luigiflow import _settings
 from luigiflow._core import signing
@@ -47,3 +49,27 @@ def trusted(run: RunRecord) -> bool:
     """The run may be reused and its artifacts loaded in this process."""
     keys = _settings.signing_keys()
     return not keys or status(run, keys) == SIGNED
+
+
+def _checkpoint_payload(run_id: str, experiment_id: str, record: Mapping[str, Any]) -> bytes:
+    body = {k: v for k, v in record.items() if k != "signature"}
+    return signing.payload(run_id, experiment_id, {"checkpoint": json.dumps(body, sort_keys=True)})
+
+
+def sign_checkpoint(run_id: str, experiment_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint record with, under a team key, its signature (it is unpickled later)."""
+    keys = _settings.signing_keys()
+    if not keys:
+        return record
+    data = _checkpoint_payload(run_id, experiment_id, record)
+    return {**record, "signature": signing.sign(keys[0], data)}
+
+
+def checkpoint_trusted(run: RunRecord, record: Mapping[str, Any]) -> bool:
+    """Without a key every checkpoint; with one, only those signed with a key held here."""
+    keys = _settings.signing_keys()
+    if not keys:
+        return True
+    data = _checkpoint_payload(run.info.run_id, run.info.experiment_id, record)
+    signature = record.get("signature")
+    return signing.verify(keys, data, signature if isinstance(signature, str) else None)
