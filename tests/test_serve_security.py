@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import luigiflow as lf
-from tests.conftest import REPO
+from tests.conftest import REPO, runs_of
+from tests.conftest import luigiflow_cli as cli
 from tests.servers import free_port, stop, wait_http
 
 pytestmark = pytest.mark.xdist_group("serve")
@@ -59,8 +60,11 @@ def rows(n: int = 3) -> list[dict]:
 
 @pytest.fixture
 def server(client, tmp_path):
-    lf.build([TinyModel()])
-    run_id = TinyModel().find_run().info.run_id
+    # Built in a subprocess, as a user would: importing luigiflow.models here would add
+    # `models` to the package namespace of this test worker.
+    cli("run", "--module", "tests.test_serve_security", "TinyModel", cwd=tmp_path)
+    [run] = runs_of(client, "TinyModel", "FINISHED")
+    run_id = run.info.run_id
     port = free_port()
     proc = subprocess.Popen(
         [
