@@ -353,6 +353,9 @@ def ui(port: int, host: str) -> None:
         "--port",
         str(port),
     ]
+    # MLflow's job runner starts eight GenAI worker processes (~2 GB) the UI never needs
+    # for tracking; on a small machine they delay the UI by minutes. Set it to keep them.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     click.echo(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C stops it)", err=True)
     sys.stdout.flush()
     os.execv(sys.executable, command)
