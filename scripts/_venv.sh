@@ -1,16 +1,34 @@
-# Sourced by the scripts: make sure .venv exists with this checkout's dependencies.
-# Re-installs only when pyproject.toml changed since the last install.
+# Sourced by the scripts: make sure .venv exists with this checkout's dependencies at the
+# versions pinned in requirements.lock. Re-installs only when pyproject.toml or the lock
+# changed since the last install. Installs with uv (fetched from PyPI into the venv)
+# when it can, else with pip; the installer's output goes to a log shown only on failure.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${LUIGIFLOW_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 STAMP="$VENV/.luigiflow-installed"
-want="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+UV_VERSION="0.13.9"
+want="$(cat "$ROOT/pyproject.toml" "$ROOT/requirements.lock" | sha256sum | cut -c1-16)"
 if [ ! -x "$PY" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  echo "setting up $VENV (first run takes about two minutes)..." >&2
-  python3 -m venv "$VENV"
-  "$PY" -m pip install --quiet --upgrade pip >&2
-  "$PY" -m pip install --quiet -e "$ROOT[dev]" >&2
+  started=$SECONDS
+  echo "setting up $VENV from requirements.lock (about 1-2 minutes the first time)..." >&2
+  [ -x "$PY" ] || python3 -m venv "$VENV"
+  log="$VENV/install.log"
+  : > "$log"
+  # uv must use this machine's Python, never download one.
+  export UV_PYTHON_DOWNLOADS=never PIP_DISABLE_PIP_VERSION_CHECK=1
+  spec=("-e" "$ROOT[dev]" "-c" "$ROOT/requirements.lock")
+  if { [ -x "$VENV/bin/uv" ] || "$PY" -m pip install --quiet "uv==$UV_VERSION"; } >>"$log" 2>&1 \
+    && "$VENV/bin/uv" pip install --python "$PY" --quiet "${spec[@]}" >>"$log" 2>&1; then
+    how="uv"
+  elif "$PY" -m pip install --quiet "${spec[@]}" >>"$log" 2>&1; then
+    how="pip"
+  else
+    tail -n 30 "$log" >&2
+    echo "setup failed; the whole log is $log" >&2
+    exit 1
+  fi
   echo "$want" > "$STAMP"
+  echo "ready in $((SECONDS - started)) s (installed with $how)" >&2
 fi
 export PATH="$VENV/bin:$PATH"

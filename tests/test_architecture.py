@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import grimp
+import pytest
 
 import luigiflow
 
@@ -44,6 +45,7 @@ def test_public_api_is_exactly_the_contract():
     assert public <= set(EXPORTED) | {"annotations"}, public - set(EXPORTED)
 
 
+@pytest.mark.slow
 def test_help_does_not_import_mlflow():
     code = (
         "import sys\nfrom luigiflow.cli import main\n"

@@ -10,6 +10,7 @@ from tests.conftest import runs_of
 from tests.dags import Fan, Flaky, Gather, Leaf, Source
 
 
+@pytest.mark.slow
 def test_result_lists_every_task_with_its_run(client):
     result = lf.build([Gather(width=4)], workers=2)
     graph = {Gather(width=4), Source(), *(Fan(index=i) for i in range(4))}
@@ -28,6 +29,7 @@ def test_reused_graph_reports_lineage_runs(client):
     assert set(second.reused) == set(first.runs)
 
 
+@pytest.mark.slow
 def test_extending_a_fan_runs_only_new_tasks(client):
     lf.build([Gather(width=3)])
     result = lf.build([Gather(width=5)], workers=2)
@@ -36,6 +38,7 @@ def test_extending_a_fan_runs_only_new_tasks(client):
     assert len(runs_of(client, "Source")) == 1
 
 
+@pytest.mark.slow
 def test_build_error_carries_exception_with_multiple_workers(client, tmp_path):
     gate = tmp_path / "gate"
     gate.write_text("closed")

@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import runs_of
 
+pytestmark = pytest.mark.slow  # starts servers or subprocesses (see scripts/test --fast)
+
 
 @pytest.mark.xdist_group("example")
 def test_example_pipeline_runs_then_reuses_everything(client, tmp_path):

@@ -8,9 +8,14 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 import luigiflow as lf
 from tests.conftest import luigiflow_cli, runs_of
 from tests.dags import Leaf
+
+pytestmark = pytest.mark.slow  # starts servers or subprocesses (see scripts/test --fast)
+
 
 PIPELINE = """
 import luigi

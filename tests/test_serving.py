@@ -19,7 +19,7 @@ import luigiflow as lf
 from tests.conftest import runs_of
 from tests.servers import free_port
 
-pytestmark = pytest.mark.xdist_group("example")
+pytestmark = [pytest.mark.xdist_group("example"), pytest.mark.slow]
 
 
 @pytest.fixture

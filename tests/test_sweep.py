@@ -14,6 +14,8 @@ from PIL import Image
 from tests.conftest import REPO, runs_of
 from tests.conftest import luigiflow_cli as cli
 
+pytestmark = pytest.mark.slow  # starts servers or subprocesses (see scripts/test --fast)
+
 
 def write_sweep(folder: pathlib.Path, algorithms: list[str]) -> pathlib.Path:
     path = folder / "sweep.toml"

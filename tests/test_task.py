@@ -145,6 +145,7 @@ def test_newest_finished_run_wins_among_duplicates(client):
     assert task.find_run().info.run_id == later.info.run_id
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_no_finished_run_and_next_build_recomputes(client, tmp_path, store):
     marker = tmp_path / "started"
     code = (
@@ -247,6 +248,7 @@ def test_plain_luigi_build_works(client, tmp_path, monkeypatch):
     assert Leaf(size=2).complete()
 
 
+@pytest.mark.slow
 def test_luigi_command_line_works(client, tmp_path, store):
     out = subprocess.run(
         [

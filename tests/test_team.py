@@ -18,7 +18,7 @@ from tests.conftest import luigiflow_cli as cli
 from tests.conftest import runs_of
 from tests.servers import luigid, mlflow_server, postgres, start_mlflow, stop
 
-pytestmark = pytest.mark.xdist_group("servers")
+pytestmark = [pytest.mark.xdist_group("servers"), pytest.mark.slow]
 
 
 def server_env(url: str, tmp_path: pathlib.Path) -> dict[str, str]:

@@ -27,6 +27,7 @@ def test_identity_differs_for_int_float_str_and_bool():
     assert len(identities) == 4
 
 
+@pytest.mark.slow
 def test_identity_is_stable_across_processes():
     code = "from tests.dags import Leaf; print(Leaf(size=5, factor=7, label='é \"q\"').identity)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -30,6 +30,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["forkserver"])
 def test_multi_worker_build_reports_what_ran_under_any_start_method(store, tmp_path, method):
     script = tmp_path / "go.py"
