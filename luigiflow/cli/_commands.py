@@ -352,10 +352,23 @@ def ui(port: int, host: str) -> None:
         host,
         "--port",
         str(port),
+        # One process: a local UI needs no more, and uvicorn's supervisor of several
+        # workers kills and restarts them when a loaded machine answers its pings late.
+        "--workers",
+        "1",
     ]
     # MLflow's job runner starts eight GenAI worker processes (~2 GB) the UI never needs
     # for tracking; on a small machine they delay the UI by minutes. Set it to keep them.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     click.echo(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C stops it)", err=True)
     sys.stdout.flush()
+    # Deprecation warnings from MLflow's own server code (Starlette's is a UserWarning)
+    # tell a user nothing they can act on.
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        [
+            "ignore::DeprecationWarning",
+            "ignore::FutureWarning",
+            "ignore:starlette.middleware.wsgi is deprecated",
+        ]
+    )
     os.execv(sys.executable, command)
