@@ -47,7 +47,11 @@ def test_block_runs(where, code, store, tmp_path):
     script.write_text(code, encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
     assert out.returncode == 0, f"{where} failed:\n{out.stderr[-3000:]}"

@@ -21,7 +21,11 @@ def test_strings_are_parsed_like_the_command_line(store):
     assert list(task.items) == [1, 2]
     assert task.span == dt.timedelta(days=2)
     typed = Typed(
-        day=dt.date(2026, 1, 1), count=3, ratio=0.25, flag=True, items=[1, 2],
+        day=dt.date(2026, 1, 1),
+        count=3,
+        ratio=0.25,
+        flag=True,
+        items=[1, 2],
         span=dt.timedelta(days=2),
     )
     assert task.identity == typed.identity  # the same task, however it was written

@@ -52,7 +52,10 @@ def test_lf_build_progress_off_by_argument_or_when_piped(store, tmp_path):
     assert plain(shown).strip() == "BUILT"
     piped = subprocess.run(
         [sys.executable, "-c", BUILD_LEAF.replace("size=5", "size=6")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout.strip() == "BUILT"
