@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from tests.conftest import luigiflow_cli as cli
 from tests.conftest import runs_of
+
+pytestmark = pytest.mark.slow  # starts servers or subprocesses (see scripts/test --fast)
+
 
 FAILING_LINE = "tests/everyday_dags.py:25"
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 import luigiflow as lf
 from tests.conftest import luigiflow_cli as cli
 from tests.dags import Gather
 from tests.everyday_dags import Scored
+
+pytestmark = pytest.mark.slow  # starts servers or subprocesses (see scripts/test --fast)
 
 
 def narrow_cli(*args, cwd, columns=80):

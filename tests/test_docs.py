@@ -14,6 +14,9 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts servers or subprocesses (see scripts/test --fast)
+
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.conftest import luigiflow_cli as cli
 from tests.servers import free_port
+
+pytestmark = pytest.mark.slow  # starts servers or subprocesses (see scripts/test --fast)
 
 
 def test_ui_with_a_server_uri_where_nothing_answers(store, tmp_path):

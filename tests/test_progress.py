@@ -7,8 +7,13 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import luigiflow_cli as cli
 from tests.terminal import plain, run_in_terminal
+
+pytestmark = pytest.mark.slow  # starts servers or subprocesses (see scripts/test --fast)
+
 
 BUILD_LEAF = (
     "import sys\nimport luigiflow as lf\nfrom tests.dags import Leaf\n"

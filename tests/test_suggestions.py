@@ -22,28 +22,33 @@ def one_line_error(out) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_unknown_sort_metric(leaf_runs):
     line = one_line_error(cli("runs", "Leaf", "--sort", "totl", cwd=leaf_runs, check=False))
     assert "'totl'" in line and "did you mean 'total'" in line
 
 
+@pytest.mark.slow
 def test_unknown_where_param(leaf_runs):
     line = one_line_error(cli("runs", "Leaf", "--where", "sise=2", cwd=leaf_runs, check=False))
     assert "'sise'" in line and "did you mean 'size'" in line
     assert "factor" in line and "label" in line  # the known ones
 
 
+@pytest.mark.slow
 def test_unknown_task_name(client, tmp_path):
     out = cli("run", "--module", "tests.dags", "Leef", cwd=tmp_path, check=False)
     line = one_line_error(out)
     assert "did you mean 'Leaf'" in line
 
 
+@pytest.mark.slow
 def test_unknown_experiment_for_runs(leaf_runs):
     line = one_line_error(cli("runs", "Leef", cwd=leaf_runs, check=False))
     assert "did you mean 'Leaf'" in line
 
 
+@pytest.mark.slow
 def test_unknown_parameter_on_the_command_line(client, tmp_path):
     out = cli("run", "--module", "tests.dags", "Leaf", "--sise", "3", cwd=tmp_path, check=False)
     assert "did you mean --size" in one_line_error(out)
