@@ -23,7 +23,8 @@ from luigiflow._core.identity import (
     encode_value,
     seed_from_identity,
 )
-from luigiflow._core.parameters import FileParameter, check_value, encode_param
+from luigiflow._core.parameters import FileParameter, check_value, encode_param, from_text
+from luigiflow._core.suggest import did_you_mean, listing
 from luigiflow._engine import checkpoints, execution
 from luigiflow._engine import session as _session
 from luigiflow._engine.luigi_compat import TypedRegister, replace_earlier_definitions
@@ -81,20 +82,38 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
     def get_param_values(
         cls, params: list[tuple[str, luigi.Parameter]], args: Any, kwargs: Any
     ) -> list[tuple[str, Any]]:
-        """Luigi's parameter resolution, with every problem reported at once."""
+        """Luigi's parameter resolution, with every problem reported at once.
+
+        A string given for a typed parameter is parsed as Luigi's command line would
+        (`Train(retrieved_on="2026-01-01")` is a date).
+        """
         family = cls.get_task_family()
+        by_name = dict(params)
+        problems: dict[str, str] = {}
+        kwargs = dict(kwargs)
+        for name, value in list(kwargs.items()):
+            param = by_name.get(name)
+            if param is None:
+                problems[name] = (
+                    f"unknown parameter {name!r}{did_you_mean(name, by_name)}; "
+                    f"known: {listing(by_name)}"
+                )
+                del kwargs[name]
+            elif isinstance(value, str):
+                kwargs[name], problem = from_text(param, value)
+                if problem:
+                    problems[name] = f"parameter {name!r}: {problem}"
+        values: list[tuple[str, Any]] = []
         try:
             values = super().get_param_values(params, args, kwargs)
         except (luigi.parameter.ParameterException, ValueError, TypeError) as exc:
-            raise ParameterError(f"{family}: {exc}") from exc
-        by_name = dict(params)
-        problems = []
+            problems[""] = str(exc)
         for name, value in values:
-            problem = check_value(by_name[name], value)
+            problem = name not in problems and check_value(by_name[name], value)
             if problem:
-                problems.append(f"parameter {name!r}: {problem}")
+                problems[name] = f"parameter {name!r}: {problem}"
         if problems:
-            raise ParameterError(f"{family}: " + "; ".join(problems))
+            raise ParameterError(f"{family}: " + "; ".join(problems.values()))
         return values
 
     @classmethod

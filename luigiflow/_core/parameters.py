@@ -42,6 +42,36 @@ _EXPECTED_TYPES: list[tuple[type, tuple[type, ...], str]] = [
 ]
 
 
+# How a value is written on Luigi's command line, for the error when a string does not parse.
+_TEXT_FORMS: list[tuple[type, str]] = [
+    (luigi.BoolParameter, "true or false"),
+    (luigi.DateSecondParameter, "YYYY-MM-DDTHHMMSS"),
+    (luigi.DateMinuteParameter, "YYYY-MM-DDTHHMM"),
+    (luigi.DateHourParameter, "YYYY-MM-DDTHH"),
+    (luigi.DateParameter, "YYYY-MM-DD"),
+    (luigi.TimeDeltaParameter, "e.g. '2 days', '1 w 3 h' or 'P2D'"),
+    (luigi.ListParameter, 'JSON, e.g. "[1, 2]"'),
+    (luigi.TupleParameter, 'JSON, e.g. "[1, 2]"'),
+    (luigi.DictParameter, "JSON, e.g. '{\"a\": 1}'"),
+]
+
+
+def from_text(param: luigi.Parameter, value: str) -> tuple[Any, str | None]:
+    """A string given for a typed parameter, parsed the way Luigi's command line parses it.
+
+    Returns (value, None), or (the string, what is wrong) when it does not parse.
+    Plain `luigi.Parameter`s keep their strings.
+    """
+    wanted = next((w for c, _t, w in _EXPECTED_TYPES if isinstance(param, c)), None)
+    if wanted is None:
+        return value, None
+    try:
+        return param.parse(value), None
+    except Exception:  # Luigi raises ValueError, KeyError, json errors...
+        form = next((f for c, f in _TEXT_FORMS if isinstance(param, c)), "")
+        return value, f"cannot read {value!r} as {wanted}" + (f" ({form})" if form else "")
+
+
 def check_value(param: luigi.Parameter, value: Any) -> str | None:
     """Return a description of what is wrong with `value` for `param`, or None."""
     if value is None and getattr(param, "_is_optional", False):
