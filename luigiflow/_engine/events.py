@@ -8,6 +8,7 @@ the parent tails the folder for live progress and reads it when Luigi returns.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -16,12 +17,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from luigiflow._core import failures
 from luigiflow._errors import TaskFailedError
 
 
 @dataclass(frozen=True)
 class TaskEvent:
-    """One task event: `started`, `executed` (ran now) or `reused` (found FINISHED at start)."""
+    """One task event: `started`, `executed` (ran now), `reused` (found FINISHED when about
+    to run) or `present` (found complete while scheduling; its upstream is not visited)."""
 
     kind: str
     task_id: str
@@ -47,7 +50,13 @@ class EventSink:
         finally:
             os.close(fd)
 
-    def record_failure(self, task_id: str, exc: BaseException) -> None:
+    def record_failure(self, task_id: str, exc: BaseException, run_id: str = "") -> None:
+        """The exception (pickled), and which run failed where in the user's code."""
+        detail = {"task_id": task_id, "run_id": run_id, "where": failures.user_location(exc)}
+        with contextlib.suppress(FileNotFoundError):
+            path = os.path.join(self.folder, f"failed-{uuid.uuid4().hex}.json")
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(detail, f)
         try:
             payload = pickle.dumps((task_id, exc))
             pickle.loads(payload)  # some exceptions pickle but cannot be rebuilt
@@ -106,3 +115,26 @@ def collect(folder: str) -> tuple[list[TaskEvent], dict[str, BaseException]]:
                 task_id, exc = pickle.load(f)
             failures.setdefault(task_id, exc)
     return events, failures
+
+
+@dataclass(frozen=True)
+class FailureDetail:
+    """The FAILED run of a task ('' when it failed before its run existed) and the
+    `file:line` in the user's code where it failed ('' when unknown)."""
+
+    run_id: str
+    where: str
+
+
+def failure_details(folder: str) -> dict[str, FailureDetail]:
+    """task id -> what is known of its failure; a record naming the run wins."""
+    details: dict[str, FailureDetail] = {}
+    for name in sorted(os.listdir(folder)):
+        if not name.startswith("failed-"):
+            continue
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            data = json.load(f)
+        known = details.get(data["task_id"])
+        if known is None or (data["run_id"] and not known.run_id):
+            details[data["task_id"]] = FailureDetail(data["run_id"], data["where"])
+    return details

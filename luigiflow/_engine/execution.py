@@ -25,7 +25,7 @@ from typing import Any
 import luigi
 
 from luigiflow import _settings
-from luigiflow._core import provenance, redaction
+from luigiflow._core import failures, provenance, redaction
 from luigiflow._core.identity import canonical_json, encode_value
 from luigiflow._core.parameters import param_text
 from luigiflow._engine import interrupts, luigi_compat
@@ -284,7 +284,7 @@ def _fail(task: TrackedTask, writer: RunWriter, exc: BaseException) -> None:
         text = redaction.scrub("".join(traceback.format_exception(exc)), secrets)
         store.log_text(writer.run_id, text, schema.TRACEBACK_FILE)
     _mark_ended(store, writer.run_id, exc, secrets)
-    _session.of(task).record_failure(task.task_id, exc)
+    _session.of(task).record_failure(task.task_id, exc, writer.run_id)
 
 
 def _mark_ended(
@@ -300,8 +300,12 @@ def _mark_ended(
         reason = f"{schema.INTERRUPTED} ({signal.Signals(interrupts.signum_of(exc)).name})"
     else:
         reason = redaction.scrub(f"{type(exc).__name__}: {exc}", secrets or [])
+    tags = {
+        schema.ERROR_TAG: reason[: schema.MAX_TAG_LENGTH],
+        schema.ERROR_AT_TAG: failures.user_location(exc),  # file:line in the user's code
+    }
     with contextlib.suppress(Exception):
-        store.set_tag(run_id, schema.ERROR_TAG, reason[: schema.MAX_TAG_LENGTH])
+        store.log_batch(run_id, tags=tags)
     with contextlib.suppress(Exception):
         mlflow_compat.end_active_run_if(run_id, status)
     with contextlib.suppress(Exception):

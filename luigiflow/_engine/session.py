@@ -42,9 +42,9 @@ class Session:
         if self.sink is not None:
             self.sink.record(kind, task_id, run_id)
 
-    def record_failure(self, task_id: str, exc: BaseException) -> None:
+    def record_failure(self, task_id: str, exc: BaseException, run_id: str = "") -> None:
         if self.sink is not None:
-            self.sink.record_failure(task_id, exc)
+            self.sink.record_failure(task_id, exc, run_id)
 
     # Pickled with a task into a spawned worker: caches and locks stay behind.
     def __getstate__(self) -> dict[str, Any]:

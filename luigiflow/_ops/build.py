@@ -20,6 +20,7 @@ from typing import Any
 import luigi
 
 from luigiflow import _settings
+from luigiflow._display.progress import ProgressDisplay, wants_display
 from luigiflow._engine import events as _events
 from luigiflow._engine import interrupts, luigi_compat
 from luigiflow._engine import session as _session
@@ -53,6 +54,8 @@ class BuildResult:
         self.roots = roots
         self.executed = list(executed)
         self.failed = failed
+        # Each failed task's FAILED run and the file:line in the user's code.
+        self.failure_details: dict[luigi.Task, _events.FailureDetail] = {}
         self._known = {**reused_now, **executed}
         self._reused_now = list(reused_now)
         self._runs: dict[luigi.Task, str] | None = None
@@ -120,6 +123,7 @@ def build(
     raise_on_failure: bool = True,
     on_event: Callable[[_events.TaskEvent], None] | None = None,
     force: Iterable[luigi.Task] = (),
+    progress: bool | None = None,
     **luigi_options: Any,
 ) -> BuildResult:
     """Build `tasks` with Luigi and report each task's run; raise BuildError on failure.
@@ -128,6 +132,8 @@ def build(
     `on_event` receives each task's started/executed/reused event as it happens, from
     every worker process (it is called on a background thread). Tasks in `force`
     run again even when complete (their existing runs are ignored for this build).
+    `progress` shows a live display (tasks done, running, time left) on stderr: by
+    default when stderr is a terminal; `False` turns it off.
     """
     roots = [tasks] if isinstance(tasks, luigi.Task) else list(tasks)
     bad = [t for t in roots if not isinstance(t, luigi.Task)]
@@ -150,10 +156,16 @@ def build(
     forced = [t.identity for t in force if is_tracked(t)]
     if forced:
         session.completion.ignore_runs_before(forced, int(time.time() * 1000))
-    handlers = _install_failure_handlers()
-    watcher = _Watcher(sink, on_event) if on_event else None
+    handlers = _install_event_handlers()
+    listeners = [on_event] if on_event else []
+    display = ProgressDisplay(graph) if wants_display(progress) else None
+    if display is not None:
+        listeners.append(display)
+    watcher = _Watcher(sink, _fan_out(listeners)) if listeners else None
     with contextlib.ExitStack() as stack:
         stack.enter_context(_session.activated(session, graph))
+        if display is not None:
+            stack.enter_context(display)
         stack.callback(shutil.rmtree, sink, True)
         stack.callback(_remove_failure_handlers, handlers)
         if watcher:
@@ -171,6 +183,10 @@ def build(
                 killed = stopped.after_interrupt(session, labels, signum)
             raise BuildInterrupted(signum, killed) from None
         result = _assemble(session, graph, roots, events, failures_by_id)
+        details = _events.failure_details(sink)
+        result.failure_details = {
+            t: details[t.task_id] for t in result.failed if t.task_id in details
+        }
     ok = not result.failed and (
         luigi_result is None or (luigi_result.scheduling_succeeded and _ok(luigi_result))
     )
@@ -287,13 +303,23 @@ class _Watcher:
         self._flush()
 
 
+def _fan_out(
+    listeners: list[Callable[[_events.TaskEvent], None]],
+) -> Callable[[_events.TaskEvent], None]:
+    def send(event: _events.TaskEvent) -> None:
+        for listener in listeners:
+            listener(event)
+
+    return send
+
+
 def _ok(luigi_result: Any) -> bool:
     from luigi.execution_summary import LuigiStatusCode
 
     return luigi_result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
 
 
-def _install_failure_handlers() -> list[tuple[str, Any]]:
+def _install_event_handlers() -> list[tuple[str, Any]]:
     # Luigi fires these in whichever process ran the task (a forked child when
     # workers > 1); the handler writes to the build's event folder, which all share.
     def on_failure(task: luigi.Task, exc: BaseException) -> None:
@@ -302,11 +328,17 @@ def _install_failure_handlers() -> list[tuple[str, Any]]:
     def on_broken(task: luigi.Task, exc: BaseException) -> None:
         _session.of(task).record_failure(task.task_id, exc)
 
+    def on_present(task: luigi.Task) -> None:
+        # Found complete while scheduling: Luigi will not look at its upstream tasks.
+        run = bound_run(task) if is_tracked(task) else None
+        _session.of(task).record("present", task.task_id, run.info.run_id if run else "")
+
     # PROCESS_FAILURE fires in the parent when a worker process died without a word.
     pairs = [
         (luigi.Event.FAILURE, on_failure),
         (luigi.Event.BROKEN_TASK, on_broken),
         (luigi.Event.PROCESS_FAILURE, stopped.on_worker_died),
+        (luigi.Event.DEPENDENCY_PRESENT, on_present),
     ]
     for event, handler in pairs:
         luigi.Task.event_handler(event)(handler)
@@ -331,7 +363,7 @@ def _assemble(
     reused_now: dict[luigi.Task, str] = {}
     for event in events:
         task = by_id.get(event.task_id)
-        if task is None or event.kind == "started":
+        if task is None or event.kind in ("started", "present"):
             continue
         (executed if event.kind == "executed" else reused_now)[task] = event.run_id
     return BuildResult(graph, roots, executed, reused_now, failed, session)

@@ -216,10 +216,12 @@ def find_runs(
         lf.find_runs(Evaluate, upstream={"Train": {"algorithm": "rf"},
                                          "Process": {"logic": "plain"}})[0]
     """
-    name = task if isinstance(task, str) else task.get_task_family()
-    candidates = runs_of(name, None)
-    if not isinstance(task, str) and not candidates:
-        candidates = runs_of(task.get_experiment_name(), None)
+    if isinstance(task, str):
+        candidates = runs_of(task, None)
+    else:  # a class's runs live in its experiment; none yet is an empty answer
+        experiment = task.get_experiment_name()
+        exists = current.get_store().experiment_id(experiment, create=False) is not None
+        candidates = runs_of(experiment, None) if exists else []
     candidates = [r for r in candidates if _matches(r.data.params, where or {})]
     if not upstream:
         return candidates

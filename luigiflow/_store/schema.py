@@ -23,6 +23,7 @@ UPSTREAM_TAG_PREFIX = "luigiflow.upstream."  # + upstream name -> run id consume
 TASK_TAG = "luigiflow.task"
 ERROR_TAG = "luigiflow.error"  # why a run FAILED or was marked KILLED
 INTERRUPTED = "interrupted"  # how ERROR_TAG begins on a run stopped by Ctrl-C / SIGTERM
+ERROR_AT_TAG = "luigiflow.error_at"  # file:line in the user's code where it failed
 HEARTBEAT_TAG = "luigiflow.heartbeat"
 WORKER_TAG = "luigiflow.worker"
 ARTIFACT_TAG_PREFIX = "luigiflow.artifact."  # + artifact name -> {"file", "bytes", ...}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,16 +14,12 @@ from rich.table import Table
 from rich.tree import Tree
 
 from luigiflow import _settings
-from luigiflow._errors import BuildError, LuigiflowError, TrackingError
+from luigiflow._errors import LuigiflowError, TrackingError
 from luigiflow._ops import lineage
 from luigiflow._ops.modules import build_task, import_module
 from luigiflow._store import client
-from luigiflow._store.records import DELETED
-
-
-def make_console() -> Console:
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
+from luigiflow.cli import _render
+from luigiflow.cli._render import make_console, num
 
 
 def check_store() -> None:
@@ -46,57 +40,6 @@ def check_store() -> None:
             f"cannot reach the MLflow tracking server at {uri} ({type(exc).__name__}); "
             "start it or fix MLFLOW_TRACKING_URI"
         ) from exc
-
-
-def num(value: float | None) -> str:
-    return "" if value is None else f"{value:.6g}"
-
-
-def _short(task: Any) -> str:
-    return repr(task)
-
-
-class _Progress:
-    """Live progress from build events: a rich display on a terminal, lines otherwise."""
-
-    def __init__(self, console: Console, total: int) -> None:
-        self.console = console
-        self.total = total
-        self.finished = 0
-        self.running: dict[str, float] = {}
-        self.started = time.time()
-        self.lock = threading.Lock()
-        self.live: Any = None
-        if console.is_terminal:
-            from rich.live import Live
-
-            self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
-            self.live.start()
-
-    def _render(self) -> Any:
-        from rich.text import Text
-
-        elapsed = time.time() - self.started
-        now = ", ".join(sorted(self.running)) or "-"
-        return Text(f"{self.finished}/{self.total} done  running: {now}  elapsed {elapsed:.1f}s")
-
-    def __call__(self, event: Any) -> None:
-        with self.lock:
-            if event.kind == "started":
-                self.running[event.task_id] = time.time()
-                line = f"started   {event.task_id}  run {event.run_id}"
-            else:
-                self.running.pop(event.task_id, None)
-                self.finished += 1
-                line = f"{event.kind:<9} {event.task_id}  run {event.run_id}"
-            if self.live is not None:
-                self.live.update(self._render())
-            else:
-                self.console.print(line, highlight=False)
-
-    def stop(self) -> None:
-        if self.live is not None:
-            self.live.stop()
 
 
 def _roots(
@@ -123,63 +66,39 @@ def run(
 ) -> None:
     import luigiflow as lf
     from luigiflow._ops import plan as _plan
-    from luigiflow._ops.graph import walk_graph
 
     roots, config = _roots(module, task_words, config_path)
     check_store()
     console = make_console()
-    graph = walk_graph(roots)
     force = []
     if rerun_changed:
         force = _plan.tasks_to_force(_plan.make_plan(roots, rerun_changed=True))
-    progress = _Progress(console, len(graph))
-    try:
-        result = lf.build(
-            roots,
-            workers=workers,
-            scheduler_url=scheduler_url,
-            on_event=progress,
-            force=force,
-            raise_on_failure=False,
-            # Failures are reported below, one line each; full tracebacks are stored
-            # on the FAILED runs (luigiflow/traceback.txt), not dumped on the terminal.
-            log_level="CRITICAL",
-        )
-    finally:
-        progress.stop()
-    runs = lineage.get_runs(list(result.runs.values())) if result.runs else {}
-    title = repr(roots[0]) if len(roots) == 1 else f"{len(roots)} tasks from {config_path}"
-    table = Table(title=f"luigiflow run {title}")
-    for column in ("task", "status", "run id", "duration"):
-        table.add_column(column, no_wrap=column == "run id")
-    for t in result.tasks:
-        run_id = result.runs.get(t, "")
-        found = runs.get(run_id)
-        status = (
-            "executed"
-            if t in result.executed
-            else "failed"
-            if t in result.failed
-            # a downstream run consumed it, but a user deleted it since: not reusable
-            else "run deleted"
-            if found is not None and found.info.lifecycle_stage == DELETED
-            else "reused"
-            if t in result.runs
-            else "not run"
-        )
-        duration = ""
-        if found is not None and found.info.end_time:
-            duration = f"{(found.info.end_time - found.info.start_time) / 1000:.2f}s"
-        table.add_row(_short(t), status, run_id, duration)
-    console.print(table)
-    console.print(
-        f"executed {len(result.executed)}, reused {len(result.reused)}, failed {len(result.failed)}"
+    result = lf.build(
+        roots,
+        workers=workers,
+        scheduler_url=scheduler_url,
+        force=force,
+        raise_on_failure=False,
+        # Failures are reported below, once each; full tracebacks are stored on the
+        # FAILED runs (luigiflow/traceback.txt), not dumped on the terminal.
+        log_level="CRITICAL",
     )
+    ids = [*result.runs.values(), *(d.run_id for d in result.failure_details.values())]
+    runs = lineage.get_runs([i for i in ids if i]) if ids else {}
+    title = repr(roots[0]) if len(roots) == 1 else f"{len(roots)} tasks from {config_path}"
+    console.print(_render.build_summary(result, runs, f"luigiflow run {title}"))
+    console.print(
+        f"executed {len(result.executed)}, reused {len(result.reused)}, "
+        f"failed {len(result.failed)}",
+        highlight=False,
+    )
+    for root in roots:
+        if root in result.runs:
+            console.print(f"result: luigiflow show {result.runs[root]}", highlight=False)
     if not result.success:
-        for failed, exc in result.failed.items():
-            first = (str(exc).splitlines() or [""])[0]
-            click.echo(f"FAILED {failed!r}: {type(exc).__name__}: {first}", err=True)
-        raise BuildError(result.failed, result)
+        for line in _render.failure_report(result):
+            click.echo(line, err=True)
+        raise SystemExit(1)  # reported above, once
     if config is not None and config.sweep is not None:
         _report_sweep(console, config, result)
 
@@ -274,9 +193,9 @@ def reproduce(run_id: str, force: bool, workers: int, module: str | None = None)
         raise_on_failure=False,
     )
     if not result.success:
-        for failed, exc in result.failed.items():
-            click.echo(f"FAILED {failed!r}: {type(exc).__name__}: {exc}", err=True)
-        raise BuildError(result.failed, result)
+        for line in _render.failure_report(result):
+            click.echo(line, err=True)
+        raise SystemExit(1)  # reported above, once
     new_id = result.runs[task]
     if new_id == run_id:
         console.print(f"reused: run {run_id} still completes this task (use --force to re-execute)")

@@ -16,7 +16,8 @@ from rich.tree import Tree
 from luigiflow._errors import LuigiflowError
 from luigiflow._store import schema
 from luigiflow._store.records import DELETED
-from luigiflow.cli._commands import check_store, make_console, num
+from luigiflow.cli._commands import check_store
+from luigiflow.cli._render import make_console, num
 
 
 def runs(

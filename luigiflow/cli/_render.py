@@ -1,0 +1,94 @@
+"""Rendering shared by the commands: consoles, short run ids, the build summary and the
+report of failed tasks. Only presentation; every fact comes from `_ops`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from luigiflow._display.progress import task_label
+
+SHORT_ID = 8  # like git's short hashes: unique enough in one store, fits a table
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A terminal's console, or a fixed-width one (COLUMNS, else 120) for pipes and files.
+
+    Nothing is coloured when the output is not a terminal.
+    """
+    console = Console(stderr=stderr)
+    if console.is_terminal or "COLUMNS" in os.environ:
+        return console
+    return Console(stderr=stderr, width=120)
+
+
+def num(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def short_id(run_id: str, full: bool = False) -> str:
+    return run_id if full else run_id[:SHORT_ID]
+
+
+def key_metrics(metrics: dict[str, float], limit: int = 3) -> str:
+    """The first few metrics of a run as `name=value`, for one table cell."""
+    shown = [f"{k}={num(v)}" for k, v in sorted(metrics.items())[:limit]]
+    more = len(metrics) - limit
+    return ", ".join(shown) + (f" (+{more})" if more > 0 else "")
+
+
+def build_summary(result: Any, runs: dict[str, Any], title: str) -> Table:
+    """One row per task of the build: status, short run id, duration, key metrics."""
+    table = Table(title=title, title_justify="left")
+    for column in ("task", "status", "run", "took", "metrics"):
+        table.add_column(column, no_wrap=column in ("status", "run", "took"))
+    for task in result.tasks:
+        if task in result.executed:
+            status = "executed"
+        elif task in result.failed:
+            status = "failed"
+        elif task in result.runs and _deleted(runs.get(result.runs[task])):
+            # a downstream run consumed it, but a user deleted it since: not reusable
+            status = "run deleted"
+        elif task in result.runs:
+            status = "reused"
+        else:
+            status = "not run"
+        run_id = result.runs.get(task) or _failed_run(result, task)
+        found = runs.get(run_id)
+        took = metrics = ""
+        if found is not None and found.info.end_time:
+            took = f"{(found.info.end_time - found.info.start_time) / 1000:.1f}s"
+        if found is not None and task in result.executed:
+            metrics = key_metrics(dict(found.data.metrics))
+        table.add_row(task_label(task), status, short_id(run_id), took, metrics)
+    return table
+
+
+def _deleted(run: Any) -> bool:
+    return run is not None and run.info.lifecycle_stage == DELETED
+
+
+def _failed_run(result: Any, task: Any) -> str:
+    detail = result.failure_details.get(task)
+    return detail.run_id if detail is not None else ""
+
+
+def failure_report(result: Any) -> list[str]:
+    """Each failed task once: its run, the error, the user's file:line, what to run next."""
+    from luigiflow._core.failures import one_line
+
+    lines = []
+    for task, exc in result.failed.items():
+        detail = result.failure_details.get(task)
+        run_id = detail.run_id if detail is not None else ""
+        lines.append(f"FAILED {task_label(task)}" + (f"  run {run_id}" if run_id else ""))
+        lines.append(f"  {one_line(exc)}")
+        if detail is not None and detail.where:
+            lines.append(f"  at {detail.where}")
+        if run_id:
+            lines.append(f"  full traceback: luigiflow show {run_id}")
+    return lines
