@@ -109,7 +109,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         except (luigi.parameter.ParameterException, ValueError, TypeError) as exc:
             problems[""] = str(exc)
         for name, value in values:
-            problem = name not in problems and check_value(by_name[name], value)
+            problem = None if name in problems else check_value(by_name[name], value)
             if problem:
                 problems[name] = f"parameter {name!r}: {problem}"
         if problems:

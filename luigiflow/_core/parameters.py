@@ -43,7 +43,7 @@ _EXPECTED_TYPES: list[tuple[type, tuple[type, ...], str]] = [
 
 
 # How a value is written on Luigi's command line, for the error when a string does not parse.
-_TEXT_FORMS: list[tuple[type, str]] = [
+TEXT_FORMS: list[tuple[type, str]] = [
     (luigi.BoolParameter, "true or false"),
     (luigi.DateSecondParameter, "YYYY-MM-DDTHHMMSS"),
     (luigi.DateMinuteParameter, "YYYY-MM-DDTHHMM"),
@@ -68,7 +68,7 @@ def from_text(param: luigi.Parameter, value: str) -> tuple[Any, str | None]:
     try:
         return param.parse(value), None
     except Exception:  # Luigi raises ValueError, KeyError, json errors...
-        form = next((f for c, f in _TEXT_FORMS if isinstance(param, c)), "")
+        form = next((f for c, f in TEXT_FORMS if isinstance(param, c)), "")
         return value, f"cannot read {value!r} as {wanted}" + (f" ({form})" if form else "")
 
 

@@ -18,22 +18,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-
-def task_label(task: Any, width: int = 24) -> str:
-    """`Family(param=value, ...)`, long values cut: readable, unlike Luigi's hashed ids."""
-    family = task.get_task_family()
-    parts = []
-    for name, param in task.get_params():
-        if not param.significant:
-            continue
-        try:
-            text = str(param.serialize(getattr(task, name)))
-        except Exception:
-            text = repr(getattr(task, name))
-        if len(text) > width:
-            text = text[: width - 1] + "…"
-        parts.append(f"{name}={text}")
-    return f"{family}({', '.join(parts)})"
+from luigiflow._core.labels import task_label
 
 
 def _seconds(s: float) -> str:

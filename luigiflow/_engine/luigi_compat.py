@@ -78,3 +78,11 @@ def in_worker_process() -> bool:
     import multiprocessing
 
     return is_worker_process(multiprocessing.current_process())
+
+
+def param_default(param: luigi.Parameter) -> tuple[bool, Any]:
+    """(True, default) when a Luigi parameter has a default, else (False, None)."""
+    default = getattr(param, "_default", luigi.parameter._no_value)
+    if default is luigi.parameter._no_value:
+        return False, None
+    return True, default

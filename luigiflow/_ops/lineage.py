@@ -10,46 +10,85 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from luigiflow._core.parameters import value_text
-from luigiflow._errors import RunNotFoundError
+from luigiflow._core.suggest import did_you_mean, listing
+from luigiflow._errors import ParameterError, RunNotFoundError
 from luigiflow._store import current, schema, signatures
 from luigiflow._store.records import RunRecord as Run
 
+STATUSES: dict[str, tuple[str, ...]] = {
+    "finished": ("FINISHED",),
+    "failed": ("FAILED",),
+    "killed": ("KILLED",),
+    "all": ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED"),
+}
 
-def runs_of(name: str, where: dict[str, str] | None = None) -> list[Run]:
-    """FINISHED runs of a task family or experiment `name`, newest first, filtered on params.
 
+def runs_of(name: str, where: dict[str, str] | None = None, status: str = "finished") -> list[Run]:
+    """Runs of a task family or experiment `name`, newest first, filtered on params.
+
+    `status` is finished (the default), failed, killed or all (deleted runs never).
     `where` compares MLflow param values exactly, in Python, so quotes and unicode in
-    values need no escaping.
+    values need no escaping; a parameter no run has is an error, not an empty answer.
     """
     store = current.get_store()
+    wanted = STATUSES[status]
+
+    def listed(exp_id: str) -> list[Run]:
+        if wanted == ("FINISHED",):
+            return list(store.finished_runs(exp_id))
+        return [
+            r
+            for r in store.all_runs(exp_id)
+            if r.info.status in wanted and r.info.lifecycle_stage == "active"
+        ]
+
     exp_id = store.experiment_id(name, create=False)
     runs: list[Run] = []
     if exp_id is not None:
-        runs = list(store.finished_runs(exp_id))
+        runs = listed(exp_id)
     else:
+        names = []
         for exp in store.experiments():
             if exp.lifecycle_stage != "active":
                 continue
+            names.append(exp.name)
             runs.extend(
-                r
-                for r in store.finished_runs(exp.experiment_id)
-                if r.data.tags.get(schema.FAMILY_TAG) == name
+                r for r in listed(exp.experiment_id) if r.data.tags.get(schema.FAMILY_TAG) == name
             )
         runs.sort(key=lambda r: r.info.start_time, reverse=True)
         if not runs:
             raise RunNotFoundError(
-                f"no experiment and no task family named {name!r} in {store.uri}; "
-                "check the name (luigiflow runs uses the experiment or the task class name)"
+                f"no experiment and no task family named {name!r} in {store.uri}"
+                f"{did_you_mean(name, names)} (luigiflow runs takes the experiment or the "
+                f"task class name; experiments: {listing(names)})"
             )
+    known = {k for r in runs for k in r.data.params}
     for key, value in (where or {}).items():
+        if runs and key not in known:
+            raise ParameterError(
+                f"runs of {name} have no parameter {key!r}{did_you_mean(key, known)} "
+                f"(parameters: {listing(known)})"
+            )
         runs = [r for r in runs if r.data.params.get(key) == value]
     return runs
+
+
+def check_metric(name: str, metric: str, runs: list[Run]) -> None:
+    """A metric to sort by must exist on some run: a misspelt one is an error."""
+    known = {k for r in runs for k in r.data.metrics}
+    if runs and metric not in known:
+        raise ParameterError(
+            f"runs of {name} have no metric {metric!r}{did_you_mean(metric, known)} "
+            f"(metrics: {listing(known)})"
+        )
 
 
 def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
     """One flat record per run: id, start, identity, duplicate flag, params, metrics."""
     seen: dict[str, int] = {}
     for run in runs:
+        if run.info.status != "FINISHED":  # retries of a failed task are no duplicates
+            continue
         identity = run.data.tags.get(schema.IDENTITY_TAG, "")
         seen[identity] = seen.get(identity, 0) + 1
     rows = []
@@ -58,12 +97,14 @@ def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "run_id": run.info.run_id,
+                "status": run.info.status,
                 "start_time": run.info.start_time,
                 "identity": identity,
-                "duplicate": bool(identity) and seen[identity] > 1,
+                "duplicate": bool(identity) and seen.get(identity, 0) > 1,
                 "signed": SIGNED_MARK[signatures.status(run)],
                 "params": dict(run.data.params),
                 "metrics": dict(run.data.metrics),
+                "error": run.data.tags.get(schema.ERROR_TAG, ""),
             }
         )
     return rows
@@ -76,6 +117,32 @@ SIGNED_MARK = {
     signatures.UNSIGNED: "no",
     signatures.BAD: "bad",
 }
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a run FAILED or was KILLED: the error, where in the user's code, the
+    traceback's last lines."""
+
+    error: str
+    where: str
+    traceback_tail: list[str]
+
+
+def failure_of(run: Run, tail: int = 8) -> Failure | None:
+    """The recorded failure of a FAILED or KILLED run (None for other runs)."""
+    if run.info.status not in ("FAILED", "KILLED"):
+        return None
+    from luigiflow._store.artifacts import local_artifact_path
+
+    tags = run.data.tags
+    lines: list[str] = []
+    try:
+        path = local_artifact_path(run.info.run_id, run.info.artifact_uri, schema.TRACEBACK_FILE)
+        lines = path.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()
+    except Exception:  # a run killed before it could store its traceback has none
+        lines = []
+    return Failure(tags.get(schema.ERROR_TAG, ""), tags.get(schema.ERROR_AT_TAG, ""), lines[-tail:])
 
 
 def get_run(run_id: str) -> Run:

@@ -8,32 +8,73 @@ works as it does with the `luigi` command; every bad word is reported at once.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import pathlib
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import luigi
 import luigi.task_register
 
+from luigiflow._core import failures
+from luigiflow._core.parameters import TEXT_FORMS, param_text
+from luigiflow._core.suggest import did_you_mean
 from luigiflow._engine import luigi_compat
-from luigiflow._errors import ParameterError, TaskNotFoundError
+from luigiflow._errors import ParameterError, TaskDefinitionError, TaskNotFoundError
 
 
-def import_module(module: str | None) -> None:
-    """Import the user's task module; the working directory is importable, as in Luigi."""
+def import_module(module: str | None) -> str | None:
+    """Import the user's task module and return the dotted name it was imported as.
+
+    `module` is a dotted name or a path to a `.py` file; the working directory is
+    importable, as in Luigi. A file below it is imported by its dotted path
+    (`pipelines/tasks.py` -> `pipelines.tasks`, the name recorded on its runs), a file
+    elsewhere from its own folder. A module that fails to import is one error naming
+    the file and line; the original exception is chained for `--debug`.
+    """
     if not module:
-        return
+        return None
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    name = _dotted_name(module)
     try:
-        importlib.import_module(module)
+        importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
+        if exc.name and name.startswith(exc.name):
             raise TaskNotFoundError(
-                f"module {module!r} not found (from {os.getcwd()}); pass an importable "
-                "module path such as examples.tabular"
+                f"module {name!r} not found (from {os.getcwd()}); pass an importable "
+                "module such as examples.tabular or a file such as examples/tabular.py"
             ) from exc
-        raise
+        raise _import_failed(name, exc) from exc
+    except Exception as exc:  # the user's module raised while importing
+        raise _import_failed(name, exc) from exc
+    return name
+
+
+def _dotted_name(module: str) -> str:
+    if not (module.endswith(".py") or os.sep in module or "/" in module):
+        return module
+    path = pathlib.Path(module).resolve()
+    if not path.is_file():
+        raise TaskNotFoundError(f"module file {module!r} does not exist (from {os.getcwd()})")
+    try:
+        relative = path.relative_to(pathlib.Path.cwd())
+    except ValueError:
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        return path.stem
+    return ".".join(relative.with_suffix("").parts)
+
+
+def _import_failed(name: str, exc: BaseException) -> TaskDefinitionError:
+    where = failures.user_location(exc)
+    return TaskDefinitionError(
+        f"module {name} failed to import"
+        + (f" at {where}" if where else "")
+        + f": {failures.one_line(exc)} (luigiflow --debug ... shows the full traceback)"
+    )
 
 
 def task_class(name: str, module: str | None, not_found: str = "") -> type[luigi.Task]:
@@ -47,8 +88,9 @@ def task_class(name: str, module: str | None, not_found: str = "") -> type[luigi
             for n, cls in luigi_compat.registry().items()
             if module and getattr(cls, "__module__", "") == module
         )
+        close = did_you_mean(name, luigi_compat.registry())
         hint = f"tasks in {module}: {', '.join(known)}" if known else "did you pass --module?"
-        raise TaskNotFoundError(not_found or f"unknown task {name!r}; {hint}") from exc
+        raise TaskNotFoundError(not_found or f"unknown task {name!r}{close}; {hint}") from exc
 
 
 def build_task(module: str | None, words: Sequence[str]) -> luigi.Task:
@@ -56,8 +98,7 @@ def build_task(module: str | None, words: Sequence[str]) -> luigi.Task:
     if not words:
         raise TaskNotFoundError("no task named; usage: luigiflow run --module M TASK [--param v]")
     name, rest = words[0], list(words[1:])
-    import_module(module)
-    cls = task_class(name, module)
+    cls = task_class(name, import_module(module))
     params = dict(cls.get_params())
     values: dict[str, object] = {}
     problems: list[str] = []
@@ -72,7 +113,8 @@ def build_task(module: str | None, words: Sequence[str]) -> luigi.Task:
         attr = key.replace("-", "_")
         param = params.get(attr)
         if param is None:
-            problems.append(f"unknown parameter --{key} (known: {_known(params)})")
+            close = did_you_mean(attr, params, show=lambda n: "--" + n.replace("_", "-"))
+            problems.append(f"unknown parameter --{key}{close} (known: {_known(params)})")
             i += 1
             continue
         if isinstance(param, luigi.BoolParameter) and not inline:
@@ -105,3 +147,37 @@ def build_task(module: str | None, words: Sequence[str]) -> luigi.Task:
 
 def _known(params: dict[str, luigi.Parameter]) -> str:
     return ", ".join("--" + n.replace("_", "-") for n in params) or "none"
+
+
+@dataclass(frozen=True)
+class ParameterHelp:
+    """One parameter of a task class as `luigiflow run ... TASK --help` lists it."""
+
+    option: str
+    kind: str
+    default: str | None  # None: required
+    choices: list[str]
+    description: str
+    significant: bool
+
+
+def task_help(cls: type[luigi.Task]) -> tuple[str, list[ParameterHelp]]:
+    """A task class's docstring and its parameters: type, default, choices."""
+    found = []
+    for name, param in cls.get_params():
+        has_default, default = luigi_compat.param_default(param)
+        kind = type(param).__name__.removesuffix("Parameter").lower() or "text"
+        choices = [str(c) for c in getattr(param, "_choices", None) or []]
+        form = next((f for c, f in TEXT_FORMS if isinstance(param, c)), "")
+        found.append(
+            ParameterHelp(
+                option="--" + name.replace("_", "-"),
+                kind=kind + (f" ({form})" if form else ""),
+                default=param_text(param, default) if has_default else None,
+                choices=choices,
+                description=param.description or "",
+                significant=param.significant,
+            )
+        )
+    # The class's own docstring only: a bare subclass would inherit MlflowTask's.
+    return inspect.cleandoc(cls.__dict__.get("__doc__") or ""), found

@@ -140,6 +140,9 @@ class MemoryStore:
 
     def get_run(self, run_id: str) -> RunRecord:
         self.calls.append("get_run")
+        if schema.is_short_run_id(run_id):
+            matches = [r for r in self._runs if r.startswith(run_id.lower())]
+            run_id = matches[0] if len(matches) == 1 else run_id
         run = self._runs.get(run_id)
         if run is None:
             raise RunNotFoundError(f"run {run_id!r} does not exist in {self.uri}")

@@ -195,8 +195,11 @@ class MlflowStore:
         )
 
     def get_run(self, run_id: str) -> RunRecord:
+        """One run by id, or by the unique start of its id (tables show 8 characters)."""
         from mlflow.exceptions import MlflowException
 
+        if schema.is_short_run_id(run_id):
+            run_id = self._complete_run_id(run_id)
         try:
             with _client.translate_errors(f"reading run {run_id}", self.uri):
                 return from_mlflow(self.client.get_run(run_id))
@@ -205,6 +208,27 @@ class MlflowStore:
                 f"run {run_id!r} does not exist in {self.uri}; "
                 "copy a run id from `luigiflow runs` or the MLflow UI"
             ) from exc
+
+    def _complete_run_id(self, prefix: str) -> str:
+        experiment_ids = [e.experiment_id for e in self.experiments()]
+        found: list[str] = []
+        for chunk in chunks(experiment_ids, 100):
+            page = self._search(
+                list(chunk),
+                f"attributes.run_id LIKE '{prefix.lower()}%'",
+                f"looking up run {prefix}",
+                True,
+                max_results=2,
+            )
+            found.extend(r.info.run_id for r in page)
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise RunNotFoundError(
+                f"run id {prefix!r} is ambiguous in {self.uri}; give more of it "
+                "(luigiflow runs --full shows whole ids)"
+            )
+        return prefix  # get_run reports it as not found
 
     def get_runs(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
         result: dict[str, RunRecord] = {}

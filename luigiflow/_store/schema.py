@@ -179,3 +179,8 @@ def successor_experiment(name: str, deleted_id: str) -> str:
     restores it (that would restore the runs the user deleted) and uses `name~<id>`.
     """
     return f"{name}~{deleted_id}"
+
+
+def is_short_run_id(text: str) -> bool:
+    """The start of a run id as tables print it (4 to 31 hex digits), not a whole id."""
+    return 4 <= len(text) < 32 and all(c in "0123456789abcdefABCDEF" for c in text)

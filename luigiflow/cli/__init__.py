@@ -10,7 +10,9 @@ from typing import Any
 
 import click
 
-TASK_ARGS = {"ignore_unknown_options": True, "allow_extra_args": True}
+# `--help` after a task name lists that task's parameters, so run/plan handle it.
+TASK_ARGS = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+_debug = False  # set by `luigiflow --debug`: errors keep their full traceback
 
 
 def _task_options(fn: Any) -> Any:
@@ -39,16 +41,40 @@ def _task_options(fn: Any) -> Any:
         is_flag=True,
         help="Re-run tasks whose code changed since their run, and downstream.",
     )(fn)
+    fn = click.option(
+        "--help",
+        "-h",
+        "show_help",
+        is_flag=True,
+        help="Show this message; after TASK: the task's parameters, types and defaults.",
+    )(fn)
     fn = click.argument(
         "task_words", nargs=-1, type=click.UNPROCESSED, metavar="TASK [--param VALUE]..."
     )(fn)
     return fn
 
 
+def _help_requested(kwargs: dict[str, Any]) -> bool:
+    """Print the command's help, or the task's when a task is named; True if printed."""
+    if not kwargs.pop("show_help"):
+        return False
+    from luigiflow.cli import _commands
+
+    ctx = click.get_current_context()
+    if kwargs["task_words"]:
+        _commands.task_help(ctx.command_path, kwargs["module"], kwargs["task_words"][0])
+    else:
+        click.echo(ctx.get_help())
+    return True
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="luigiflow")
-def app() -> None:
+@click.option("--debug", is_flag=True, help="Show full tracebacks of errors.")
+def app(debug: bool) -> None:
     """Luigi task graphs where every task is an MLflow run."""
+    global _debug
+    _debug = debug
 
 
 @app.command(context_settings=TASK_ARGS)
@@ -60,19 +86,34 @@ def run(**kwargs: Any) -> None:
     """
     from luigiflow.cli import _commands
 
-    _commands.run(**kwargs)
+    if not _help_requested(kwargs):
+        _commands.run(**kwargs)
 
 
 @app.command(context_settings=TASK_ARGS)
 @_task_options
-@click.option("--format", "fmt", type=click.Choice(["tree", "json"]), default="tree")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tree", "json", "mermaid", "dot"]),
+    default="tree",
+    help="tree (each task once), json, or the graph as Mermaid or Graphviz text.",
+)
+@click.option(
+    "--output",
+    "output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the graph to FILE; .svg/.png are rendered with Graphviz's dot.",
+)
 def plan(**kwargs: Any) -> None:
     """Dry run: each task reused (run id) or will run, and why. Creates nothing."""
     from luigiflow.cli import _commands
 
     kwargs.pop("workers")
     kwargs.pop("scheduler_url")
-    _commands.plan(**kwargs)
+    if not _help_requested(kwargs):
+        _commands.plan(**kwargs)
 
 
 @app.command()
@@ -87,8 +128,18 @@ def plan(**kwargs: Any) -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most N runs.")
 @click.option("--sweep", "sweep_id", metavar="SWEEP_RUN_ID", help="Only runs linked by this sweep.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option(
+    "--status",
+    type=click.Choice(["finished", "failed", "killed", "all"]),
+    default="finished",
+    show_default=True,
+    help="Which runs: failed ones show their error.",
+)
+@click.option(
+    "--full", is_flag=True, help="Whole run ids in the table (csv/json always have them)."
+)
 def runs(**kwargs: Any) -> None:
-    """FINISHED runs of one task (class name or experiment) with params and metrics."""
+    """Runs of one task (class name or experiment) with params and metrics."""
     from luigiflow.cli import _inspect
 
     _inspect.runs(**kwargs)
@@ -210,6 +261,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"UsageError: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except LuigiflowError as exc:
+        if _debug:
+            import traceback
+
+            traceback.print_exception(exc)
         first = str(exc).splitlines()[0] if str(exc) else ""
         click.echo(f"{type(exc).__name__}: {first}", err=True)
         sys.exit(1)

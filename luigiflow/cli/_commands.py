@@ -42,12 +42,20 @@ def check_store() -> None:
         ) from exc
 
 
+def use_module(module: str | None) -> str | None:
+    """Import the user's module; say which dotted name a file path was imported as."""
+    dotted = import_module(module)
+    if module and dotted != module:
+        click.echo(f"luigiflow: {module} imported as module {dotted}", err=True)
+    return dotted
+
+
 def _roots(
     module: str | None, task_words: Sequence[str], config_path: str | None
 ) -> tuple[list[Any], Any]:
     """The tasks to build: from TASK words, or from a config file (one per sweep point)."""
     if config_path is None:
-        return [build_task(module, task_words)], None
+        return [build_task(use_module(module), task_words)], None
     if task_words or module:
         raise LuigiflowError("give either --config or --module TASK [--param value], not both")
     from luigiflow._ops.sweep import config as _config
@@ -129,6 +137,7 @@ def plan(
     rerun_changed: bool,
     task_words: Sequence[str],
     fmt: str,
+    output: str | None = None,
 ) -> None:
     from luigiflow._ops import plan as _plan
 
@@ -138,10 +147,15 @@ def plan(
     if fmt == "json":
         click.echo(json.dumps([e.to_dict() for e in entries], indent=2, default=str))
         return
+    if fmt in ("mermaid", "dot") or output:
+        _render.write_graph(entries, fmt, output)
+        return
     console = make_console()
+    shown: set[str] = set()
     for entry in entries:
         tree = Tree(_plan_label(entry))
-        _plan_tree(tree, entry)
+        shown.add(entry.task.task_id)
+        _plan_tree(tree, entry, shown)
         console.print(tree)
     flat = {id(e.task): e for root in entries for e in root.walk()}
     will = sum(1 for e in flat.values() if e.status == _plan.WILL_RUN)
@@ -151,21 +165,58 @@ def plan(
 def _plan_label(entry: Any) -> str:
     from rich.markup import escape
 
+    label = escape(_render.task_label(entry.task))
     if entry.status == "reused":
-        head = f"[green]reused[/]   {escape(repr(entry.task))}  run {entry.run_id}"
+        head = f"[green]reused[/]   {label}  run {_render.short_id(entry.run_id or '')}"
     elif entry.status == "will run":
-        head = f"[yellow]will run[/] {escape(repr(entry.task))}"
+        head = f"[yellow]will run[/] {label}"
     else:
-        head = f"[dim]not needed {escape(repr(entry.task))}[/]"
+        head = f"[dim]not needed {label}[/]"
     for reason in entry.reasons:
         head += f"\n    - {escape(reason)}"
     return head
 
 
-def _plan_tree(tree: Tree, entry: Any) -> None:
+def _plan_tree(tree: Tree, entry: Any, shown: set[str]) -> None:
+    """Each task once: a task needed again further down refers back to where it was shown."""
+    from rich.markup import escape
+
     for name, child in entry.upstream.items():
+        if child.task.task_id in shown:
+            label = escape(_render.task_label(child.task))
+            tree.add(f"[dim]{name}:[/] {label} [dim]({child.status}, shown above)[/]")
+            continue
+        shown.add(child.task.task_id)
         branch = tree.add(f"[dim]{name}:[/] " + _plan_label(child))
-        _plan_tree(branch, child)
+        _plan_tree(branch, child, shown)
+
+
+def task_help(command_path: str, module: str | None, name: str) -> None:
+    """`luigiflow run --module M TASK --help`: the task's docstring and parameters."""
+    from rich.markup import escape
+
+    from luigiflow._ops.modules import task_class, task_help
+
+    dotted = use_module(module)
+    doc, params = task_help(task_class(name, dotted))
+    console = make_console()
+    console.print(f"Usage: {command_path} --module {dotted} {name} [--param VALUE]...\n")
+    if doc:
+        console.print(escape(doc) + "\n", highlight=False)
+    table = Table(title="parameters", title_justify="left", box=None, pad_edge=False)
+    for column in ("option", "type", "default", "notes"):
+        table.add_column(column, overflow="fold", no_wrap=column == "option")
+    for p in params:
+        notes = []
+        if p.choices:
+            notes.append("one of " + ", ".join(p.choices))
+        if p.description:
+            notes.append(p.description)
+        if not p.significant:
+            notes.append("not part of the identity")
+        default = "(required)" if p.default is None else p.default
+        table.add_row(p.option, p.kind, escape(default), escape("; ".join(notes)))
+    console.print(table)
 
 
 def reproduce(run_id: str, force: bool, workers: int, module: str | None = None) -> None:
@@ -173,7 +224,7 @@ def reproduce(run_id: str, force: bool, workers: int, module: str | None = None)
     from luigiflow._ops import reproduce as _reproduce
 
     check_store()
-    import_module(module)
+    use_module(module)
     console = make_console()
     original = _reproduce.load_run(run_id)
     task = _reproduce.task_from_run(original)
@@ -259,7 +310,11 @@ def serve(target: str, port: int, host: str, max_body_bytes: int) -> None:
 def ui(port: int, host: str) -> None:
     uri = client.tracking_uri()
     if uri.startswith(("http://", "https://")):
-        raise LuigiflowError(f"the tracking store is already a server: open {uri} in a browser")
+        check_store()  # one line when nothing answers there
+        raise LuigiflowError(
+            f"MLFLOW_TRACKING_URI is the tracking server {uri}: its UI is already there, "
+            "open it in a browser (unset MLFLOW_TRACKING_URI for the local store's UI)"
+        )
     command = [
         sys.executable,
         "-m",

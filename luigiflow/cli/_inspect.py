@@ -17,7 +17,7 @@ from luigiflow._errors import LuigiflowError
 from luigiflow._store import schema
 from luigiflow._store.records import DELETED
 from luigiflow.cli._commands import check_store
-from luigiflow.cli._render import make_console, num
+from luigiflow.cli._render import make_console, num, short_id
 
 
 def runs(
@@ -28,6 +28,8 @@ def runs(
     limit: int | None,
     sweep_id: str | None,
     fmt: str,
+    status: str = "finished",
+    full: bool = False,
 ) -> None:
     from luigiflow._ops import lineage as _history
 
@@ -38,12 +40,14 @@ def runs(
             raise LuigiflowError(f"--where {item!r} must look like PARAM=VALUE")
         filters[key] = value
     check_store()
-    found = _history.runs_of(name, filters)
+    found = _history.runs_of(name, filters, status)
     if sweep_id:
         from luigiflow._ops.sweep import record as _sweep
 
         linked = set(_sweep.leaf_runs(sweep_id))
         found = [r for r in found if r.info.run_id in linked]
+    if sort_by:
+        _history.check_metric(name, sort_by, found)
     rows = _history.run_rows(found)
     if sort_by:
         missing = [r for r in rows if sort_by not in r["metrics"]]
@@ -57,31 +61,85 @@ def runs(
         return
     params = sorted({k for r in rows for k in r["params"]})
     metrics = sorted({k for r in rows for k in r["metrics"]})
-    header = ["run_id", "start_time", *params, *metrics, "duplicate", "signed"]
-    records = [
-        [
-            r["run_id"],
-            _time(r["start_time"]),
-            *[r["params"].get(p, "") for p in params],
-            *[num(r["metrics"].get(m)) for m in metrics],
-            "yes" if r["duplicate"] else "",
-            r["signed"],
-        ]
-        for r in rows
-    ]
+    failed = status != "finished"
     if fmt == "csv":
+        header = ["run_id", "start_time", *params, *metrics, "duplicate", "signed"]
+        header += ["status", "error"] if failed else []
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(header)
-        writer.writerows(records)
+        for r in rows:
+            writer.writerow(
+                [
+                    r["run_id"],
+                    _time(r["start_time"]),
+                    *[r["params"].get(p, "") for p in params],
+                    *[num(r["metrics"].get(m)) for m in metrics],
+                    "yes" if r["duplicate"] else "",
+                    r["signed"],
+                    *([r["status"], r["error"]] if failed else []),
+                ]
+            )
         click.echo(buffer.getvalue(), nl=False)
         return
-    table = Table(title=f"{name}: {len(rows)} finished run(s)")
-    for column in header:
-        table.add_column(column, no_wrap=column == "run_id")
-    for record in records:
-        table.add_row(*[str(v) for v in record])
-    make_console().print(table)
+    make_console().print(_runs_table(name, rows, params, metrics, status, full))
+
+
+def _runs_table(
+    name: str,
+    rows: list[dict[str, Any]],
+    params: list[str],
+    metrics: list[str],
+    status: str,
+    full: bool,
+) -> Table:
+    """Short run ids; parameters equal on every row go to the title, so the columns left
+    are the ones that tell runs apart, and metric values are never cut."""
+    from rich import box
+
+    same = {
+        p: rows[0]["params"].get(p)
+        for p in params
+        if rows and len({r["params"].get(p) for r in rows}) == 1
+    }
+    varying = [p for p in params if p not in same]
+    title = f"{name}: {len(rows)} {'' if status == 'all' else status + ' '}run(s)"
+    if same:
+        title += " · " + ", ".join(f"{k}={v}" for k, v in same.items())
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("run", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    if status != "finished":
+        table.add_column("status", no_wrap=True)
+    for p in varying:
+        table.add_column(p, overflow="fold")
+    cells = {m: [num(r["metrics"].get(m)) for r in rows] for m in metrics}
+    for m in metrics:
+        width = max([len(c) for c in cells[m]] + [1])
+        table.add_column(m, justify="right", no_wrap=True, min_width=width)
+    duplicates = any(r["duplicate"] for r in rows)
+    if duplicates:
+        table.add_column("duplicate", no_wrap=True)
+    table.add_column("signed", no_wrap=True)
+    if status != "finished":
+        table.add_column("error", overflow="fold")
+    for i, r in enumerate(rows):
+        started = ""
+        if r["start_time"]:
+            moment = dt.datetime.fromtimestamp(r["start_time"] / 1000)
+            started = moment.strftime("%m-%d %H:%M")
+        row = [short_id(r["run_id"], full), started]
+        if status != "finished":
+            row.append(r["status"])
+        row += [str(r["params"].get(p, "")) for p in varying]
+        row += [cells[m][i] for m in metrics]
+        if duplicates:
+            row.append("yes" if r["duplicate"] else "")
+        row.append(r["signed"])
+        if status != "finished":
+            row.append(r["error"])
+        table.add_row(*row)
+    return table
 
 
 def _time(ms: int | None) -> str:
@@ -96,12 +154,14 @@ def show(run_id: str) -> None:
     check_store()
     root = _history.lineage(run_id)
     tree = Tree(_node_label(root))
-    _show_tree(tree, root)
+    _show_tree(tree, root, {root.run.info.run_id})
     make_console().print(tree)
 
 
 def _node_label(node: Any) -> str:
     from rich.markup import escape
+
+    from luigiflow._ops import lineage as _history
 
     info, data = node.run.info, node.run.data
     duration = node.duration_s()
@@ -115,6 +175,14 @@ def _node_label(node: Any) -> str:
     ]
     if deleted:
         lines.append("[red]deleted by a user: luigiflow never reuses it[/]")
+    failure = _history.failure_of(node.run)
+    if failure is not None:
+        lines.append(f"[red]error: {escape(failure.error)}[/]")
+        if failure.where:
+            lines.append(f"at {escape(failure.where)}")
+        if failure.traceback_tail:
+            lines.append("traceback (last lines):")
+            lines.extend("  " + escape(line) for line in failure.traceback_tail)
     if data.params:
         lines.append(
             "params: " + escape(", ".join(f"{k}={v}" for k, v in sorted(data.params.items())))
@@ -145,13 +213,24 @@ def _node_label(node: Any) -> str:
     return "\n".join(lines)
 
 
-def _show_tree(tree: Tree, node: Any) -> None:
+def _show_tree(tree: Tree, node: Any, shown: set[str]) -> None:
+    """Each run once: a run consumed again further down refers back to where it was shown."""
+    from rich.markup import escape
+
     for name, child in node.upstream.items():
         if child is None:
             tree.add(f"[dim]{name}:[/] [red]run not found (deleted?)[/]")
             continue
+        run_id = child.run.info.run_id
+        if run_id in shown:
+            tree.add(
+                f"[dim]{name}:[/] {escape(child.family)}  run {short_id(run_id)}  "
+                "[dim](shown above)[/]"
+            )
+            continue
+        shown.add(run_id)
         branch = tree.add(f"[dim]{name}:[/] " + _node_label(child))
-        _show_tree(branch, child)
+        _show_tree(branch, child, shown)
 
 
 def diff(run_a: str, run_b: str) -> None:

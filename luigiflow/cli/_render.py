@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from luigiflow._display.progress import task_label
+from luigiflow._core.labels import task_label
 
 SHORT_ID = 8  # like git's short hashes: unique enough in one store, fits a table
 
@@ -92,3 +92,36 @@ def failure_report(result: Any) -> list[str]:
         if run_id:
             lines.append(f"  full traceback: luigiflow show {run_id}")
     return lines
+
+
+def write_graph(entries: Any, fmt: str, output: str | None) -> None:
+    """The graph as Mermaid or Graphviz text on stdout or into `output`; an .svg or .png
+    `output` is rendered with Graphviz's `dot` when it is installed."""
+    import shutil
+    import subprocess
+
+    import click
+
+    from luigiflow._errors import LuigiflowError
+    from luigiflow._ops.graph import export
+
+    suffix = os.path.splitext(output or "")[1].lower()
+    image = suffix in (".svg", ".png")
+    if fmt == "tree":
+        fmt = "mermaid" if suffix in (".mmd", ".md") else "dot"
+    text = export(entries, "dot" if image else fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    if not image:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        dot = shutil.which("dot")
+        if dot is None:
+            raise LuigiflowError(
+                f"rendering {output} needs Graphviz's dot (apt-get install graphviz); "
+                "or write the text with --output graph.dot / --format mermaid"
+            )
+        subprocess.run([dot, f"-T{suffix[1:]}", "-o", output], input=text, text=True, check=True)
+    click.echo(f"graph written to {output}", err=True)
