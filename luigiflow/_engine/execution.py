@@ -34,7 +34,7 @@ from luigiflow._engine.protocol import RUN_STATE, TrackedTask, bind_run
 from luigiflow._errors import ArtifactError
 from luigiflow._store import client, current, liveness, mlflow_compat, schema
 from luigiflow._store.artifacts import RunWriter
-from luigiflow._store.port import RunStore
+from luigiflow._store.port import DatasetRef, RunStore
 from luigiflow._store.records import FAILED, FINISHED, KILLED, RunRecord, from_mlflow
 
 
@@ -69,7 +69,7 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
     # Values of secret-looking parameters never reach the store (see _core/redaction).
     params_json = canonical_json(redaction.redact_encoded(task.encoded_params()))
     tags = start_tags(task, upstream_runs, params_json)
-    run_name = f"{task.get_task_family()}-{task.identity[:8]}"
+    run_name = _run_name(task)
     client.refuse_writes_if_read_only(store.uri, f"creating a run of {task!r}")
     while True:
         with client.translate_errors(f"creating a run of {task!r}", store.uri):
@@ -127,7 +127,7 @@ def _run(
             provenance.seed_everything(task.seed)
         task.run_task()
         heartbeat.stop()
-        _finish(task, writer, started)
+        _finish(task, writer, started, upstream_runs)
     except BaseException as exc:
         heartbeat.stop()
         with interrupts.shielded():
@@ -250,7 +250,9 @@ def _write_provenance_files(task: TrackedTask, writer: RunWriter, params_json: s
         writer.write_extra(schema.DIFF_FILE, redaction.scrub(diff, secrets_of(task)))
 
 
-def _finish(task: TrackedTask, writer: RunWriter, started: float) -> None:
+def _finish(
+    task: TrackedTask, writer: RunWriter, started: float, upstream: Mapping[str, RunRecord]
+) -> None:
     missing = [n for n in task.artifacts if n not in writer.saved]
     if missing:
         raise ArtifactError(
@@ -261,6 +263,10 @@ def _finish(task: TrackedTask, writer: RunWriter, started: float) -> None:
     tags = writer.record_tags()
     tags[schema.DURATION_TAG] = f"{time.time() - started:.3f}"
     store = current.get_store(writer.uri)
+    tags[schema.NOTE_TAG] = _description(task, writer.run_id, upstream)
+    inputs = _dataset_inputs(upstream)
+    if inputs:
+        store.log_inputs(writer.run_id, inputs)
     # Saved metrics go at the highest step logged live and strictly later, so they are
     # the values the run shows (MLflow keeps the value of the highest step, then time).
     store.log_batch(
@@ -325,3 +331,45 @@ def display_params(task: TrackedTask) -> dict[str, str]:
             text = text[: limit - 20] + "...[truncated]"
         shown[name] = text
     return shown
+
+
+def _run_name(task: TrackedTask) -> str:
+    """The task and the parameters that set it apart from its defaults, as the MLflow UI
+    lists runs: `Train(alpha=0.5)`, not `Train-20e5ef2a`."""
+    parts = []
+    for name, param in task.get_params():
+        if not param.significant:
+            continue
+        value = getattr(task, name)
+        has_default, default = luigi_compat.param_default(param)
+        if has_default and value == default:
+            continue
+        text = param_text(param, value)
+        parts.append(f"{name}={text if len(text) <= 40 else text[:39] + '…'}")
+    return f"{task.get_task_family()}({', '.join(parts)})"[:250]
+
+
+def _description(task: TrackedTask, run_id: str, upstream: Mapping[str, RunRecord]) -> str:
+    """The run's MLflow description (Markdown): what made it, links to the upstream runs'
+    pages, and the command that shows the whole chain."""
+    lines = [f"**{_run_name(task)}**, recorded by luigiflow.", ""]
+    if upstream:
+        lines.append("Upstream runs:")
+        for name, run in sorted(upstream.items()):
+            page = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+            label = run.info.run_name or run.info.run_id
+            lines.append(f"- {name}: [{label}]({page})")
+        lines.append("")
+    lines.append(f"The whole chain: `luigiflow show {run_id}`")
+    return "\n".join(lines)
+
+
+def _dataset_inputs(upstream: Mapping[str, RunRecord]) -> list[DatasetRef]:
+    """Each upstream artifact this run consumed, as an MLflow dataset input."""
+    refs = []
+    for name, run in sorted(upstream.items()):
+        for artifact, record in sorted(schema.artifact_records(run.data.tags).items()):
+            digest = str(record.get("sha256") or run.info.run_id)[:16]
+            source = f"runs:/{run.info.run_id}/{record.get('file', artifact)}"
+            refs.append(DatasetRef(f"{name}.{artifact}", digest, source))
+    return refs

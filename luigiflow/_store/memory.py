@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from luigiflow._errors import RunNotFoundError
 from luigiflow._store import schema
-from luigiflow._store.port import ExperimentRecord
+from luigiflow._store.port import DatasetRef, ExperimentRecord
 from luigiflow._store.records import ACTIVE, DELETED, FINISHED, RUNNING, RunData, RunInfo, RunRecord
 
 
@@ -31,6 +31,7 @@ class MemoryStore:
         self._runs: dict[str, RunRecord] = {}
         self._clock = itertools.count(int(time.time() * 1000))
         self.calls: list[str] = []  # every method called, for tests that count questions
+        self.inputs: dict[str, list[DatasetRef]] = {}
 
     def _now(self) -> int:
         return next(self._clock)
@@ -204,6 +205,10 @@ class MemoryStore:
                 {**data.metrics, **(metrics or {})},
             ),
         )
+
+    def log_inputs(self, run_id: str, inputs: Sequence[DatasetRef]) -> None:
+        self.calls.append("log_inputs")
+        self.inputs.setdefault(run_id, []).extend(inputs)
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self.log_batch(run_id, tags={key: value})

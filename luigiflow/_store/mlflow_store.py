@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from luigiflow._errors import RunNotFoundError
 from luigiflow._store import client as _client
 from luigiflow._store import schema
-from luigiflow._store.port import ExperimentRecord, chunks
+from luigiflow._store.port import DatasetRef, ExperimentRecord, chunks
 from luigiflow._store.records import RunRecord, from_mlflow
 
 if TYPE_CHECKING:
@@ -292,6 +292,19 @@ class MlflowStore:
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         with _client.translate_errors(f"tagging run {run_id}", self.uri):
             self.client.set_tag(run_id, key, value)
+
+    def log_inputs(self, run_id: str, inputs: Sequence[DatasetRef]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        datasets = [
+            DatasetInput(
+                Dataset(name=d.name, digest=d.digest, source_type="mlflow_run", source=d.source),
+                tags=[InputTag(schema.INPUT_CONTEXT_TAG, "upstream")],
+            )
+            for d in inputs
+        ]
+        with _client.translate_errors(f"recording the inputs of run {run_id}", self.uri):
+            self.client.log_inputs(run_id, datasets=datasets)
 
     def terminate(self, run_id: str, status: str) -> None:
         with _client.translate_errors(f"ending run {run_id}", self.uri):

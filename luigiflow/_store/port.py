@@ -18,6 +18,15 @@ class ExperimentRecord:
     lifecycle_stage: str
 
 
+@dataclass(frozen=True)
+class DatasetRef:
+    """An upstream artifact consumed by a run, shown as a dataset input in MLflow's UI."""
+
+    name: str
+    digest: str
+    source: str
+
+
 class RunStore(Protocol):
     """What luigiflow asks of a tracking store (runs come back newest first)."""
 
@@ -76,6 +85,8 @@ class RunStore(Protocol):
     ) -> None: ...
 
     def set_tag(self, run_id: str, key: str, value: str) -> None: ...
+
+    def log_inputs(self, run_id: str, inputs: Sequence[DatasetRef]) -> None: ...
 
     def terminate(self, run_id: str, status: str) -> None: ...
 

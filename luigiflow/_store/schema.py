@@ -24,6 +24,9 @@ TASK_TAG = "luigiflow.task"
 ERROR_TAG = "luigiflow.error"  # why a run FAILED or was marked KILLED
 INTERRUPTED = "interrupted"  # how ERROR_TAG begins on a run stopped by Ctrl-C / SIGTERM
 ERROR_AT_TAG = "luigiflow.error_at"  # file:line in the user's code where it failed
+# MLflow's own: the run's description, rendered as Markdown on the run page.
+NOTE_TAG = "mlflow.note.content"
+INPUT_CONTEXT_TAG = "mlflow.data.context"  # MLflow's: what a dataset input was used for
 HEARTBEAT_TAG = "luigiflow.heartbeat"
 WORKER_TAG = "luigiflow.worker"
 ARTIFACT_TAG_PREFIX = "luigiflow.artifact."  # + artifact name -> {"file", "bytes", ...}
