@@ -300,15 +300,27 @@ def results_table(tasks: list[Evaluate], runs: dict[Any, str]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("roc_auc", ascending=False, ignore_index=True)
 
 
+def ui_command() -> str:
+    """The command that opens the MLflow UI on this store, as it can be typed from here."""
+    import os
+    import pathlib
+    import sys
+
+    script = pathlib.Path(sys.executable).parent / "luigiflow"
+    if not script.exists():
+        return f"{sys.executable} -m luigiflow.cli ui"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else str(script)
+
+
 def main() -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)  # full run ids in logs and CI output
     tasks = grid()
-    console.print(f"tracking store: {lf.tracking_uri()}")
+    console.print(f"tracking store: {lf.tracking_uri()}", highlight=False)
     result = lf.build(tasks, workers=2)
     if result.executed:
         console.print(
@@ -317,14 +329,25 @@ def main() -> None:
     else:
         console.print(f"nothing to do: all {len(result.reused)} task(s) reused from finished runs")
     frame = results_table(tasks, result.runs)
-    table = Table(title="Evaluate: test-set metrics of this build's runs")
+    frame["run_id"] = frame["run_id"].str[:8]  # `luigiflow show` takes this short id
+    table = Table(
+        title="Evaluate: test-set metrics of this build's runs",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for column in frame.columns:
-        justify = "right" if frame[column].dtype.kind == "f" else "left"
-        table.add_column(column, justify=justify, no_wrap=column == "run_id")
+        numeric = frame[column].dtype.kind == "f"
+        table.add_column(
+            "run" if column == "run_id" else column,
+            justify="right" if numeric else "left",
+            no_wrap=True,
+        )
     for row in frame.itertuples(index=False):
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     console.print(table)
-    console.print("look at every run: mlflow ui --backend-store-uri sqlite:///mlflow.db")
+    console.print(f"look at every run: {ui_command()}", highlight=False)
+    console.print(f"one result and its chain: luigiflow show {frame['run_id'][0]}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ def test_example_pipeline_runs_then_reuses_everything(client, tmp_path):
     first = subprocess.run(
         [sys.executable, "-m", "examples.tabular"],
         cwd=tmp_path,
+        env=dict(os.environ, COLUMNS="80"),
         capture_output=True,
         text=True,
         timeout=300,
@@ -28,8 +30,15 @@ def test_example_pipeline_runs_then_reuses_everything(client, tmp_path):
     evaluations = runs_of(client, "tabular-evaluate", "FINISHED")
     assert len(evaluations) == 9
     assert all(0.8 < r.data.metrics["roc_auc"] <= 1.0 for r in evaluations)
-    for run in evaluations:  # the table shows each run id with its metrics
-        assert run.info.run_id in first.stdout
+    for run in evaluations:  # the table shows each short run id with its metrics
+        assert run.info.run_id[:8] in first.stdout
+    assert all(len(line) <= 80 for line in first.stdout.splitlines()), first.stdout
+    assert "\x1b[" not in first.stdout + first.stderr  # no colour codes in a pipe
+    hint = first.stdout.split("look at every run: ")[1].splitlines()[0]
+    shown = subprocess.run(
+        f"{hint} --help", shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0 and "MLflow UI" in shown.stdout, hint  # works as printed
 
     second = subprocess.run(
         [sys.executable, "-m", "examples.tabular"],
