@@ -167,7 +167,7 @@ def task_help(cls: type[luigi.Task]) -> tuple[str, list[ParameterHelp]]:
     for name, param in cls.get_params():
         has_default, default = luigi_compat.param_default(param)
         kind = type(param).__name__.removesuffix("Parameter").lower() or "text"
-        choices = [str(c) for c in getattr(param, "_choices", None) or []]
+        choices = sorted(str(c) for c in getattr(param, "_choices", None) or [])
         form = next((f for c, f in TEXT_FORMS if isinstance(param, c)), "")
         found.append(
             ParameterHelp(
@@ -175,9 +175,18 @@ def task_help(cls: type[luigi.Task]) -> tuple[str, list[ParameterHelp]]:
                 kind=kind + (f" ({form})" if form else ""),
                 default=param_text(param, default) if has_default else None,
                 choices=choices,
-                description=param.description or "",
+                # Luigi writes "Choices: {...}" into a choice parameter's description.
+                description=(param.description or "").replace(luigi_choices(param), "").strip(),
                 significant=param.significant,
             )
         )
     # The class's own docstring only: a bare subclass would inherit MlflowTask's.
     return inspect.cleandoc(cls.__dict__.get("__doc__") or ""), found
+
+
+def luigi_choices(param: luigi.Parameter) -> str:
+    """The text Luigi appends to a choice parameter's description ('' for others)."""
+    choices = getattr(param, "_choices", None)
+    if not choices:
+        return ""
+    return "Choices: {" + ", ".join(str(c) for c in choices) + "}"
