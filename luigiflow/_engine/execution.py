@@ -94,7 +94,17 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
             _reuse(task, session, settled.finished)
             return
         # The run we yielded to failed or its worker died: claim the task again.
-    _run(task, session, active.info.artifact_uri, run_id, heartbeat, params_json, exp_id, tags)
+    _run(
+        task,
+        session,
+        active.info.artifact_uri,
+        run_id,
+        heartbeat,
+        params_json,
+        exp_id,
+        tags,
+        upstream_runs,
+    )
 
 
 def _reuse(task: TrackedTask, session: _session.Session, run: RunRecord) -> None:
@@ -112,6 +122,7 @@ def _run(
     params_json: str,
     exp_id: str,
     tags: dict[str, str],
+    upstream_runs: Mapping[str, RunRecord],
 ) -> None:
     """The work itself, in our claimed run."""
     started = time.time()

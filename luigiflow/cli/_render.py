@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from luigiflow._core.labels import task_label
+from luigiflow._store.records import DELETED
 
 SHORT_ID = 8  # like git's short hashes: unique enough in one store, fits a table
 
