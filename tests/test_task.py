@@ -201,7 +201,7 @@ def test_runs_carry_mlflow_context_tags_and_nest_under_an_active_run(client):
     run = client.get_run(result.runs[Source()])
     assert run.data.tags["mlflow.parentRunId"] == outer.info.run_id
     assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.type"] == "LOCAL"
-    assert run.data.tags["mlflow.runName"].startswith("Source-")
+    assert run.data.tags["mlflow.runName"] == "Source()"  # the task and its non-default params
     assert (
         mlflow.active_run() is None and client.get_run(outer.info.run_id).info.status == "FINISHED"
     )
