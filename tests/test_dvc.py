@@ -1,0 +1,169 @@
+"""`luigiflow run --dvc dvc.yaml`: a DVC pipeline's stages run unchanged, each an MLflow run."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+
+from tests.conftest import luigiflow_cli as cli
+from tests.conftest import runs_of
+from tests.scripts_project import append_line, copy_example, finished_counts, summary, will_run
+
+pytestmark = pytest.mark.xdist_group("scripts")
+
+
+def test_dvc_pipeline_runs_in_the_workspace_and_reruns_the_minimal_set(client, tmp_path):
+    project = copy_example(tmp_path)
+    dvc = str(project / "dvc.yaml")
+
+    first = cli("run", "--dvc", dvc, cwd=tmp_path)
+    assert summary(first.stdout) == (4, 0, 0)
+    assert finished_counts(client) == {"prepare": 1, "featurize": 1, "train": 1, "evaluate": 1}
+    # Outputs are left in the workspace, where the next stage and the user expect them...
+    assert (project / "data" / "prepared" / "train.csv").is_file()
+    assert (project / "model.pkl").is_file()
+    written = json.loads((project / "eval" / "metrics.json").read_text())
+    # ...and also stored as the run's artifacts, as copies (never the same file).
+    train = runs_of(client, "train", "FINISHED")[0]
+    stored = client.download_artifacts(train.info.run_id, "model.pkl")
+    assert open(stored, "rb").read() == (project / "model.pkl").read_bytes()
+    assert not (project / "model.pkl").samefile(stored)
+    evaluate = runs_of(client, "evaluate", "FINISHED")[0]
+    assert evaluate.data.metrics["roc_auc.test"] == pytest.approx(written["roc_auc"]["test"])
+    assert "eval/metrics.json" in {a.path for a in client.list_artifacts(evaluate.info.run_id, "eval")}
+    assert train.data.params["train.n_est"] == "20"
+
+    second = cli("run", "--dvc", dvc, cwd=tmp_path)
+    assert summary(second.stdout) == (0, 4, 0)
+
+    # Editing one script re-runs it and its downstream.
+    append_line(project / "src" / "evaluate.py", "# a comment is an edit too")
+    assert will_run(cli("plan", "--dvc", dvc, "--format", "json", cwd=tmp_path).stdout) == {
+        "evaluate"
+    }
+    third = cli("run", "--dvc", dvc, cwd=tmp_path)
+    assert summary(third.stdout) == (1, 3, 0)
+
+    # Changing one parameter in params.yaml re-runs the minimal set.
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("n_est: 20", "n_est: 7"))
+    assert will_run(cli("plan", "--dvc", dvc, "--format", "json", cwd=tmp_path).stdout) == {
+        "train",
+        "evaluate",
+    }
+    fourth = cli("run", "--dvc", dvc, cwd=tmp_path)
+    assert summary(fourth.stdout) == (2, 2, 0)
+    with open(project / "model.pkl", "rb") as fd:
+        assert pickle.load(fd).n_estimators == 7
+    assert finished_counts(client) == {"prepare": 1, "featurize": 1, "train": 2, "evaluate": 3}
+
+    # Back to the old value: every stage is reused and the workspace is restored to match.
+    params.write_text(params.read_text().replace("n_est: 7", "n_est: 20"))
+    fifth = cli("run", "--dvc", dvc, cwd=tmp_path)
+    assert summary(fifth.stdout) == (0, 4, 0)
+    with open(project / "model.pkl", "rb") as fd:
+        assert pickle.load(fd).n_estimators == 20
+
+    rows = json.loads(cli("runs", "evaluate", "--format", "json", cwd=tmp_path).stdout)
+    assert all("roc_auc.test" in row["metrics"] for row in rows)
+
+
+def test_dvc_vars_templating_foreach_wdir_and_cmd_lists(client, tmp_path):
+    project = tmp_path / "proj"
+    (project / "sub").mkdir(parents=True)
+    (project / "params.yaml").write_text("greeting: hello\nsizes:\n  small: 2\n  large: 5\n")
+    (project / "extra.yaml").write_text("suffix: txt\n")
+    (project / "dvc.yaml").write_text(
+        """
+vars:
+  - extra.yaml
+  - name: world
+stages:
+  greet:
+    cmd: echo "${greeting} ${name}" > out/greeting.${suffix}
+    params:
+      - greeting
+    outs:
+      - out/greeting.${suffix}
+  repeat:
+    foreach: ${sizes}
+    do:
+      wdir: sub
+      cmd:
+        - mkdir -p rep
+        - python -c "print('x' * ${item})" > rep/${key}.txt
+      deps:
+        - ../out/greeting.${suffix}
+      outs:
+        - rep/${key}.txt
+"""
+    )
+    (project / "out").mkdir()
+    out = cli("run", "--dvc", str(project / "dvc.yaml"), cwd=tmp_path)
+    assert summary(out.stdout) == (3, 0, 0)
+    assert (project / "out" / "greeting.txt").read_text().strip() == "hello world"
+    assert (project / "sub" / "rep" / "large.txt").read_text().strip() == "xxxxx"
+    assert (project / "sub" / "rep" / "small.txt").read_text().strip() == "xx"
+    assert len(runs_of(client, "repeat@large", "FINISHED")) == 1
+    greet = runs_of(client, "greet", "FINISHED")[0]
+    assert greet.data.params["greeting"] == "hello"
+    large = runs_of(client, "repeat@large", "FINISHED")[0]
+    assert large.data.tags["luigiflow.upstream.greet"] == greet.info.run_id
+
+    # A changed parameter of a named params file re-runs that stage and its downstream.
+    (project / "params.yaml").write_text("greeting: hi\nsizes:\n  small: 2\n  large: 5\n")
+    again = cli("run", "--dvc", str(project / "dvc.yaml"), cwd=tmp_path)
+    assert summary(again.stdout) == (3, 0, 0)
+    assert (project / "out" / "greeting.txt").read_text().strip() == "hi world"
+
+
+def test_dvc_named_params_file_and_stage_metrics(client, tmp_path):
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "config.json").write_text('{"model": {"depth": 3}, "unused": 1}')
+    (project / "score.py").write_text(
+        "import json, sys\n"
+        "depth = json.load(open('config.json'))['model']['depth']\n"
+        "json.dump({'score': depth / 10, 'nested': {'a': 1}}, open('metrics.json', 'w'))\n"
+        "print('scored', depth)\n"
+    )
+    (project / "dvc.yaml").write_text(
+        """
+stages:
+  score:
+    cmd: python score.py
+    deps: [score.py]
+    params:
+      - config.json:
+          - model.depth
+    metrics:
+      - metrics.json:
+          cache: false
+"""
+    )
+    cli("run", "--dvc", str(project / "dvc.yaml"), cwd=tmp_path)
+    run = runs_of(client, "score", "FINISHED")[0]
+    assert run.data.metrics == {"score": 0.3, "nested.a": 1.0}
+    assert run.data.params["model.depth"] == "3"
+    # A key the stage does not name changes nothing.
+    (project / "config.json").write_text('{"model": {"depth": 3}, "unused": 2}')
+    assert summary(cli("run", "--dvc", str(project / "dvc.yaml"), cwd=tmp_path).stdout) == (0, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("stage", "field"),
+    [
+        ("    frozen: true\n", "frozen"),
+        ("    always_changed: true\n", "always_changed"),
+        ("    matrix:\n      a: [1, 2]\n", "matrix"),
+    ],
+)
+def test_unsupported_dvc_field_is_one_clear_error_naming_it(client, tmp_path, stage, field):
+    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: echo hi\n" + stage)
+    out = cli("run", "--dvc", str(tmp_path / "dvc.yaml"), cwd=tmp_path, check=False)
+    assert out.returncode == 1
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("ConfigError:") and field in line and "'s'" in line
+    assert runs_of(client, "s") == []
