@@ -59,7 +59,7 @@ def make_tasks(project: pathlib.Path):
     class MakeTable(lf.CommandTask):
         project_dir = str(project)
         command = ["python", "make.py", "${rows}"]
-        deps = ["make.py"]
+        files = ["make.py"]
         outs = {"table": "table.csv"}
         params_file = "params.json"
         metrics_file = "metrics.yaml"
@@ -69,7 +69,7 @@ def make_tasks(project: pathlib.Path):
     class CountRows(lf.CommandTask):
         project_dir = str(project)
         command = ["python", "consume.py"]
-        deps = ["consume.py"]
+        files = ["consume.py"]
         inputs = {"in/table.csv": "table.table"}
         outs = {"count": "count.txt"}
 
@@ -98,9 +98,9 @@ def test_command_task_runs_in_scratch_with_inputs_params_metrics_and_logs(client
     # The interpreter the command ran with, not luigiflow's own process.
     assert os.path.isabs(command["interpreter"]) and command["python_version"]
     stdout = client.download_artifacts(run.info.run_id, "luigiflow/stdout.txt")
-    assert open(stdout).read().strip() == "made 3 rows"
+    assert pathlib.Path(stdout).read_text().strip() == "made 3 rows"
     stderr = client.download_artifacts(run.info.run_id, "luigiflow/stderr.txt")
-    assert "a warning" in open(stderr).read()
+    assert "a warning" in pathlib.Path(stderr).read_text()
 
     # Same task again: nothing runs. An edited script changes identity, upstream first.
     assert lf.build([CountRows()]).executed == []
@@ -115,7 +115,10 @@ def test_command_task_runs_in_scratch_with_inputs_params_metrics_and_logs(client
 
 
 def test_command_failure_carries_the_stderr_tail(client, tmp_path):
-    write(tmp_path / "p" / "boom.py", "import sys\nprint('step 1', file=sys.stderr)\nraise SystemExit('disk full')\n")
+    write(
+        tmp_path / "p" / "boom.py",
+        "import sys\nprint('step 1', file=sys.stderr)\nraise SystemExit('disk full')\n",
+    )
 
     class Boom(lf.CommandTask):
         project_dir = str(tmp_path / "p")
@@ -126,7 +129,9 @@ def test_command_failure_carries_the_stderr_tail(client, tmp_path):
         lf.build([Boom()])
     error = info.value.failures[Boom()]
     assert isinstance(error, lf.CommandFailedError)
-    assert "exited with code 1" in str(error) and "disk full" in str(error) and "step 1" in str(error)
+    assert (
+        "exited with code 1" in str(error) and "disk full" in str(error) and "step 1" in str(error)
+    )
     assert runs_of(client, "Boom")[0].info.status == "FAILED"
 
 
@@ -134,7 +139,7 @@ def test_undeclared_and_bad_class_definitions_are_reported(client, tmp_path):
     with pytest.raises(lf.TaskDefinitionError) as info:
 
         class Broken(lf.CommandTask):
-            command = "not a list"
+            command = ["python", 3]
             outs = {"bad name": "x.txt"}
             inputs = {"../escape.csv": "up.x"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import pickle
 
 import pytest
@@ -28,11 +29,13 @@ def test_dvc_pipeline_runs_in_the_workspace_and_reruns_the_minimal_set(client, t
     # ...and also stored as the run's artifacts, as copies (never the same file).
     train = runs_of(client, "train", "FINISHED")[0]
     stored = client.download_artifacts(train.info.run_id, "model.pkl")
-    assert open(stored, "rb").read() == (project / "model.pkl").read_bytes()
+    assert pathlib.Path(stored, "rb").read_text() == (project / "model.pkl").read_bytes()
     assert not (project / "model.pkl").samefile(stored)
     evaluate = runs_of(client, "evaluate", "FINISHED")[0]
     assert evaluate.data.metrics["roc_auc.test"] == pytest.approx(written["roc_auc"]["test"])
-    assert "eval/metrics.json" in {a.path for a in client.list_artifacts(evaluate.info.run_id, "eval")}
+    assert "eval/metrics.json" in {
+        a.path for a in client.list_artifacts(evaluate.info.run_id, "eval")
+    }
     assert train.data.params["train.n_est"] == "20"
 
     second = cli("run", "--dvc", dvc, cwd=tmp_path)

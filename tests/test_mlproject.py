@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import textwrap
 
 import pytest
@@ -70,7 +71,7 @@ def test_mlproject_entry_point_runs_as_a_stage_logging_into_its_run(client, tmp_
     assert run.data.params["table"] == "customers"
     assert run.data.tags["luigiflow.identity"]
     stored = client.download_artifacts(run.info.run_id, "customers.csv")
-    assert open(stored).read().splitlines() == ["id", "0", "1", "2", "3"]
+    assert pathlib.Path(stored).read_text().splitlines() == ["id", "0", "1", "2", "3"]
     again = cli("run", "--pipeline", "pipeline.toml", cwd=tmp_path)
     assert summary(again.stdout) == (0, 1, 0)
 

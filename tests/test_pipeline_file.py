@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 
@@ -23,7 +24,9 @@ def test_four_scripts_run_then_reuse_then_rerun_exactly_what_changed(client, tmp
     project = copy_example(tmp_path)
     pipeline = str(project / "pipeline.toml")
 
-    assert will_run(cli("plan", "--pipeline", pipeline, "--format", "json", cwd=tmp_path).stdout) == {
+    assert will_run(
+        cli("plan", "--pipeline", pipeline, "--format", "json", cwd=tmp_path).stdout
+    ) == {
         "prepare",
         "featurize",
         "train",
@@ -46,18 +49,23 @@ def test_four_scripts_run_then_reuse_then_rerun_exactly_what_changed(client, tmp
     logs = {a.path for a in client.list_artifacts(evaluate.info.run_id, "luigiflow")}
     assert {"luigiflow/stdout.txt", "luigiflow/stderr.txt"} <= logs
     stdout_text = client.download_artifacts(evaluate.info.run_id, "luigiflow/stdout.txt")
-    assert "roc_auc" in open(stdout_text).read()
+    assert "roc_auc" in pathlib.Path(stdout_text).read_text()
     plots = {a.path for a in client.list_artifacts(evaluate.info.run_id, "eval/plots")}
     assert "eval/plots/roc-test.json" in plots
 
     # The second build executes nothing.
     second = cli("run", "--pipeline", pipeline, cwd=tmp_path)
     assert summary(second.stdout) == (0, 4, 0)
-    assert will_run(cli("plan", "--pipeline", pipeline, "--format", "json", cwd=tmp_path).stdout) == set()
+    assert (
+        will_run(cli("plan", "--pipeline", pipeline, "--format", "json", cwd=tmp_path).stdout)
+        == set()
+    )
 
     # Editing one script re-runs exactly it and its downstream.
     append_line(project / "src" / "train.py", "# tuned later")
-    assert will_run(cli("plan", "--pipeline", pipeline, "--format", "json", cwd=tmp_path).stdout) == {
+    assert will_run(
+        cli("plan", "--pipeline", pipeline, "--format", "json", cwd=tmp_path).stdout
+    ) == {
         "train",
         "evaluate",
     }
@@ -101,7 +109,7 @@ def test_failing_script_shows_its_stderr_tail_and_fails_the_run(client, tmp_path
     error = failed[0].data.tags["luigiflow.error"]
     assert "min_split is too small" in error
     stderr_file = client.download_artifacts(failed[0].info.run_id, "luigiflow/stderr.txt")
-    assert "Traceback" in open(stderr_file).read()
+    assert "Traceback" in pathlib.Path(stderr_file).read_text()
     assert finished_counts(client) == {"prepare": 1, "featurize": 1, "train": 0, "evaluate": 0}
 
 
@@ -110,7 +118,9 @@ def test_missing_output_fails_the_run_naming_it(client, tmp_path):
     text = (project / "pipeline.toml").read_text()
     text = text.replace('outs = ["model.pkl"]', 'outs = ["model.pkl", "report.txt"]')
     (project / "pipeline.toml").write_text(text)
-    out = cli("run", "--pipeline", str(project / "pipeline.toml"), "train", cwd=tmp_path, check=False)
+    out = cli(
+        "run", "--pipeline", str(project / "pipeline.toml"), "train", cwd=tmp_path, check=False
+    )
     assert out.returncode == 1
     assert "report.txt" in out.stderr
     assert len(runs_of(client, "train", "FAILED")) == 1
@@ -149,6 +159,8 @@ def test_pipeline_errors_are_one_line_naming_the_problem(client, tmp_path):
     assert line.startswith("ConfigError:")
     assert "colour" in line and "nowhere.x" in line
     project = copy_example(tmp_path)
-    unknown = cli("run", "--pipeline", str(project / "pipeline.toml"), "nope", cwd=tmp_path, check=False)
+    unknown = cli(
+        "run", "--pipeline", str(project / "pipeline.toml"), "nope", cwd=tmp_path, check=False
+    )
     assert unknown.returncode == 1
     assert "nope" in unknown.stderr and "prepare" in unknown.stderr  # names the known stages

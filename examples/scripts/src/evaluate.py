@@ -35,7 +35,7 @@ def main():
         fpr, tpr, threshold = metrics.roc_curve(y, predictions)
         points = [
             {"fpr": float(f), "tpr": float(t), "threshold": float(h)}
-            for f, t, h in zip(fpr, tpr, threshold)
+            for f, t, h in zip(fpr, tpr, threshold, strict=True)
         ]
         with open(os.path.join(plots, f"roc-{split}.json"), "w") as fd:
             json.dump({"roc": points}, fd, indent=1)

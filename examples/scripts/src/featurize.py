@@ -15,7 +15,8 @@ from sklearn.preprocessing import StandardScaler
 
 
 def main():
-    params = yaml.safe_load(open("params.yaml"))["featurize"]
+    with open("params.yaml") as fd:
+        params = yaml.safe_load(fd)["featurize"]
 
     if len(sys.argv) != 3:
         sys.stderr.write("Arguments error. Usage:\n")

@@ -11,7 +11,8 @@ import yaml
 
 
 def main():
-    params = yaml.safe_load(open("params.yaml"))["prepare"]
+    with open("params.yaml") as fd:
+        params = yaml.safe_load(fd)["prepare"]
 
     if len(sys.argv) != 2:
         sys.stderr.write("Arguments error. Usage:\n")

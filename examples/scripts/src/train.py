@@ -12,7 +12,8 @@ from sklearn.ensemble import RandomForestClassifier
 
 
 def main():
-    params = yaml.safe_load(open("params.yaml"))["train"]
+    with open("params.yaml") as fd:
+        params = yaml.safe_load(fd)["train"]
 
     if len(sys.argv) != 3:
         sys.stderr.write("Arguments error. Usage:\n")
