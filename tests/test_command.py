@@ -17,8 +17,6 @@ import pytest
 import luigiflow as lf
 from tests.conftest import luigiflow_cli, runs_of
 
-pytestmark = pytest.mark.xdist_group("scripts")
-
 
 def write(path: pathlib.Path, text: str) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)

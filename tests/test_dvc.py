@@ -12,8 +12,6 @@ from tests.conftest import luigiflow_cli as cli
 from tests.conftest import runs_of
 from tests.scripts_project import append_line, copy_example, finished_counts, summary, will_run
 
-pytestmark = pytest.mark.xdist_group("scripts")
-
 
 def test_dvc_pipeline_runs_in_the_workspace_and_reruns_the_minimal_set(client, tmp_path):
     project = copy_example(tmp_path)

@@ -11,8 +11,6 @@ from tests.conftest import luigiflow_cli as cli
 from tests.conftest import runs_of
 from tests.scripts_project import summary
 
-pytestmark = pytest.mark.xdist_group("scripts")
-
 MLPROJECT = """
 name: tables
 python_env: python_env.yaml

@@ -17,8 +17,6 @@ from tests.scripts_project import (
     will_run,
 )
 
-pytestmark = pytest.mark.xdist_group("scripts")
-
 
 def test_four_scripts_run_then_reuse_then_rerun_exactly_what_changed(client, tmp_path):
     project = copy_example(tmp_path)
