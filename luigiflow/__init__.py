@@ -15,10 +15,12 @@ result = lf.build([Train(alpha=0.5)])
 
 from __future__ import annotations
 
+from luigiflow._command import CommandTask
 from luigiflow._core.parameters import FileParameter
 from luigiflow._errors import (
     ArtifactError,
     BuildError,
+    CommandFailedError,
     ConfigError,
     LuigiflowError,
     ParameterError,
@@ -41,6 +43,8 @@ __all__ = [
     "ArtifactError",
     "BuildError",
     "BuildResult",
+    "CommandFailedError",
+    "CommandTask",
     "ConfigError",
     "FileParameter",
     "LuigiflowError",

@@ -7,7 +7,8 @@
      ├── TaskNotFoundError     a module or task name does not exist
      ├── RunNotFoundError      a run id or experiment names nothing in the store
      ├── TrackingError         the tracking store cannot be reached or refused a request
-     ├── ConfigError           an experiment config file is invalid
+     ├── ConfigError           an experiment config, pipeline or dvc.yaml file is invalid
+     ├── CommandFailedError    a command task's command exited non-zero
      ├── WorkerDiedError       the process running a task died (SIGKILL, out of memory)
      └── BuildError            one or more tasks failed during `luigiflow.build`
 
@@ -52,6 +53,10 @@ class TrackingError(LuigiflowError):
 
 class ConfigError(LuigiflowError):
     """An experiment configuration file is invalid."""
+
+
+class CommandFailedError(LuigiflowError):
+    """A command task's command exited non-zero; the message ends with its stderr tail."""
 
 
 class TaskFailedError(LuigiflowError):

@@ -200,11 +200,14 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             name: dep.identity if is_tracked(dep) else f"luigi:{dep.task_id}"
             for name, dep in self.requires_dict().items()
         }
-        code = provenance.code_fingerprint(type(self)) if self.code_in_identity else None
         module = self.identity_module or provenance.importable_module(type(self))
         return compute_identity(
-            module, self.get_task_family(), self.version, params, upstream, code
+            module, self.get_task_family(), self.version, params, upstream, self._identity_code()
         )
+
+    def _identity_code(self) -> str | None:
+        """What of the code enters the identity (CommandTask: its scripts and command)."""
+        return provenance.code_fingerprint(type(self)) if self.code_in_identity else None
 
     @property
     def seed(self) -> int:

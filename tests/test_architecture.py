@@ -17,6 +17,8 @@ EXPORTED = [
     "ArtifactError",
     "BuildError",
     "BuildResult",
+    "CommandFailedError",
+    "CommandTask",
     "ConfigError",
     "FileParameter",
     "LuigiflowError",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
+import sys
 
 from tests.conftest import luigiflow_cli as cli
 from tests.conftest import runs_of
@@ -160,3 +162,36 @@ def test_pipeline_errors_are_one_line_naming_the_problem(client, tmp_path):
     )
     assert unknown.returncode == 1
     assert "nope" in unknown.stderr and "prepare" in unknown.stderr  # names the known stages
+
+
+FORKSERVER = """
+import multiprocessing, sys
+if __name__ == "__main__":
+    multiprocessing.set_start_method("forkserver", force=True)
+    from luigiflow.cli import main
+    main(["run", "--pipeline", sys.argv[1], "--workers", "2"])
+"""
+
+
+def test_stages_travel_to_worker_processes_under_forkserver(client, tmp_path):
+    # Stage classes are made from the file at run time; a worker that receives its
+    # task pickled (forkserver, spawn) rebuilds it from the file and stage name.
+    (tmp_path / "pipeline.toml").write_text(
+        '[stages.a]\ncmd = "echo a > a.txt"\nouts = ["a.txt"]\n'
+        '[stages.b]\ncmd = "echo b > b.txt"\nouts = ["b.txt"]\n'
+        '[stages.both]\ncmd = "cat a.txt b.txt > both.txt"\ndeps = ["a.txt", "b.txt"]\n'
+        'outs = ["both.txt"]\n'
+    )
+    (tmp_path / "go.py").write_text(FORKSERVER)
+    out = subprocess.run(
+        [sys.executable, "go.py", "pipeline.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert summary(out.stdout) == (3, 0, 0)
+    both = runs_of(client, "both", "FINISHED")[0]
+    stored = client.download_artifacts(both.info.run_id, "both.txt")
+    assert pathlib.Path(stored).read_text() == "a\nb\n"

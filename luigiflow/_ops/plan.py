@@ -14,6 +14,7 @@ from typing import Any
 
 import luigi
 
+from luigiflow._command.task import CommandTask
 from luigiflow._core import provenance, redaction
 from luigiflow._core.identity import decode_value, encode_value
 from luigiflow._core.parameters import param_text
@@ -195,7 +196,14 @@ class _Planner:
                     if e.run_id
                     and nearest.data.tags.get(schema.upstream_tag(n)) not in (None, e.run_id)
                 ]
-                what = f"upstream result changed: {', '.join(moved)}" if moved else "identity"
+                changes = (
+                    task.changes_since(nearest.data.tags) if isinstance(task, CommandTask) else []
+                )
+                what = (
+                    f"upstream result changed: {', '.join(moved)}"
+                    if moved
+                    else "; ".join(changes) or "identity"
+                )
                 entry.reasons.append(f"{prefix}{what}")
 
     def _nearest_run(self, task: MlflowTask) -> Run | None:

@@ -27,8 +27,11 @@ def task_from_run(run: Run) -> MlflowTask:
         raise RunNotFoundError(
             f"run {run.info.run_id} was not recorded by luigiflow (no task family or params)"
         )
+    from luigiflow._ops.stages import stage_class_for_run
+
+    stage_cls = stage_class_for_run(tags)
     facts = schema.task_facts(tags)
-    module = facts.get("module")
+    module = None if stage_cls else facts.get("module")
     if module == "__main__" and facts.get("notebook_source"):
         _define_from_notebook(run, facts["notebook_source"])
     elif module:
@@ -39,7 +42,7 @@ def task_from_run(run: Run) -> MlflowTask:
                 f"run {run.info.run_id} was made by {family} in module {module!r}, which "
                 f"cannot be imported here ({exc}); run from the project folder"
             ) from exc
-    cls = task_class(
+    cls = stage_cls or task_class(
         family,
         module,
         not_found=f"task {family!r} of run {run.info.run_id} is not defined here (recorded "

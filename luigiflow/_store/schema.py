@@ -55,6 +55,8 @@ SIGNED_TAGS = (
     STORE_FORMAT_TAG,
 )
 SIGNED_PREFIXES = (UPSTREAM_TAG_PREFIX, ARTIFACT_TAG_PREFIX)
+COMMAND_TAG = "luigiflow.command"  # a command task's command, exit code and interpreter
+STAGE_TAG = "luigiflow.stage"  # the pipeline file / dvc.yaml and stage a run came from
 
 # --- tags on a logged model bundle ------------------------------------------------
 MODEL_RUN_TAG = "luigiflow.run_id"
@@ -75,6 +77,8 @@ ENVIRONMENT_FILE = "luigiflow/environment.txt"
 DIFF_FILE = "luigiflow/git.diff"
 CHECKPOINT_DIR = "luigiflow/checkpoints"
 NOTEBOOK_FILE = "luigiflow/notebook.py"  # the definitions of the notebook that made the run
+STDOUT_FILE = "luigiflow/stdout.txt"  # what a command task's command printed
+STDERR_FILE = "luigiflow/stderr.txt"
 PARAMS_IN_FILE = "@artifact:" + PARAMS_FILE
 
 # --- MLflow's limits --------------------------------------------------------------
@@ -100,6 +104,11 @@ def _json_dict(raw: str | None) -> dict[str, Any]:
 def task_facts(tags: Mapping[str, str]) -> dict[str, Any]:
     """The `luigiflow.task` facts recorded on a run ({} when absent or unreadable)."""
     return _json_dict(tags.get(TASK_TAG))
+
+
+def command_of(tags: Mapping[str, str]) -> dict[str, Any]:
+    """What a command task ran (steps, exit code, interpreter), {} for other runs."""
+    return _json_dict(tags.get(COMMAND_TAG))
 
 
 def git_of(tags: Mapping[str, str]) -> dict[str, Any]:

@@ -25,6 +25,20 @@ def _task_options(fn: Any) -> Any:
         help="Experiment config (TOML): task, parameters, steps, sweep.",
     )(fn)
     fn = click.option(
+        "--pipeline",
+        "pipeline_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Pipeline file (TOML) of command stages; TASK is a stage (default: all).",
+    )(fn)
+    fn = click.option(
+        "--dvc",
+        "dvc_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="A DVC pipeline (dvc.yaml) run unchanged; TASK is a stage (default: all).",
+    )(fn)
+    fn = click.option(
         "--workers",
         default=1,
         show_default=True,

@@ -51,9 +51,27 @@ def use_module(module: str | None) -> str | None:
 
 
 def _roots(
-    module: str | None, task_words: Sequence[str], config_path: str | None
+    module: str | None,
+    task_words: Sequence[str],
+    config_path: str | None,
+    pipeline_path: str | None = None,
+    dvc_path: str | None = None,
 ) -> tuple[list[Any], Any]:
-    """The tasks to build: from TASK words, or from a config file (one per sweep point)."""
+    """The tasks to build: from TASK words, a config file (one per sweep point), or the
+    stages of a pipeline file or dvc.yaml."""
+    if pipeline_path or dvc_path:
+        from luigiflow._ops import stages
+
+        if sum(x is not None for x in (pipeline_path, dvc_path, config_path, module)) > 1:
+            raise LuigiflowError("give one of --pipeline, --dvc, --config or --module")
+        if len(task_words) > 1:
+            raise LuigiflowError(
+                f"unexpected {' '.join(task_words[1:])!r}: a stage takes its parameters from "
+                "its file; give at most one STAGE"
+            )
+        kind, path = ("dvc", dvc_path) if dvc_path else ("pipeline", pipeline_path)
+        pipeline = stages.load(kind, str(path))
+        return pipeline.roots(task_words[0] if task_words else None), pipeline
     if config_path is None:
         return [build_task(use_module(module), task_words)], None
     if task_words or module:
@@ -71,11 +89,13 @@ def run(
     scheduler_url: str | None,
     rerun_changed: bool,
     task_words: Sequence[str],
+    pipeline_path: str | None = None,
+    dvc_path: str | None = None,
 ) -> None:
     import luigiflow as lf
     from luigiflow._ops import plan as _plan
 
-    roots, config = _roots(module, task_words, config_path)
+    roots, config = _roots(module, task_words, config_path, pipeline_path, dvc_path)
     check_store()
     console = make_console()
     force = []
@@ -107,7 +127,15 @@ def run(
         for line in _render.failure_report(result):
             click.echo(line, err=True)
         raise SystemExit(1)  # reported above, once
-    if config is not None and config.sweep is not None:
+    if getattr(config, "restore_workspace", None) is not None:
+        restored = config.restore_workspace(result.tasks)
+        if restored:
+            console.print(
+                f"restored {len(restored)} output(s) in the workspace to match the runs used: "
+                + ", ".join(restored),
+                highlight=False,
+            )
+    if getattr(config, "sweep", None) is not None:
         _report_sweep(console, config, result)
 
 
@@ -138,10 +166,12 @@ def plan(
     task_words: Sequence[str],
     fmt: str,
     output: str | None = None,
+    pipeline_path: str | None = None,
+    dvc_path: str | None = None,
 ) -> None:
     from luigiflow._ops import plan as _plan
 
-    roots, _config = _roots(module, task_words, config_path)
+    roots, _config = _roots(module, task_words, config_path, pipeline_path, dvc_path)
     check_store()
     entries = _plan.make_plan(roots, rerun_changed=rerun_changed)
     if fmt == "json":

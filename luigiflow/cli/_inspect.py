@@ -205,9 +205,19 @@ def _node_label(node: Any) -> str:
     git = schema.git_of(tags)
     fingerprint = schema.task_facts(tags).get("code_fingerprint")
     commit = git.get("commit")
+    command = schema.command_of(tags)
+    if command:  # a command task: the command and interpreter say what ran
+        ran = " && ".join(command.get("steps") or [])
+        python = f", Python {command['python_version']}" if command.get("python_version") else ""
+        lines.append(
+            escape(f"command: {ran} (exit {command.get('exit_code')}, ")
+            + escape(f"{command.get('interpreter', '?')}{python})")
+        )
+        fingerprint = None
     if commit:
         dirty = " (dirty)" if git.get("dirty") == "True" else ""
-        lines.append(f"code: git {commit[:12]}{dirty}, fingerprint {fingerprint}")
+        shown = f", fingerprint {fingerprint}" if fingerprint else ""
+        lines.append(f"code: git {commit[:12]}{dirty}{shown}")
     elif fingerprint:
         lines.append(f"code: fingerprint {fingerprint} (no git)")
     return "\n".join(lines)

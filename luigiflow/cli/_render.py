@@ -81,6 +81,7 @@ def _failed_run(result: Any, task: Any) -> str:
 def failure_report(result: Any) -> list[str]:
     """Each failed task once: its run, the error, the user's file:line, what to run next."""
     from luigiflow._core.failures import one_line
+    from luigiflow._errors import CommandFailedError
 
     lines = []
     for task, exc in result.failed.items():
@@ -88,6 +89,8 @@ def failure_report(result: Any) -> list[str]:
         run_id = detail.run_id if detail is not None else ""
         lines.append(f"FAILED {task_label(task)}" + (f"  run {run_id}" if run_id else ""))
         lines.append(f"  {one_line(exc)}")
+        if isinstance(exc, CommandFailedError):  # the command's stderr tail
+            lines.extend(f"    {line}" for line in str(exc).splitlines()[1:])
         if detail is not None and detail.where:
             lines.append(f"  at {detail.where}")
         if run_id:
