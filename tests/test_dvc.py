@@ -27,7 +27,7 @@ def test_dvc_pipeline_runs_in_the_workspace_and_reruns_the_minimal_set(client, t
     # ...and also stored as the run's artifacts, as copies (never the same file).
     train = runs_of(client, "train", "FINISHED")[0]
     stored = client.download_artifacts(train.info.run_id, "model.pkl")
-    assert pathlib.Path(stored, "rb").read_text() == (project / "model.pkl").read_bytes()
+    assert pathlib.Path(stored).read_bytes() == (project / "model.pkl").read_bytes()
     assert not (project / "model.pkl").samefile(stored)
     evaluate = runs_of(client, "evaluate", "FINISHED")[0]
     assert evaluate.data.metrics["roc_auc.test"] == pytest.approx(written["roc_auc"]["test"])
