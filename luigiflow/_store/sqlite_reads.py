@@ -198,7 +198,15 @@ class SqliteStore(MlflowStore):
         return iter(self._records("experiment_id = ?", [int(experiment_id)]))
 
     def get_run(self, run_id: str) -> RunRecord:
+        """One run by id, or by the unique start of its id (tables show 8 characters)."""
         found = self._records("run_uuid = ?", [run_id]) if run_id.isalnum() else []
+        if not found and schema.is_short_run_id(run_id):
+            found = self._records("run_uuid LIKE ?", [run_id.lower() + "%"])
+            if len(found) > 1:
+                raise RunNotFoundError(
+                    f"run id {run_id!r} is ambiguous in {self.uri}; give more of it "
+                    "(luigiflow runs --full shows whole ids)"
+                )
         if not found:
             raise RunNotFoundError(
                 f"run {run_id!r} does not exist in {self.uri}; "
