@@ -221,6 +221,9 @@ def importable_module(cls: type) -> str:
         spec = getattr(main, "__spec__", None)
         if spec is not None and spec.name and spec.name != "__main__":
             return str(spec.name)
+        path = getattr(main, "__file__", None)
+        if spec is None and path:  # `python script.py`: importable later as `script`
+            return os.path.splitext(os.path.basename(path))[0]
     return module
 
 

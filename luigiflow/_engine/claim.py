@@ -87,13 +87,7 @@ class Claim:
                         mine, f"another worker finished it first: run {finished[0].info.run_id}"
                     )
                 return Settled(finished=finished[0])
-            rivals = [
-                r
-                for r in runs
-                if r.info.run_id != mine_id
-                and r.info.status == RUNNING
-                and not liveness.is_abandoned(r)
-            ]
+            rivals = [r for r in runs if r.info.run_id != mine_id and alive(r)]
             if mine is None or holder is not None:
                 if not rivals:  # the holder failed or died: the task is free again
                     return Settled()
@@ -118,4 +112,17 @@ def _yield_reason(holder: RunRecord) -> str:
     return (
         f"yielded: run {holder.info.run_id} of {worker} started this task first (same "
         "identity); luigiflow waits for it and reuses its result"
+    )
+
+
+def alive(run: RunRecord) -> bool:
+    """A RUNNING run whose worker beats, and, when it ran on this host, still exists.
+
+    A process of this host that is gone (killed with its whole build) is known dead at
+    once; on another host only the heartbeat's staleness tells.
+    """
+    return (
+        run.info.status == RUNNING
+        and not liveness.is_abandoned(run)
+        and not liveness.worker_is_gone(run)
     )

@@ -21,10 +21,11 @@ import time
 from dataclasses import dataclass, field
 
 from luigiflow import _settings
+from luigiflow._engine import claim
 from luigiflow._engine.completion import Completion
 from luigiflow._store import liveness, schema
 from luigiflow._store.port import RunStore
-from luigiflow._store.records import FINISHED, RUNNING, RunRecord
+from luigiflow._store.records import FINISHED, RunRecord
 
 # Clocks of workers on different machines disagree a little; end times are theirs.
 SKEW_MS = 5_000
@@ -62,10 +63,9 @@ class Recheck:
         live = {
             r.data.tags[schema.IDENTITY_TAG]
             for r in runs
-            if r.info.status == RUNNING
-            and r.data.tags.get(schema.WORKER_TAG) != me
+            if r.data.tags.get(schema.WORKER_TAG) != me
             and schema.IDENTITY_TAG in r.data.tags
-            and not liveness.is_abandoned(r)
+            and claim.alive(r)
         }
         if replace:
             self._held[experiment_id] = live

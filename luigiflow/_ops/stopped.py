@@ -12,6 +12,7 @@ Two ways a build stops early, both handled by the process that survives:
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
@@ -30,7 +31,7 @@ from luigiflow._store.port import RunStore
 from luigiflow._store.records import KILLED, RUNNING
 
 # How long the parent gives its workers to mark their own runs after an interrupt.
-WORKER_GRACE_S = 30.0
+WORKER_GRACE_S = 60.0
 
 
 def _started_runs(folder: str, task_id: str | None = None) -> list[tuple[str, str]]:
@@ -136,5 +137,6 @@ def _wait_for_workers() -> None:
         time.sleep(0.05)
     for child in _luigi_workers():  # still there: they had their chance
         if child.pid is not None:
-            os.kill(child.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                os.kill(child.pid, signal.SIGKILL)
         child.join(5)
