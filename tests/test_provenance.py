@@ -161,11 +161,14 @@ def test_reproduce_runs_made_by_a_script(client, tmp_path):
     # `python -m mypipe` runs the module as __main__: its importable name is recorded
     assert json.loads(by_k["4"].data.tags["luigiflow.task"])["module"] == "mypipe"
     assert "reused" in cli(project, "reproduce", by_k["4"].info.run_id).stdout
-    # a file run as a script has no importable name: the error says what to pass
-    failed = cli(project, "reproduce", by_k["5"].info.run_id, check=False)
-    assert failed.returncode == 1 and "--module" in failed.stderr
-    again = cli(project, "reproduce", by_k["5"].info.run_id, "--module", "mypipe")
-    assert "reused" in again.stdout
+    # `python mypipe.py` records the name the file is importable as from its folder
+    assert json.loads(by_k["5"].data.tags["luigiflow.task"])["module"] == "mypipe"
+    assert "reused" in cli(project, "reproduce", by_k["5"].info.run_id).stdout
+    # from a folder where that name cannot be imported, the error says what to pass
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    failed = cli(elsewhere, "reproduce", by_k["5"].info.run_id, check=False)
+    assert failed.returncode == 1 and "--module" in failed.stderr, failed.stderr
 
 
 def test_reproduce_reports_code_difference(client, tmp_path):

@@ -121,8 +121,4 @@ def alive(run: RunRecord) -> bool:
     A process of this host that is gone (killed with its whole build) is known dead at
     once; on another host only the heartbeat's staleness tells.
     """
-    return (
-        run.info.status == RUNNING
-        and not liveness.is_abandoned(run)
-        and not liveness.worker_is_gone(run)
-    )
+    return run.info.status == RUNNING and not liveness.is_abandoned(run)

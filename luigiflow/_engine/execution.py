@@ -355,7 +355,7 @@ def _run_name(task: TrackedTask) -> str:
         has_default, default = luigi_compat.param_default(param)
         if has_default and value == default:
             continue
-        text = param_text(param, value)
+        text = redaction.REDACTED if redaction.looks_secret(name) else param_text(param, value)
         parts.append(f"{name}={text if len(text) <= 40 else text[:39] + '…'}")
     return f"{task.get_task_family()}({', '.join(parts)})"[:250]
 

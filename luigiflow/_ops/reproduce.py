@@ -40,7 +40,8 @@ def task_from_run(run: Run) -> MlflowTask:
         except (ImportError, TaskNotFoundError) as exc:
             raise TaskNotFoundError(
                 f"run {run.info.run_id} was made by {family} in module {module!r}, which "
-                f"cannot be imported here ({exc}); run from the project folder"
+                f"cannot be imported here ({exc}); run from the project folder, or pass "
+                "--module with the module or file that defines it now"
             ) from exc
     cls = stage_cls or task_class(
         family,

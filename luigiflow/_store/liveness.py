@@ -24,13 +24,28 @@ _worker: tuple[int, str] | None = None
 
 
 def worker_token() -> str:
-    """`host/pid/random`: names this process (forked workers get their own)."""
+    """`host@space/pid/random`: names this process (forked workers get their own)."""
     global _worker
     pid = os.getpid()
     if _worker is None or _worker[0] != pid:
         host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:64]
-        _worker = (pid, f"{host}/{pid}/{uuid.uuid4().hex[:8]}")
+        _worker = (pid, f"{host}@{_pid_space()}/{pid}/{uuid.uuid4().hex[:8]}")
     return _worker[1]
+
+
+def _pid_space() -> str:
+    """Which process-id space this process lives in: the boot and the pid namespace.
+
+    Two laptops can share a host name and two containers a boot; only a worker of the
+    same space may be judged dead from its pid (anyone else waits for its heartbeat).
+    """
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip().replace("-", "")[:12]
+        space = os.stat("/proc/self/ns/pid").st_ino
+        return f"{boot}.{space}"
+    except OSError:  # not Linux: the network card's address stands for the machine
+        return f"{uuid.getnode():012x}"
 
 
 def now_beat() -> str:
@@ -79,22 +94,25 @@ def worker_is_gone(run: RunRecord) -> bool:
 
 
 def is_abandoned(run: RunRecord, now: float | None = None) -> bool:
-    """A RUNNING run whose worker has not beaten for `stale_after()` seconds."""
+    """A RUNNING run whose worker is dead: it has not beaten for `stale_after()` seconds,
+    or it was a process of this machine that no longer exists (known at once)."""
     if run.info.status != RUNNING:
         return False
     beat = run.data.tags.get(schema.HEARTBEAT_TAG)
     last = float(beat) if beat else run.info.start_time / 1000
-    return (now or time.time()) - last > _settings.stale_after()
+    return (now or time.time()) - last > _settings.stale_after() or worker_is_gone(run)
 
 
 def retire(store: RunStore, run: RunRecord) -> None:
     """Mark an abandoned RUNNING run KILLED, saying why; it never counted as complete."""
     beat = run.data.tags.get(schema.HEARTBEAT_TAG, "never")
-    store.set_tag(
-        run.info.run_id,
-        schema.ERROR_TAG,
-        f"abandoned: no heartbeat from its worker since {beat} (luigiflow marked it KILLED)",
+    worker = run.data.tags.get(schema.WORKER_TAG, "")
+    why = (
+        f"its worker process {worker} is gone"
+        if worker_is_gone(run)
+        else f"no heartbeat from its worker since {beat}"
     )
+    store.set_tag(run.info.run_id, schema.ERROR_TAG, f"abandoned: {why} (luigiflow marked it KILLED)")
     store.terminate(run.info.run_id, KILLED)
 
 
