@@ -112,7 +112,9 @@ def retire(store: RunStore, run: RunRecord) -> None:
         if worker_is_gone(run)
         else f"no heartbeat from its worker since {beat}"
     )
-    store.set_tag(run.info.run_id, schema.ERROR_TAG, f"abandoned: {why} (luigiflow marked it KILLED)")
+    store.set_tag(
+        run.info.run_id, schema.ERROR_TAG, f"abandoned: {why} (luigiflow marked it KILLED)"
+    )
     store.terminate(run.info.run_id, KILLED)
 
 
