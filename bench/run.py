@@ -24,6 +24,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import scale  # noqa: E402  (bench modules beside this file)
+import user_seen  # noqa: E402
+
 SYSTEMS = ["luigiflow", "luigi", "gokart", "blog"]
 NOTES_MARKER = "<!-- notes below are kept by scripts/bench -->"
 
@@ -120,6 +124,8 @@ def main() -> None:
     wide_rows = {s: measure(s, "wide", wide, 1) for s in ("luigiflow", "blog")}
     art = {s: measure(s, "artifact", artifact_mib, args.repeats) for s in ("luigiflow", "mlflow")}
     helps = help_time()
+    user = user_seen.measure(args.repeats, "gokart" in systems)
+    scaled = scale.measure(10_000 if args.quick else 100_000, 2_000 if args.quick else 10_000)
 
     lines.append("# Benchmarks\n")
     lines.append(
@@ -170,7 +176,9 @@ def main() -> None:
     lines.append(f"| MLflow log_artifact (copy) | {art['mlflow']['seconds']:.3f} |")
     lines.append(f"\nratio: {art['mlflow']['seconds'] / art['luigiflow']['seconds']:.1f}x faster\n")
     lines.append(f"## CLI\n\n`luigiflow --help`: {helps:.3f} s (median of 5)\n")
-    lines.append("## Targets (issue 4), from the numbers above\n")
+    lines += user_seen.report(user)
+    lines += scale.report(scaled)
+    lines.append("## Targets (issues 4 and 18), from the numbers above\n")
     lines.append("| target | measured | met |\n|---|---|---|")
 
     def target(name: str, measured: str, met: bool) -> None:
@@ -201,6 +209,31 @@ def main() -> None:
     art_ratio = art["mlflow"]["seconds"] / art["luigiflow"]["seconds"]
     target("artifact: at least 5x faster than log_artifact", f"{art_ratio:.1f}x", art_ratio >= 5)
     target("`luigiflow --help` under 0.5 s", f"{helps:.3f} s", helps < 0.5)
+    floor = user.get("dvc: repro (no-op)")
+    for name, seconds in user.items():
+        if floor and name.startswith("luigiflow"):
+            target(f"{name}: at most 1.0x `dvc repro`", f"{seconds / floor:.2f}x", seconds <= floor)
+    gokart_noop = user.get("gokart: build (no-op)")
+    if gokart_noop:
+        ours = user["luigiflow: run (no-op)"]
+        target(
+            "no-op run below gokart's no-op",
+            f"{ours:.3f} vs {gokart_noop:.3f} s",
+            ours < gokart_noop,
+        )
+    per_task = scaled["completion"]["ms_per_task"]
+    target(
+        f"completion of {scaled['asked']:,} tasks among {scaled['runs']:,} runs: <= 0.5 ms/task",
+        f"{per_task:.3f} ms",
+        per_task <= 0.5,
+    )
+    for name in ("runs --limit 20", "plan (1,001 tasks)"):
+        wall = scaled[name]["wall"]
+        target(
+            f"`luigiflow {name}` among {scaled['runs']:,} runs: under 2 s",
+            f"{wall:.3f} s",
+            wall < 2,
+        )
     lines.append("")
     text = "\n".join(lines)
     output = Path(args.output)
