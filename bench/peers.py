@@ -13,7 +13,7 @@ QUIET = {"local_scheduler": True, "log_level": "CRITICAL"}
 
 def warm_up(system: str) -> None:
     """One-time costs of a process: imports, store migration, compiling each query."""
-    if system in ("luigiflow", "blog", "mlflow"):
+    if system in ("luigiflow", "blog", "mlflow", "floor"):
         import mlflow
 
         from luigiflow._store import client, current
@@ -266,3 +266,48 @@ def artifact(system: str, mib: int) -> dict[str, float]:
         start = time.perf_counter()
         mlflow.log_artifact(str(big))
     return {"seconds": time.perf_counter() - start, "ms_per_task": 0.0}
+
+
+def mlflow_floor(n: int) -> dict[str, float]:
+    """The floor of any design that records a full MLflow run per task: for each task of
+    the fan graph, create the run (with tags), log its params in one batch, terminate it
+    (MLflow's three writes), in one process on the same kind of store."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    exp = client.create_experiment("floor")
+    tasks = n + 2
+    start = time.perf_counter()
+    for i in range(tasks):
+        run = client.create_run(exp, tags={"task": "Train", "identity": f"{i:064d}"})
+        client.log_batch(run.info.run_id, params=[Param("i", str(i))])
+        client.set_terminated(run.info.run_id, "FINISHED")
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "ms_per_task": seconds * 1000 / tasks}
+
+
+def trust_costs() -> dict[str, float]:
+    """Wrap what trust adds per task (the exactly-once claim query, artifact checksums
+    made and checked) with timers; `cold_profile` reads them after a build."""
+    from luigiflow._engine import claim
+    from luigiflow._store import checksums
+
+    spent = {"claim": 0.0, "checksum_make": 0.0, "checksum_check": 0.0}
+
+    def timed(owner: Any, name: str, key: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[key] += time.perf_counter() - start
+
+        setattr(owner, name, wrapper)
+
+    timed(claim.Claim, "settle", "claim")
+    timed(checksums, "make_record", "checksum_make")
+    timed(checksums, "problem", "checksum_check")
+    return spent
