@@ -26,6 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import scale  # noqa: E402  (bench modules beside this file)
+import server_artifacts  # noqa: E402
 import user_seen  # noqa: E402
 
 SYSTEMS = ["luigiflow", "luigi", "gokart", "blog"]
@@ -130,6 +131,7 @@ def main() -> None:
     art = {s: measure(s, "artifact", artifact_mib, args.repeats) for s in ("luigiflow", "mlflow")}
     helps = help_time()
     user = user_seen.measure(args.repeats, "gokart" in systems)
+    served = server_artifacts.measure(artifact_mib)
     scaled = scale.measure(10_000 if args.quick else 100_000, 2_000 if args.quick else 10_000)
 
     lines.append("# Benchmarks\n")
@@ -204,6 +206,7 @@ def main() -> None:
     lines.append(f"## CLI\n\n`luigiflow --help`: {helps:.3f} s (median of 5)\n")
     lines += user_seen.report(user)
     lines += scale.report(scaled)
+    lines += server_artifacts.report(served)
     lines.append("## Targets (issues 4 and 18), from the numbers above\n")
     lines.append("| target | measured | met |\n|---|---|---|")
 
@@ -241,6 +244,10 @@ def main() -> None:
     art_ratio = art["mlflow"]["seconds"] / art["luigiflow"]["seconds"]
     target("artifact: at least 5x faster than log_artifact", f"{art_ratio:.1f}x", art_ratio >= 5)
     target("`luigiflow --help` under 0.5 s", f"{helps:.3f} s", helps < 0.5)
+    both = all("error" not in served[k] for k in ("upload", "download"))
+    target(
+        f"{artifact_mib} MiB up and down through mlflow server", "ok" if both else "failed", both
+    )
     floor = user.get("dvc: repro (no-op)")
     for name, seconds in user.items():
         if floor and name.startswith("luigiflow"):
