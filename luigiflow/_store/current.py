@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from luigiflow._store import sqlite_reads
+from luigiflow._store import rest_reads, sqlite_reads
 from luigiflow._store.client import tracking_uri
 from luigiflow._store.mlflow_store import MlflowStore
 
@@ -19,8 +19,15 @@ def get_store(uri: str | None = None) -> MlflowStore:
     key = (os.getpid(), uri)
     store = _stores.get(key)
     if store is None:
-        # An existing embedded store of a known schema is read without importing mlflow.
-        made = sqlite_reads.SqliteStore(uri) if sqlite_reads.readable(uri) else MlflowStore(uri)
+        # An existing embedded store of a known schema, or a tracking server, is read
+        # without importing mlflow.
+        made: MlflowStore
+        if sqlite_reads.readable(uri):
+            made = sqlite_reads.SqliteStore(uri)
+        elif rest_reads.usable(uri):
+            made = rest_reads.RestStore(uri)
+        else:
+            made = MlflowStore(uri)
         with _lock:
             store = _stores.setdefault(key, made)
     return store

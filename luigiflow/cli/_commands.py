@@ -14,10 +14,10 @@ from rich.table import Table
 from rich.tree import Tree
 
 from luigiflow import _settings
-from luigiflow._errors import LuigiflowError, TrackingError
+from luigiflow._errors import LuigiflowError
 from luigiflow._ops import lineage
 from luigiflow._ops.modules import build_task, import_module
-from luigiflow._store import client
+from luigiflow._store import client, rest_reads
 from luigiflow.cli import _render
 from luigiflow.cli._render import make_console, num
 
@@ -29,17 +29,9 @@ def check_store() -> None:
     # MLflow's HTTP client retries for minutes by default; a CLI should answer now.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    if not uri.startswith(("http://", "https://")):
-        return
-    import requests
-
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=5)
-    except requests.RequestException as exc:
-        raise TrackingError(
-            f"cannot reach the MLflow tracking server at {uri} ({type(exc).__name__}); "
-            "start it or fix MLFLOW_TRACKING_URI"
-        ) from exc
+    if uri.startswith(("http://", "https://")):
+        # With MLflow's TLS settings, on the connection the reads will go on to use.
+        rest_reads.check_reachable(uri)
 
 
 def use_module(module: str | None) -> str | None:
