@@ -161,8 +161,6 @@ def session(settings: Mapping[str, Any]) -> requests.Session:
     made.mount("http://", HTTPAdapter(max_retries=retry))
     made.mount("https://", HTTPAdapter(max_retries=retry))
     made.headers.update(settings["headers"])
-    made.verify = settings["verify"]
-    made.cert = settings["cert"]
     _sessions[key] = made
     return made
 
@@ -189,6 +187,10 @@ def send(
                 params=params,
                 json=body,
                 timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
+                # Per request, as MLflow passes them: a session's `verify` loses to
+                # REQUESTS_CA_BUNDLE in the environment.
+                verify=settings["verify"],
+                cert=settings["cert"],
             )
         except requests.exceptions.SSLError as exc:
             raise TrackingError(

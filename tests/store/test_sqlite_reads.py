@@ -2,92 +2,26 @@
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
-import time
 
 import pytest
 
 from luigiflow._store import sqlite_reads
 from luigiflow._store.mlflow_store import MlflowStore
-from luigiflow._store.records import RunRecord
-from tests.conftest import REPO, add_run
-from tests.dags import Fan, Source
-
-
-def _same(a: RunRecord | None, b: RunRecord | None) -> None:
-    if a is None or b is None:
-        assert a is b
-        return
-    assert a.info == b.info
-    assert a.data.tags == b.data.tags and a.data.params == b.data.params
-    assert a.data.metrics.keys() == b.data.metrics.keys()
-    for key, value in a.data.metrics.items():
-        other = b.data.metrics[key]
-        assert (math.isnan(value) and math.isnan(other)) or value == other
+from tests.conftest import REPO
+from tests.store.mixed import assert_same_reads, populate
 
 
 @pytest.fixture
-def mixed(store: str, client):
-    """A store holding finished, failed, killed, running, deleted and duplicate runs, odd
-    parameter values, NaN metrics, another worker's runs and a deleted experiment."""
-    mlflow_store = MlflowStore(store)
-    now = int(time.time() * 1000)
-    tasks = [Fan(index=i) for i in range(8)]
-    for i, task in enumerate(tasks):
-        run = add_run(mlflow_store, task, start_time=now + i, worker=f"w/{i % 2}/x")
-        mlflow_store.log_batch(
-            run.info.run_id,
-            params={"quote": 'it\'s "odd" ünïcode', "empty": ""},
-            metrics={"score": 0.5 + i, "bad": math.nan},
-        )
-    add_run(mlflow_store, tasks[1], "FAILED", start_time=now + 50)
-    add_run(mlflow_store, tasks[2], "KILLED", start_time=now + 51)
-    add_run(mlflow_store, tasks[3], None, start_time=now + 52)  # running
-    add_run(mlflow_store, tasks[4], start_time=now + 53, deleted=True)
-    add_run(mlflow_store, tasks[5], start_time=now + 5)  # a duplicate, same start as another
-    gone = client.create_experiment("gone")
-    client.delete_experiment(gone)
-    add_run(mlflow_store, Source(size=9))
+def mixed(store: str):
+    populate(MlflowStore(store))
     return store
 
 
 def test_every_read_matches_mlflows_client(mixed: str):
     assert sqlite_reads.readable(mixed)
-    ours, theirs = sqlite_reads.SqliteStore(mixed), MlflowStore(mixed)
-    assert ours.experiment_id("Fan") == theirs.experiment_id("Fan")
-    assert ours.experiment_id("gone") == theirs.experiment_id("gone") is None
-    assert ours.experiment_id("nothing") is None
-    assert sorted(ours.experiments(), key=str) == sorted(theirs.experiments(), key=str)
-    exp = theirs.experiment_id("Fan")
-    assert exp is not None
-    for i in range(9):
-        identity = Fan(index=i).identity
-        _same(ours.find_finished(exp, identity), theirs.find_finished(exp, identity))
-        a, b = (
-            ours.runs_with_identity(exp, identity, 50),
-            theirs.runs_with_identity(exp, identity, 50),
-        )
-        assert [r.info.run_id for r in a] == [r.info.run_id for r in b]
-    for args in ({}, {"not_worker": "w/0/x"}, {"ended_since_ms": 0}):
-        a, b = list(ours.finished_runs(exp, **args)), list(theirs.finished_runs(exp, **args))
-        assert [r.info.run_id for r in a] == [r.info.run_id for r in b], args
-        for x, y in zip(a, b, strict=True):
-            _same(x, y)
-    assert [r.info.run_id for r in ours.running_runs(exp, "w/0/x")] == [
-        r.info.run_id for r in theirs.running_runs(exp, "w/0/x")
-    ]
-    everything = list(theirs.all_runs(exp))
-    assert [r.info.run_id for r in ours.all_runs(exp)] == [r.info.run_id for r in everything]
-    ids = [r.info.run_id for r in everything]
-    mine, real = ours.get_runs([*ids, "f" * 32]), theirs.get_runs([*ids, "f" * 32])
-    assert mine.keys() == real.keys()
-    for rid in ids:
-        _same(mine[rid], real[rid])
-        _same(ours.get_run(rid), theirs.get_run(rid))
-    finished = [r.info.run_id for r in theirs.finished_runs(exp)]
-    assert sorted(r.info.run_id for r in ours.fetch_finished(exp, ids)) == sorted(finished)
+    assert_same_reads(sqlite_reads.SqliteStore(mixed), MlflowStore(mixed))
 
 
 def test_an_unknown_schema_revision_is_read_through_mlflow(mixed: str):
