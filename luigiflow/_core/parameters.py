@@ -97,6 +97,30 @@ def check_value(param: luigi.Parameter, value: Any) -> str | None:
     return None
 
 
+def from_config(param: luigi.Parameter, raw: Any) -> Any:
+    """A value read from a config file (TOML) for a Luigi parameter: strings go through
+    Luigi's own parsing, lists become tuples for list and tuple parameters."""
+    value = param.parse(raw) if isinstance(raw, str) else raw
+    if isinstance(param, luigi.ListParameter | luigi.TupleParameter) and isinstance(value, list):
+        value = tuple(value)
+    return param.normalize(value)
+
+
+def checked_config_value(param: luigi.Parameter, raw: Any, where: str, problems: list[str]) -> Any:
+    """`from_config`, with what is wrong appended to `problems` (prefixed by `where`)
+    instead of raised, so a file's every mistake is reported at once; None when wrong."""
+    try:
+        value = from_config(param, raw)
+    except Exception as exc:  # Luigi raises ValueError, TypeError, json errors...
+        problems.append(f"{where}: {raw!r} is not valid: {exc}")
+        return None
+    problem = check_value(param, value)
+    if problem:
+        problems.append(f"{where}: {problem}")
+        return None
+    return value
+
+
 def encode_param(param: luigi.Parameter, value: Any) -> Any:
     """Encode one parameter value for the identity."""
     if isinstance(param, FileParameter):

@@ -38,6 +38,7 @@ from typing import Any
 import tomllib
 
 from luigiflow._core import templating
+from luigiflow._core.parameters import checked_config_value
 from luigiflow._errors import ConfigError, LuigiflowError
 from luigiflow._ops.stages.mlproject import stage as mlproject_stage
 from luigiflow._ops.stages.spec import CommandStage, Stage, TaskStage, string_list, unknown_keys
@@ -148,8 +149,6 @@ def stage_params(where: str, raw: Any, tree: dict[str, Any], problems: list[str]
 def _task_stage(
     name: str, raw: dict[str, Any], root: pathlib.Path, problems: list[str]
 ) -> TaskStage | None:
-    from luigiflow._ops.sweep.config import _check as check_param
-
     where = f"stage {name!r}"
     unknown_keys(where, raw, TASK_KEYS, problems)
     ref = str(raw["task"])
@@ -176,5 +175,5 @@ def _task_stage(
                 f"{where}: {cls_name} has no parameter {key!r} (known: {', '.join(own)})"
             )
             continue
-        values[key] = check_param(own[key], value, f"{where} params.{key}", problems)
+        values[key] = checked_config_value(own[key], value, f"{where} params.{key}", problems)
     return TaskStage(name=name, task_class=cls, values=values)

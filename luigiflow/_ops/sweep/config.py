@@ -33,7 +33,7 @@ from typing import Any
 import luigi
 import tomllib
 
-from luigiflow._core.parameters import check_value, value_text
+from luigiflow._core.parameters import checked_config_value, value_text
 from luigiflow._engine import luigi_compat
 from luigiflow._errors import ConfigError, LuigiflowError
 from luigiflow._ops.modules import import_module, task_class
@@ -65,27 +65,6 @@ class ExperimentConfig:
         """The root tasks: one, or one per sweep combination."""
         combos = self.sweep.combinations if self.sweep else [{}]
         return [self.task_class(**{**self.params, **combo}) for combo in combos]
-
-
-def _value(param: luigi.Parameter, raw: Any) -> Any:
-    """A TOML value for a Luigi parameter: strings go through Luigi's own parsing."""
-    value = param.parse(raw) if isinstance(raw, str) else raw
-    if isinstance(param, luigi.ListParameter | luigi.TupleParameter) and isinstance(value, list):
-        value = tuple(value)
-    return param.normalize(value)
-
-
-def _check(param: luigi.Parameter, raw: Any, where: str, problems: list[str]) -> Any:
-    try:
-        value = _value(param, raw)
-    except Exception as exc:
-        problems.append(f"{where}: {raw!r} is not valid: {exc}")
-        return None
-    problem = check_value(param, value)
-    if problem:
-        problems.append(f"{where}: {problem}")
-        return None
-    return value
 
 
 def load(path: str | pathlib.Path) -> ExperimentConfig:
@@ -120,7 +99,7 @@ def load(path: str | pathlib.Path) -> ExperimentConfig:
                 f"[params] {key}: {name} has no parameter {key!r} (known: {', '.join(own)})"
             )
             continue
-        params[key] = _check(own[key], raw, f"[params] {key}", problems)
+        params[key] = checked_config_value(own[key], raw, f"[params] {key}", problems)
 
     steps: dict[str, dict[str, Any]] = {}
     registry = luigi_compat.registry()
@@ -136,7 +115,7 @@ def load(path: str | pathlib.Path) -> ExperimentConfig:
                     f"[steps.{step}] {key}: unknown parameter (known: {', '.join(step_params)})"
                 )
                 continue
-            _check(step_params[key], raw, f"[steps.{step}] {key}", problems)
+            checked_config_value(step_params[key], raw, f"[steps.{step}] {key}", problems)
         steps[step] = dict(values)
 
     sweep = _load_sweep(data.get("sweep"), own, name, problems)
@@ -186,7 +165,9 @@ def _load_sweep(
             if not isinstance(values, list) or not values:
                 problems.append(f"[sweep.grid] {key}: must be a non-empty list")
                 continue
-            axes[key] = [_check(own[key], v, f"[sweep.grid] {key}", problems) for v in values]
+            axes[key] = [
+                checked_config_value(own[key], v, f"[sweep.grid] {key}", problems) for v in values
+            ]
         combos = [dict(zip(axes, vals, strict=True)) for vals in itertools.product(*axes.values())]
         return Sweep("grid", combos, list(axes), metric, goal)
     seed, count = rand.get("seed", 0), rand.get("count")
@@ -202,7 +183,9 @@ def _load_sweep(
             continue
         for combo in combos:
             try:
-                combo[key] = _check(own[key], _draw(spec, rng), f"[sweep.random] {key}", problems)
+                combo[key] = checked_config_value(
+                    own[key], _draw(spec, rng), f"[sweep.random] {key}", problems
+                )
             except ValueError as exc:
                 problems.append(f"[sweep.random.params] {key}: {exc}")
                 break
