@@ -66,6 +66,10 @@ class CommandTask(MlflowTask):
     stage_source: ClassVar[dict[str, str] | None] = None  # the pipeline file a stage came from
     params_from: ClassVar[Mapping[str, str]] = {}  # in place: parameter -> file the script reads
     quote_values: ClassVar[bool] = False  # shell-quote values put into a shell string
+    # Parameters a stage only passes on to its upstream stages (a sweep or an override
+    # of an upstream value must make this task another one): in its identity and record,
+    # but neither written to its params file nor substituted in its command.
+    carried_params: ClassVar[Sequence[str]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         problems = _definition_problems(cls)
@@ -92,7 +96,7 @@ class CommandTask(MlflowTask):
         return {
             name: _plain(getattr(self, name))
             for name, param in self.get_params()
-            if param.significant
+            if param.significant and name not in self.carried_params
         }
 
     def rendered_steps(self) -> list[Step]:

@@ -99,7 +99,21 @@ def build_task(module: str | None, words: Sequence[str]) -> luigi.Task:
         raise TaskNotFoundError("no task named; usage: luigiflow run --module M TASK [--param v]")
     name, rest = words[0], list(words[1:])
     cls = task_class(name, import_module(module))
-    params = dict(cls.get_params())
+    values = parse_param_words(name, dict(cls.get_params()), rest)
+    try:
+        return cls(**values)
+    except ParameterError:
+        raise
+    except (luigi.parameter.ParameterException, ValueError, TypeError) as exc:
+        raise ParameterError(f"{name}: {exc}") from exc
+
+
+def parse_param_words(
+    label: str, params: dict[str, luigi.Parameter], rest: Sequence[str]
+) -> dict[str, object]:
+    """`--param value` words (also `--param=value`, a bare `--flag`) parsed by Luigi's
+    parameters; every mistake is reported at once, prefixed by `label` (the task)."""
+    rest = list(rest)
     values: dict[str, object] = {}
     problems: list[str] = []
     i = 0
@@ -110,12 +124,13 @@ def build_task(module: str | None, words: Sequence[str]) -> luigi.Task:
             i += 1
             continue
         key, _, inline = word[2:].partition("=")
-        attr = key.replace("-", "_")
+        attr = key if key in params else key.replace("-", "_")
         param = params.get(attr)
         if param is None:
             close = did_you_mean(attr, params, show=lambda n: "--" + n.replace("_", "-"))
             problems.append(f"unknown parameter --{key}{close} (known: {_known(params)})")
-            i += 1
+            given_value = not inline and i + 1 < len(rest) and not rest[i + 1].startswith("--")
+            i += 2 if given_value else 1  # its value is not another mistake
             continue
         if isinstance(param, luigi.BoolParameter) and not inline:
             takes_value = i + 1 < len(rest) and rest[i + 1].lower() in ("true", "false")
@@ -136,13 +151,8 @@ def build_task(module: str | None, words: Sequence[str]) -> luigi.Task:
         except Exception as exc:  # Luigi raises ValueError, TypeError, json errors...
             problems.append(f"--{key} {raw!r}: {type(exc).__name__}: {exc}")
     if problems:
-        raise ParameterError(f"{name}: " + "; ".join(problems))
-    try:
-        return cls(**values)
-    except ParameterError:
-        raise
-    except (luigi.parameter.ParameterException, ValueError, TypeError) as exc:
-        raise ParameterError(f"{name}: {exc}") from exc
+        raise ParameterError(f"{label}: " + "; ".join(problems))
+    return values
 
 
 def _known(params: dict[str, luigi.Parameter]) -> str:

@@ -56,14 +56,12 @@ def _roots(
 
         if sum(x is not None for x in (pipeline_path, dvc_path, config_path, module)) > 1:
             raise LuigiflowError("give one of --pipeline, --dvc, --config or --module")
-        if len(task_words) > 1:
-            raise LuigiflowError(
-                f"unexpected {' '.join(task_words[1:])!r}: a stage takes its parameters from "
-                "its file; give at most one STAGE"
-            )
         kind, path = ("dvc", dvc_path) if dvc_path else ("pipeline", pipeline_path)
         pipeline = stages.load(kind, str(path))
-        return pipeline.roots(task_words[0] if task_words else None), pipeline
+        # STAGE [--name value]..., or only --name value for every stage built
+        stage = task_words[0] if task_words and not task_words[0].startswith("--") else None
+        words = task_words[1:] if stage is not None else task_words
+        return pipeline.roots(stage, words), pipeline
     if config_path is None:
         return [build_task(use_module(module), task_words)], None
     if task_words or module:

@@ -4,19 +4,31 @@ A stage's parameters are Luigi parameters named by their dotted keys (`train.n_e
 so they are logged, compared by `diff`, shown by `runs` and hashed into the identity
 like any task's. A stage depends on another when it reads a path the other declares
 as an output; the upstream run's artifact is then placed at that path.
+
+In a pipeline file, a stage also carries the parameters of every stage upstream of it
+(`evaluate` has `train.n_est`), as a class task exposes a step's parameter to sweep
+it: a sweep or a command-line value given to the stage built reaches the stage that
+uses it, and each point is another task (another Luigi task id, another identity).
+A key of the file's [params] tree keeps its name (`train.n_est`, one value for every
+stage naming it); a stage's own table value or a Python task stage's parameter is
+carried as `STAGE.NAME`.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import pathlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import luigi
 
 from luigiflow._command.task import CommandTask
-from luigiflow._errors import ConfigError, RunNotFoundError, TaskNotFoundError
+from luigiflow._engine import luigi_compat
+from luigiflow._errors import ConfigError, ParameterError, RunNotFoundError, TaskNotFoundError
+from luigiflow._ops.modules import parse_param_words
 from luigiflow._ops.stages.dvc import read as read_dvc
 from luigiflow._ops.stages.pipeline_file import read as read_pipeline_file
 from luigiflow._ops.stages.spec import CommandStage, Stage, StageSource, TaskStage
@@ -34,6 +46,8 @@ class Pipeline:
         self.stages = {s.name: s for s in stages}
         self.factories: dict[str, Callable[[], luigi.Task]] = {}
         self.classes: dict[str, type[luigi.Task]] = {}
+        # stage -> its Luigi parameter name -> the pipeline-wide key of that value
+        self.keys: dict[str, dict[str, str]] = {}
         self._link()
 
     def _link(self) -> None:
@@ -85,31 +99,109 @@ class Pipeline:
                 )
         if problems:
             raise ConfigError(f"{self.path}: " + "; ".join(problems))
+        carried = self._carried(upstream)
         for name, stage in self.stages.items():
             if isinstance(stage, TaskStage):
                 self.classes[name] = stage.task_class
-                self.factories[name] = _task_factory(stage)
+                self.keys[name] = {n: pk for pk, (n, _p) in _offered(self.kind, stage).items()}
             else:
-                cls = _command_class(self, stage, upstream[name])
-                self.classes[name] = cls
-                self.factories[name] = cls
+                own = {n: pk for pk, (n, _p) in _offered(self.kind, stage).items()}
+                clash = [pk for pk in carried[name] if pk in own and own[pk] != pk]
+                if clash:
+                    raise ConfigError(
+                        f"{self.path}: stage {name!r}: its own parameter(s) "
+                        f"{', '.join(map(repr, clash))} have the name of an upstream stage's "
+                        "value; rename one of them"
+                    )
+                self.keys[name] = {**own, **{pk: pk for pk in carried[name]}}
+                self.classes[name] = _command_class(self, stage, upstream[name], carried[name])
+            self.factories[name] = functools.partial(self.make, name, {})
 
-    def roots(self, stage: str | None = None) -> list[luigi.Task]:
-        """The tasks to build: one stage, or every stage no other stage reads from."""
-        if stage is not None:
-            if stage not in self.factories:
-                raise TaskNotFoundError(
-                    f"{self.path} has no stage {stage!r}; stages: {', '.join(self.stages)}"
-                )
-            return [self.factories[stage]()]
+    def _carried(self, upstream: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:
+        """stage -> the parameters (key -> Luigi parameter) of its upstream stages that it
+        does not declare itself. A dvc.yaml stage reads its values from its params files,
+        so nothing is carried there."""
+        if self.kind != "pipeline":
+            return {name: {} for name in self.stages}
+        reach: dict[str, dict[str, Any]] = {}
+        visiting: list[str] = []
+
+        def walk(name: str) -> dict[str, Any]:
+            if name in reach:
+                return reach[name]
+            if name in visiting:
+                cycle = " -> ".join([*visiting[visiting.index(name) :], name])
+                raise ConfigError(f"{self.path}: stages depend on each other: {cycle}")
+            visiting.append(name)
+            found = {
+                pk: param for pk, (_n, param) in _offered(self.kind, self.stages[name]).items()
+            }
+            for other in upstream.get(name, {}).values():
+                for pk, param in walk(other).items():
+                    found.setdefault(pk, param)
+            visiting.pop()
+            reach[name] = found
+            return found
+
+        carried = {}
+        for name, stage in self.stages.items():
+            own = _offered(self.kind, stage)
+            carried[name] = {pk: p for pk, p in walk(name).items() if pk not in own}
+        return carried
+
+    def make(self, stage: str, values: Mapping[str, Any]) -> luigi.Task:
+        """The task of `stage` given values by pipeline-wide key (the rest: the file's)."""
+        given = {n: values[pk] for n, pk in self.keys[stage].items() if pk in values}
+        declared = self.stages[stage]
+        if isinstance(declared, TaskStage):
+            return declared.task_class(**{**declared.values, **given})
+        return self.classes[stage](**given)
+
+    def values_of(self, task: luigi.Task, stage: str) -> dict[str, Any]:
+        """A stage task's parameter values by pipeline-wide key."""
+        return {pk: getattr(task, n) for n, pk in self.keys[stage].items()}
+
+    def leaves(self) -> list[str]:
+        """The stages no other stage reads from."""
         used = {
             source.partition(".")[0]
             for s in self.stages.values()
             if isinstance(s, CommandStage)
             for source in s.inputs.values()
         }
-        leaves = [n for n in self.stages if _upstream_name(n) not in used]
-        return [self.factories[n]() for n in leaves]
+        return [n for n in self.stages if _upstream_name(n) not in used]
+
+    def check_stage(self, stage: str) -> None:
+        if stage not in self.classes:
+            raise TaskNotFoundError(
+                f"{self.path} has no stage {stage!r}; stages: {', '.join(self.stages)}"
+            )
+
+    def roots(self, stage: str | None = None, words: Sequence[str] = ()) -> list[luigi.Task]:
+        """The tasks to build: one stage, or every stage no other stage reads from, with
+        parameter values given as `--name value` words (`--train.n_est 50`)."""
+        if stage is not None:
+            self.check_stage(stage)
+        names = [stage] if stage is not None else self.leaves()
+        if not words:
+            return [self.make(n, {}) for n in names]
+        if self.kind != "pipeline":
+            raise ParameterError(
+                f"{self.path}: a DVC stage reads its parameters from its params files; "
+                f"edit them (e.g. params.yaml) instead of passing {words[0]}"
+            )
+        params: dict[str, luigi.Parameter] = {}
+        for name in names:
+            for key, param in self.classes[name].get_params():
+                params.setdefault(key, param)
+        label = f"stage {stage!r}" if stage is not None else f"stages {', '.join(names)}"
+        values = parse_param_words(label, params, words)
+        roots = []
+        for name in names:
+            own = dict(self.classes[name].get_params())
+            given = {self.keys[name][k]: v for k, v in values.items() if k in own}
+            roots.append(self.make(name, given))
+        return roots
 
     def restore_workspace(self, tasks: list[luigi.Task]) -> list[str]:
         """Outputs of stages run in place made to match the runs of this build (as
@@ -136,11 +228,24 @@ def _upstream_name(stage: str) -> str:
     return "".join(c if c.isalnum() or c in "_-" else "_" for c in stage)
 
 
-def _task_factory(stage: TaskStage) -> Callable[[], luigi.Task]:
-    def make() -> luigi.Task:
-        return stage.task_class(**stage.values)
-
-    return make
+def _offered(kind: str, stage: Stage) -> dict[str, tuple[str, luigi.Parameter]]:
+    """A stage's parameters by pipeline-wide key: key -> (its own name, a parameter whose
+    default is the file's value)."""
+    if isinstance(stage, TaskStage):
+        found = {}
+        for name, param in stage.task_class.get_params():
+            has_default, default = luigi_compat.param_default(param)
+            if not param.significant or not (name in stage.values or has_default):
+                continue
+            carried = copy.copy(param)
+            carried._default = stage.values.get(name, default)
+            found[f"{stage.name}.{name}"] = (name, carried)
+        return found
+    shared = stage.shared_params or kind != "pipeline"
+    return {
+        (name if shared else f"{stage.name}.{name}"): (name, parameter_for(value))
+        for name, value in stage.params.items()
+    }
 
 
 def parameter_for(value: Any) -> Any:
@@ -160,7 +265,9 @@ def parameter_for(value: Any) -> Any:
     return luigi.Parameter(default=str(value))
 
 
-def _command_class(pipeline: Pipeline, stage: CommandStage, needs: dict[str, str]) -> type:
+def _command_class(
+    pipeline: Pipeline, stage: CommandStage, needs: dict[str, str], carried: dict[str, Any]
+) -> type:
     collisions = [k for k in stage.params if hasattr(CommandTask, k)]
     if collisions:
         raise ConfigError(
@@ -170,7 +277,8 @@ def _command_class(pipeline: Pipeline, stage: CommandStage, needs: dict[str, str
         )
 
     def requires(self: Any) -> dict[str, luigi.Task]:
-        return {name: pipeline.factories[other]() for name, other in needs.items()}
+        values = pipeline.values_of(self, stage.name)
+        return {name: pipeline.make(other, values) for name, other in needs.items()}
 
     declared = stage.declared()
     outs = {n: p for n, p in declared.items() if p in stage.outs}
@@ -201,6 +309,8 @@ def _command_class(pipeline: Pipeline, stage: CommandStage, needs: dict[str, str
     }
     for key, value in stage.params.items():
         attrs[key] = parameter_for(value)
+    attrs.update(carried)
+    attrs["carried_params"] = tuple(carried)
     try:
         return type(stage.name, (CommandTask,), attrs)
     except Exception as exc:  # TaskDefinitionError and Luigi's own complaints

@@ -123,6 +123,7 @@ def _command_stage(
         stage.environment = {str(k): str(v) for k, v in env.items()}
     stage.experiment = raw.get("experiment")
     stage.params = stage_params(where, raw.get("params"), tree, problems)
+    stage.shared_params = not isinstance(raw.get("params"), dict)
     if stage.params:
         stage.params_file = str(raw.get("params_file", "params.yaml"))
     elif "params_file" in raw:

@@ -39,6 +39,7 @@ class CommandStage:
     metrics: list[str] = field(default_factory=list)
     plots: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)  # name -> value
+    shared_params: bool = False  # names are keys of the file's [params] tree, shared by stages
     params_file: str | None = None
     params_from: dict[str, str] = field(default_factory=dict)  # name -> file it is read from
     in_place: bool = False

@@ -3,6 +3,8 @@
     [pipeline]
     module = "examples.tabular"
     task = "Evaluate"
+    # or a stage of a pipeline file: file = "pipeline.toml", stage = "evaluate"
+    # (see luigiflow/_ops/stages/experiment.py; no [steps] then)
 
     [params]                    # parameters of the task built (a choice names an implementation)
     algorithm = "rf"
@@ -27,6 +29,7 @@ import itertools
 import math
 import pathlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,11 +63,13 @@ class ExperimentConfig:
     params: dict[str, Any]
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     sweep: Sweep | None = None
+    factory: Callable[..., luigi.Task] | None = None  # a stage: made by its pipeline
 
     def tasks(self) -> list[luigi.Task]:
         """The root tasks: one, or one per sweep combination."""
         combos = self.sweep.combinations if self.sweep else [{}]
-        return [self.task_class(**{**self.params, **combo}) for combo in combos]
+        make = self.factory or self.task_class
+        return [make(**{**self.params, **combo}) for combo in combos]
 
 
 def load(path: str | pathlib.Path) -> ExperimentConfig:
@@ -81,15 +86,37 @@ def load(path: str | pathlib.Path) -> ExperimentConfig:
         for k in data
         if k not in SECTIONS
     ]
+    if "stages" in data:
+        raise ConfigError(
+            f"{path} is a pipeline file (it has [stages]): run it with --pipeline {path}, or "
+            'name it from an experiment config: [pipeline] file = "..."'
+        )
     pipeline = data.get("pipeline", {})
-    module, name = pipeline.get("module"), pipeline.get("task")
-    if not module or not name:
-        raise ConfigError(f'{path}: [pipeline] needs module = "..." and task = "..."')
-    try:
-        import_module(module)
-        cls = task_class(name, module)
-    except LuigiflowError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    factory, steps_raw = None, data.get("steps", {})
+    preset: dict[str, Any] = {}  # values a pipeline file gives a Python task stage
+    if "file" in pipeline:
+        from luigiflow._ops.stages.experiment import stage_root
+
+        cls, factory, name, preset = stage_root(path, pipeline, problems)
+        module = str(cls.__module__)
+        if steps_raw:
+            problems.append(
+                "[steps]: a pipeline file's stages take no step defaults; set upstream "
+                'values in [params] by the names the stage shows ("train.n_est" = 50)'
+            )
+            steps_raw = {}
+    else:
+        module, name = pipeline.get("module"), pipeline.get("task")
+        if not module or not name:
+            raise ConfigError(
+                f'{path}: [pipeline] needs module = "..." and task = "..." (or a pipeline '
+                'file\'s stage: file = "..." and stage = "...")'
+            )
+        try:
+            import_module(module)
+            cls = task_class(name, module)
+        except LuigiflowError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
     own = dict(cls.get_params())
 
     params: dict[str, Any] = {}
@@ -103,7 +130,7 @@ def load(path: str | pathlib.Path) -> ExperimentConfig:
 
     steps: dict[str, dict[str, Any]] = {}
     registry = luigi_compat.registry()
-    for step, values in data.get("steps", {}).items():
+    for step, values in steps_raw.items():
         step_cls = registry.get(step)
         if step_cls is None or getattr(step_cls, "__module__", None) != module:
             problems.append(f"[steps.{step}]: unknown step (no task class {step!r} in {module})")
@@ -121,11 +148,12 @@ def load(path: str | pathlib.Path) -> ExperimentConfig:
     sweep = _load_sweep(data.get("sweep"), own, name, problems)
     swept = set(sweep.swept) if sweep else set()
     for key, param in own.items():
-        if key not in params and key not in swept and not param.has_task_value(name, key):
+        given = key in params or key in swept or key in preset
+        if not given and not param.has_task_value(name, key):
             problems.append(f"[params] {key}: required parameter of {name} is missing")
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems))
-    config = ExperimentConfig(path, module, cls, params, steps, sweep)
+    config = ExperimentConfig(path, module, cls, params, steps, sweep, factory)
     _apply_steps(steps)
     return config
 
