@@ -284,9 +284,10 @@ class RestStore(MlflowStore):
 
     def __init__(self, uri: str) -> None:
         super().__init__(uri)
-        # Experiment ids seen by `get_runs`: runs never change experiment, so a run id
-        # found in a known experiment is found; ids not found ask for the list afresh.
-        self._known_experiments: list[str] | None = None
+        # Experiments whose runs or names this store has read. Runs never change
+        # experiment: `get_runs` looks for ids there first (one request, where listing
+        # every experiment first takes two) and in the others only for ids not found.
+        self._seen: set[str] = set()
 
     def _call(self, method: str, endpoint: str, doing: str, **kwargs: Any) -> Any:
         return call(self.uri, method, API + endpoint, doing, **kwargs)
@@ -316,6 +317,7 @@ class RestStore(MlflowStore):
         answer = self._call("POST", "/runs/search", doing, body=body)
         page = _Page(record(r) for r in answer.get("runs", []))
         page.token = answer.get("next_page_token") or None
+        self._seen.update(r.info.experiment_id for r in page)
         return page
 
     def _experiment_by_name(self, name: str) -> ExperimentRecord | None:
@@ -329,6 +331,7 @@ class RestStore(MlflowStore):
         if answer is None:
             return None
         exp = answer["experiment"]
+        self._seen.add(str(exp["experiment_id"]))
         return ExperimentRecord(str(exp["experiment_id"]), exp["name"], exp["lifecycle_stage"])
 
     def experiments(self) -> list[ExperimentRecord]:
@@ -345,7 +348,7 @@ class RestStore(MlflowStore):
             ]
             token = answer.get("next_page_token")
             if not token:
-                self._known_experiments = [e.experiment_id for e in found]
+                self._seen.update(e.experiment_id for e in found)
                 return found
 
     def get_run(self, run_id: str) -> RunRecord:
@@ -360,23 +363,33 @@ class RestStore(MlflowStore):
                 f"run {run_id!r} does not exist in {self.uri}; "
                 "copy a run id from `luigiflow runs` or the MLflow UI"
             )
-        return record(answer["run"])
+        return self._seen_run(answer["run"])
+
+    def _seen_run(self, run: Mapping[str, Any]) -> RunRecord:
+        found = record(run)
+        self._seen.add(found.info.experiment_id)
+        return found
 
     def get_runs(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
         ids = [r for r in dict.fromkeys(run_ids) if r.isalnum()]
         if not ids:
             return {}
-        known = self._known_experiments
-        result = self._runs_by_id(known if known is not None else self._experiment_ids_now(), ids)
+        if len(ids) == 1:  # one request, where a search needs the experiment list too
+            found = self._call(
+                "GET",
+                "/runs/get",
+                "fetching runs by id",
+                params={"run_id": ids[0]},
+                missing_ok=True,
+            )
+            return {} if found is None else {ids[0]: self._seen_run(found["run"])}
+        seen = sorted(self._seen.copy())  # a copy is atomic: other threads may add
+        result = self._runs_by_id(seen, ids)
         missing = [r for r in ids if r not in result]
-        if missing and known is not None:  # maybe in an experiment made since the list
-            new = [e for e in self._experiment_ids_now() if e not in known]
-            if new:
-                result.update(self._runs_by_id(new, missing))
+        if missing:
+            others = [e.experiment_id for e in self.experiments() if e.experiment_id not in seen]
+            result.update(self._runs_by_id(others, missing))
         return result
-
-    def _experiment_ids_now(self) -> list[str]:
-        return [e.experiment_id for e in self.experiments()]
 
     def _runs_by_id(self, experiments: list[str], ids: list[str]) -> dict[str, RunRecord]:
         result: dict[str, RunRecord] = {}

@@ -84,6 +84,10 @@ def assert_same_reads(ours: RunStore, theirs: MlflowStore) -> None:
     ids = [r.info.run_id for r in everything]
     mine, real = ours.get_runs([*ids, "f" * 32]), theirs.get_runs([*ids, "f" * 32])
     assert mine.keys() == real.keys()
+    for rid in [*ids, "f" * 32]:
+        one, other = ours.get_runs([rid]), theirs.get_runs([rid])
+        assert one.keys() == other.keys()
+        same(one.get(rid), other.get(rid))
     for rid in ids:
         same(mine[rid], real[rid])
         same(ours.get_run(rid), theirs.get_run(rid))

@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,7 @@ from luigiflow._store import current, rest_reads
 from luigiflow._store.mlflow_store import MlflowStore
 from tests.conftest import REPO, add_run
 from tests.counting_proxy import counting_proxy
+from tests.dags import Fan
 from tests.servers import free_port, start_mlflow, stop
 from tests.store.mixed import assert_same_reads, populate
 
@@ -65,6 +67,18 @@ def test_every_read_matches_mlflows_client(server: str):
     assert copy.experiment_id("Fan") == ours.experiment_id("Fan")
 
 
+def test_runs_by_id_are_found_in_experiments_made_after_the_store_looked(server: str):
+    writer = MlflowStore(server)
+    ours = rest_reads.RestStore(server)
+    early = add_run(writer, Fan(index=200))
+    assert ours.get_runs([early.info.run_id, "f" * 32]).keys() == {early.info.run_id}
+    late_exp = writer.client.create_experiment(f"late-{uuid.uuid4().hex}")
+    late = writer.create_run(late_exp, "late", {})
+    both = ours.get_runs([early.info.run_id, late.info.run_id])
+    assert both.keys() == {early.info.run_id, late.info.run_id}
+    assert both[late.info.run_id].info.experiment_id == late_exp
+
+
 def test_a_no_op_build_and_queries_do_not_import_mlflow(server: str, tmp_path: pathlib.Path):
     env = server_env(server, tmp_path)
     build = ["run", "--module", "tests.dags", "Leaf", "--size", "11"]
@@ -99,7 +113,6 @@ def test_a_no_op_build_and_queries_do_not_import_mlflow(server: str, tmp_path: p
 
 def test_completion_of_many_finished_tasks_takes_a_few_requests(server: str):
     from luigiflow._engine.completion import Completion
-    from tests.dags import Fan
 
     tasks = [Fan(index=100 + i) for i in range(30)]
     writer = MlflowStore(server)
