@@ -25,6 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import round_trips  # noqa: E402
 import scale  # noqa: E402  (bench modules beside this file)
 import server_artifacts  # noqa: E402
 import user_seen  # noqa: E402
@@ -132,6 +133,7 @@ def main() -> None:
     helps = help_time()
     user = user_seen.measure(args.repeats, "gokart" in systems)
     served = server_artifacts.measure(artifact_mib)
+    trips = round_trips.measure(10_000, 1_000)
     scaled = scale.measure(10_000 if args.quick else 100_000, 2_000 if args.quick else 10_000)
 
     lines.append("# Benchmarks\n")
@@ -207,6 +209,7 @@ def main() -> None:
     lines += user_seen.report(user)
     lines += scale.report(scaled)
     lines += server_artifacts.report(served)
+    lines += round_trips.report(trips)
     lines.append("## Targets (issues 4 and 18), from the numbers above\n")
     lines.append("| target | measured | met |\n|---|---|---|")
 
@@ -273,6 +276,18 @@ def main() -> None:
             f"{wall:.3f} s",
             wall < 2,
         )
+    per_task_requests = trips["executed"]["requests"] / trips["chain"]
+    target(
+        "server: at most 6 requests per executed task with one small artifact",
+        f"{per_task_requests:.1f}",
+        per_task_requests <= 6,
+    )
+    target(
+        f"server: completion of {trips['asked']:,} finished tasks among {trips['runs']:,} runs "
+        "in at most 10 requests",
+        str(trips["completion"]["requests"]),
+        trips["completion"]["requests"] <= 10,
+    )
     lines.append("")
     text = "\n".join(lines)
     output = Path(args.output)
