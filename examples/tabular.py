@@ -300,15 +300,15 @@ def results_table(tasks: list[Evaluate], runs: dict[Any, str]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("roc_auc", ascending=False, ignore_index=True)
 
 
-def ui_command() -> str:
-    """The command that opens the MLflow UI on this store, as it can be typed from here."""
+def luigiflow_command() -> str:
+    """The `luigiflow` command as it can be typed from here (the venv need not be active)."""
     import os
     import pathlib
     import sys
 
     script = pathlib.Path(sys.executable).parent / "luigiflow"
     if not script.exists():
-        return f"{sys.executable} -m luigiflow.cli ui"
+        return f"{sys.executable} -m luigiflow.cli"
     relative = os.path.relpath(script)
     return relative if not relative.startswith("..") else str(script)
 
@@ -346,8 +346,9 @@ def main() -> None:
     for row in frame.itertuples(index=False):
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     console.print(table)
-    console.print(f"look at every run: {ui_command()}", highlight=False)
-    console.print(f"one result and its chain: luigiflow show {frame['run_id'][0]}", highlight=False)
+    command = luigiflow_command()
+    console.print(f"look at every run: {command} ui", highlight=False)
+    console.print(f"one result and its chain: {command} show {frame['run_id'][0]}", highlight=False)
 
 
 if __name__ == "__main__":

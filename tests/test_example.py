@@ -35,10 +35,16 @@ def test_example_pipeline_runs_then_reuses_everything(client, tmp_path):
     assert all(len(line) <= 80 for line in first.stdout.splitlines()), first.stdout
     assert "\x1b[" not in first.stdout + first.stderr  # no colour codes in a pipe
     hint = first.stdout.split("look at every run: ")[1].splitlines()[0]
+    assert hint.endswith(" ui"), hint
     shown = subprocess.run(
         f"{hint} --help", shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
-    assert shown.returncode == 0 and "MLflow UI" in shown.stdout, hint  # works as printed
+    assert shown.returncode == 0 and "Start the MLflow UI" in shown.stdout, hint  # as printed
+    chain = first.stdout.split("one result and its chain: ")[1].splitlines()[0]
+    shown = subprocess.run(
+        chain, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0 and "roc_auc" in shown.stdout, chain + shown.stderr
 
     second = subprocess.run(
         [sys.executable, "-m", "examples.tabular"],
