@@ -63,6 +63,19 @@ def test_every_read_matches_mlflows_client(server: str):
     ours = current.get_store(server)
     assert isinstance(ours, rest_reads.RestStore)
     assert_same_reads(ours, MlflowStore(server))
+    exp = ours.experiment_id("Fan")
+    assert exp is not None
+    pages = {}
+    for store in (ours, MlflowStore(server)):  # small pages, followed by their tokens
+        walked, token = [], None
+        while True:
+            page = store._search([exp], "", "paging", True, max_results=3, page_token=token)
+            walked += [r.info.run_id for r in page]
+            if not (token := page.token):
+                break
+        pages[type(store)] = walked
+    assert len(pages) == 2 and len(set(map(tuple, pages.values()))) == 1
+    assert len(next(iter(pages.values()))) > 6
     copy = pickle.loads(pickle.dumps(ours))  # travels to spawned workers
     assert copy.experiment_id("Fan") == ours.experiment_id("Fan")
 
