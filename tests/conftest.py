@@ -108,6 +108,27 @@ def luigiflow_cli(*args: str, cwd, env=None, check: bool = True, timeout: float 
     return out
 
 
+def luigiflow_cli_at_once(
+    *args: str, processes: int, cwd, env=None, timeout: float = 600
+) -> list[tuple[str, str]]:
+    """Start `processes` `luigiflow` commands at once (a race on one store); each must
+    exit 0. Returns every process's (stdout, stderr)."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "luigiflow.cli", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    outputs = [p.communicate(timeout=timeout) for p in procs]
+    assert [p.returncode for p in procs] == [0] * processes, outputs
+    return outputs
+
+
 # The store contract: engine and plan tests run against the in-memory store (fast
 # tier) and against MLflow's client on a real SQLite store, with the same assertions.
 

@@ -1,4 +1,5 @@
-"""Real servers on 127.0.0.1 for integration tests: luigid, mlflow server, PostgreSQL."""
+"""Real servers on 127.0.0.1 for integration tests: luigid, mlflow server, PostgreSQL,
+`luigiflow serve`."""
 
 from __future__ import annotations
 
@@ -106,6 +107,31 @@ def mlflow_server(backend: str, artifacts: pathlib.Path):
     proc, url = start_mlflow(backend, artifacts)
     try:
         yield url
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def luigiflow_serve(run_id: str, cwd: pathlib.Path, *options: str, seconds: float = 180):
+    """`luigiflow serve RUN_ID --port P [options]` answering /ping; yields the port. Its
+    output goes to serve.log in `cwd`, whose tail is in the error if it never answers."""
+    port = free_port()
+    log = cwd / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "luigiflow.cli", "serve", run_id, "--port", str(port), *options],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        try:
+            wait_http(f"http://127.0.0.1:{port}/ping", proc, seconds)
+        except (RuntimeError, TimeoutError) as exc:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{exc}; luigiflow serve said:\n{tail}") from exc
+        yield port
     finally:
         stop(proc)
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 import collections
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import runs_of
+from tests.conftest import luigiflow_cli_at_once, runs_of
 from tests.servers import mlflow_server
 
 PROCESSES = 4
@@ -32,31 +30,12 @@ pytestmark = pytest.mark.xdist_group("servers")
 def _race(tmp_path: pathlib.Path, env: dict[str, str]) -> tuple[collections.Counter, list]:
     ledger = tmp_path / "ledger"
     env = dict(env, LEDGER=str(ledger), TASK_PAUSE="0.3")
-    command = [
-        sys.executable,
-        "-m",
-        "luigiflow.cli",
-        "run",
-        "--module",
-        "tests.exec_tasks",
-        "Gather",
-        "--width",
-        str(WIDTH),
-    ]
-    procs = [
-        subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(PROCESSES)
-    ]
-    outputs = [p.communicate(timeout=600) for p in procs]
-    codes = [p.returncode for p in procs]
-    assert codes == [0] * PROCESSES, outputs
+    outputs = luigiflow_cli_at_once(
+        *("run", "--module", "tests.exec_tasks", "Gather", "--width", str(WIDTH)),
+        processes=PROCESSES,
+        cwd=tmp_path,
+        env=env,
+    )
     executions = collections.Counter(ledger.read_text().split())
     print(f"\n{PROCESSES} processes, 8 tasks: {sum(executions.values())} executions {executions}")
     return executions, outputs

@@ -20,7 +20,7 @@ import pytest
 import luigiflow as lf
 from tests.conftest import REPO, runs_of
 from tests.conftest import luigiflow_cli as cli
-from tests.servers import free_port, stop, wait_http
+from tests.servers import luigiflow_serve
 
 pytestmark = pytest.mark.xdist_group("serve")
 
@@ -64,30 +64,8 @@ def server(client, tmp_path):
     # `models` to the package namespace of this test worker.
     cli("run", "--module", "tests.test_serve_security", "TinyModel", cwd=tmp_path)
     [run] = runs_of(client, "TinyModel", "FINISHED")
-    run_id = run.info.run_id
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "luigiflow.cli",
-            "serve",
-            run_id,
-            "--port",
-            str(port),
-            "--max-body-mb",
-            str(LIMIT_MB),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/ping", proc, 180)
+    with luigiflow_serve(run.info.run_id, tmp_path, "--max-body-mb", str(LIMIT_MB)) as port:
         yield port
-    finally:
-        stop(proc)
 
 
 def post(port: int, body: bytes, content_type: str = "application/json"):

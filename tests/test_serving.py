@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -17,7 +15,7 @@ import pytest
 
 import luigiflow as lf
 from tests.conftest import runs_of
-from tests.servers import free_port
+from tests.servers import luigiflow_serve
 
 pytestmark = [pytest.mark.xdist_group("example"), pytest.mark.slow]
 
@@ -96,33 +94,7 @@ def _post(port, body: bytes):
 
 def test_served_bundle_answers_and_rejects_bad_payloads(packaged, client, tmp_path):
     task, raw, expected = packaged
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "luigiflow.cli",
-            "serve",
-            task.find_run().info.run_id,
-            "--port",
-            str(port),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.time() < deadline, "server never answered /ping"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                time.sleep(0.5)
+    with luigiflow_serve(task.find_run().info.run_id, tmp_path) as port:
         rows = raw.head(20)
         split = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
         status, body = _post(port, json.dumps(split).encode())
@@ -158,9 +130,6 @@ def test_served_bundle_answers_and_rejects_bad_payloads(packaged, client, tmp_pa
         assert "Traceback" not in json.dumps(body)
         status, body = _post(port, b"")
         assert status == 400 and "empty" in body["message"]
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
 
 
 def test_serving_a_run_without_model_is_one_line(client, tmp_path):

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.conftest import luigiflow_cli as cli
-from tests.conftest import runs_of
+from tests.conftest import luigiflow_cli_at_once, runs_of
 from tests.servers import luigid, mlflow_server, postgres, start_mlflow, stop
 
 pytestmark = [pytest.mark.xdist_group("servers"), pytest.mark.slow]
@@ -102,33 +102,14 @@ def test_concurrent_builds_with_central_scheduler_run_each_task_once(client, tmp
     ledger = tmp_path / "ledger"
     env = dict(os.environ, LEDGER=str(ledger), TASK_PAUSE="0.3")
     with luigid(tmp_path) as scheduler:
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "luigiflow.cli",
-                    "run",
-                    "--module",
-                    "tests.dags",
-                    "Gather",
-                    "--width",
-                    "6",
-                    "--workers",
-                    "2",
-                    "--scheduler-url",
-                    scheduler,
-                ],
-                cwd=tmp_path,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(processes)
-        ]
-        outputs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0] * processes, outputs
+        outputs = luigiflow_cli_at_once(
+            *("run", "--module", "tests.dags", "Gather", "--width", "6", "--workers", "2"),
+            *("--scheduler-url", scheduler),
+            processes=processes,
+            cwd=tmp_path,
+            env=env,
+            timeout=300,
+        )
     counts = collections.Counter(ledger.read_text().split())
     assert counts == collections.Counter(
         {"Gather": 1, "Source(3)": 1, **{f"Fan({i})": 1 for i in range(6)}}

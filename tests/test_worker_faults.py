@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -46,6 +47,35 @@ def _wait_for(paths: list[pathlib.Path], proc: subprocess.Popen, seconds: float 
         time.sleep(0.05)
 
 
+def _interrupted(
+    args: list[str],
+    cwd: pathlib.Path,
+    env: dict[str, str],
+    markers: list[pathlib.Path],
+    interrupt: Callable[[subprocess.Popen], None],
+) -> tuple[subprocess.Popen, str, str]:
+    """Start `args`, wait until its tasks wrote every marker, `interrupt` it and let it
+    end; returns (process, stdout, stderr). Its group is SIGKILLed if anything fails."""
+    proc = _start(args, cwd, env)
+    try:
+        _wait_for(markers, proc)
+        interrupt(proc)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc, out, err
+
+
+def _ctrl_c(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+
+
+def _sigkill_worker(marker: pathlib.Path) -> Callable[[subprocess.Popen], None]:
+    """SIGKILL the worker process whose pid the task wrote in `marker`."""
+    return lambda _proc: os.kill(int(marker.read_text()), signal.SIGKILL)
+
+
 def _run_cmd(*words: str) -> list[str]:
     return [PY, "-m", "luigiflow.cli", "run", "--module", "tests.exec_tasks", *words]
 
@@ -69,18 +99,13 @@ def _env(tmp_path: pathlib.Path, **extra: str) -> dict[str, str]:
 
 def test_sigkilled_worker_child_fails_luigiflow_run(client, tmp_path):
     markers = tmp_path / "markers"
-    proc = _start(
+    proc, out, err = _interrupted(
         _run_cmd("Napper", "--name", "victim", "--markers", str(markers), "--workers", "2"),
         tmp_path,
         _env(tmp_path),
+        [markers / "victim"],
+        _sigkill_worker(markers / "victim"),
     )
-    try:
-        _wait_for([markers / "victim"], proc)
-        os.kill(int((markers / "victim").read_text()), signal.SIGKILL)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0, out + err
     assert "Napper" in err and "worker process died" in err, err
     assert "failed 1" in out
@@ -103,14 +128,13 @@ def test_sigkilled_worker_child_makes_build_raise(client, tmp_path):
         "    print(repr(failed), '|', type(cause).__name__, '|', cause)\n"
         "    sys.exit(3)\n"
     )
-    proc = _start([PY, "-c", code], tmp_path, _env(tmp_path))
-    try:
-        _wait_for([markers / "victim"], proc)
-        os.kill(int((markers / "victim").read_text()), signal.SIGKILL)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, out, err = _interrupted(
+        [PY, "-c", code],
+        tmp_path,
+        _env(tmp_path),
+        [markers / "victim"],
+        _sigkill_worker(markers / "victim"),
+    )
     assert proc.returncode == 3, out + err
     assert out.startswith("Napper(name=victim"), out
     assert "worker process died" in out and "SIGKILL" in out, out
@@ -184,14 +208,13 @@ def _assert_all_killed(client, experiment: str, err: str) -> None:
 def test_ctrl_c_during_multi_worker_build_kills_runs_at_once(client, tmp_path):
     markers = tmp_path / "markers"
     env = _env(tmp_path)
-    proc = _start(_run_cmd("Nappers", "--markers", str(markers), "--workers", "2"), tmp_path, env)
-    try:
-        _wait_for([markers / "left", markers / "right"], proc)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, out, err = _interrupted(
+        _run_cmd("Nappers", "--markers", str(markers), "--workers", "2"),
+        tmp_path,
+        env,
+        [markers / "left", markers / "right"],
+        _ctrl_c,
+    )
     assert proc.returncode == 130, out + err
     assert "Traceback" not in err, err
     _assert_all_killed(client, "Napper", err)
@@ -204,17 +227,20 @@ def test_sigterm_to_the_parent_kills_runs_and_removes_upload_folders(store, tmp_
     markers = tmp_path / "markers"
     with mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "served") as url:
         env = _env(tmp_path, MLFLOW_TRACKING_URI=url)
-        proc = _start(
-            _run_cmd("Nappers", "--markers", str(markers), "--workers", "2"), tmp_path, env
-        )
-        try:
-            _wait_for([markers / "left", markers / "right"], proc)
-            assert _leftovers(pathlib.Path(env["TMPDIR"]))  # staging exists while running
+        staging: list[list[str]] = []
+
+        def sigterm(proc: subprocess.Popen) -> None:
+            staging.append(_leftovers(pathlib.Path(env["TMPDIR"])))
             proc.send_signal(signal.SIGTERM)  # `kill PID`: the parent alone
-            out, err = proc.communicate(timeout=120)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+
+        proc, out, err = _interrupted(
+            _run_cmd("Nappers", "--markers", str(markers), "--workers", "2"),
+            tmp_path,
+            env,
+            [markers / "left", markers / "right"],
+            sigterm,
+        )
+        assert staging[0]  # staging exists while running
         assert proc.returncode != 0, out + err
         assert "Traceback" not in err, err
         _assert_all_killed(MlflowClient(tracking_uri=url), "Napper", err)
@@ -224,14 +250,13 @@ def test_sigterm_to_the_parent_kills_runs_and_removes_upload_folders(store, tmp_
 def test_ctrl_c_with_one_worker_prints_one_line(client, tmp_path):
     markers = tmp_path / "markers"
     env = _env(tmp_path)
-    proc = _start(_run_cmd("Napper", "--name", "solo", "--markers", str(markers)), tmp_path, env)
-    try:
-        _wait_for([markers / "solo"], proc)
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, out, err = _interrupted(
+        _run_cmd("Napper", "--name", "solo", "--markers", str(markers)),
+        tmp_path,
+        env,
+        [markers / "solo"],
+        _ctrl_c,
+    )
     assert proc.returncode == 130, out + err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert len(err.strip().splitlines()) == 1, err
@@ -243,14 +268,13 @@ def test_interrupted_build_leaves_nothing_that_counts(client, tmp_path):
     """After an interrupt, the next build runs the task again (nothing stale counts)."""
     markers = tmp_path / "markers"
     env = _env(tmp_path)
-    proc = _start(_run_cmd("Napper", "--name", "again", "--markers", str(markers)), tmp_path, env)
-    try:
-        _wait_for([markers / "again"], proc)
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    _interrupted(
+        _run_cmd("Napper", "--name", "again", "--markers", str(markers)),
+        tmp_path,
+        env,
+        [markers / "again"],
+        _ctrl_c,
+    )
     out = cli(
         "run",
         "--module",
