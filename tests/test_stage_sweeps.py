@@ -149,6 +149,9 @@ def test_stage_parameters_from_the_command_line(client, tmp_path):
     cli("run", "--pipeline", pipeline, "total", "--scale", "3", cwd=tmp_path)
     [total] = runs_of(client, "total", "FINISHED")
     assert total.data.params["scale"] == "3" and total.data.metrics["total"] == 30
+    # A command stage's scripts are in its identity: plan does not call its code unknown.
+    reused = cli("plan", "--pipeline", pipeline, "total", "--scale", "3", cwd=tmp_path).stdout
+    assert "reused" in reused and "code unknown" not in reused
 
     # A value of an upstream stage, given to the stage built, reaches that stage.
     plan = cli(

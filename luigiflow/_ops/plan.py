@@ -107,7 +107,11 @@ class _Planner:
                 entry.reasons.append(
                     "code changed since this run (not re-run; use --rerun-changed to re-run it)"
                 )
-            elif provenance.code_fingerprint(type(task)) == provenance.UNKNOWN:
+            elif provenance.code_fingerprint(type(task)) == provenance.UNKNOWN and (
+                # a stage made from a file has no class source, but its command and
+                # scripts are in its identity: an edit is seen
+                task._identity_code() in (None, provenance.UNKNOWN)
+            ):
                 entry.reasons.append(
                     "code unknown: the source of this class cannot be found, so a code "
                     "change would not be seen"
