@@ -221,4 +221,13 @@ def test_stage_sweep_config_mistakes_are_reported_together(client, tmp_path):
     )
     assert given_as_config.returncode == 1
     assert "--pipeline" in given_as_config.stderr.strip().splitlines()[-1]
+
+    cycle = tmp_path / "cycle.toml"
+    cycle.write_text(
+        '[stages.a]\ncmd = "cat b.txt > a.txt"\ndeps = ["b.txt"]\nouts = ["a.txt"]\n'
+        '[stages.b]\ncmd = "cat a.txt > b.txt"\ndeps = ["a.txt"]\nouts = ["b.txt"]\n'
+    )
+    out = cli("plan", "--pipeline", str(cycle), cwd=tmp_path, check=False)
+    assert out.returncode == 1
+    assert "depend on each other: a -> b -> a" in out.stderr.strip().splitlines()[-1]
     assert [e.name for e in client.search_experiments()] == ["Default"]

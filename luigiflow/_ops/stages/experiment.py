@@ -53,10 +53,9 @@ def stage_root(
     except LuigiflowError as exc:
         raise ConfigError(f"{config}: [pipeline] stage: {exc}") from exc
     name = str(stage)
-    keys = pipeline.keys[name]
 
     def make(**values: Any) -> luigi.Task:
-        return pipeline.make(name, {keys[k]: v for k, v in values.items()})
+        return pipeline.make(name, {}, values)
 
     preset = getattr(pipeline.stages[name], "values", {})
     return pipeline.classes[name], make, name, dict(preset)

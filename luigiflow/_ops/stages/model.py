@@ -149,9 +149,13 @@ class Pipeline:
             carried[name] = {pk: p for pk, p in walk(name).items() if pk not in own}
         return carried
 
-    def make(self, stage: str, values: Mapping[str, Any]) -> luigi.Task:
-        """The task of `stage` given values by pipeline-wide key (the rest: the file's)."""
+    def make(
+        self, stage: str, values: Mapping[str, Any], own: Mapping[str, Any] | None = None
+    ) -> luigi.Task:
+        """The task of `stage` given values by pipeline-wide key, or by the stage's own
+        parameter names (`own`); the rest are the file's."""
         given = {n: values[pk] for n, pk in self.keys[stage].items() if pk in values}
+        given.update(own or {})
         declared = self.stages[stage]
         if isinstance(declared, TaskStage):
             return declared.task_class(**{**declared.values, **given})
@@ -199,8 +203,7 @@ class Pipeline:
         roots = []
         for name in names:
             own = dict(self.classes[name].get_params())
-            given = {self.keys[name][k]: v for k, v in values.items() if k in own}
-            roots.append(self.make(name, given))
+            roots.append(self.make(name, {}, {k: v for k, v in values.items() if k in own}))
         return roots
 
     def restore_workspace(self, tasks: list[luigi.Task]) -> list[str]:
