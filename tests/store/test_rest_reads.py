@@ -23,7 +23,7 @@ from luigiflow._errors import ConfigError, TrackingError
 from luigiflow._store import current, rest_reads
 from luigiflow._store.mlflow_store import MlflowStore
 from tests.conftest import REPO, add_run
-from tests.counting_proxy import counting_proxy
+from tests.counting_proxy import Seen, counting_proxy
 from tests.dags import Fan
 from tests.servers import free_port, start_mlflow, stop
 from tests.store.mixed import assert_same_reads, populate
@@ -156,8 +156,9 @@ def test_completion_of_many_finished_tasks_takes_a_few_requests(server: str):
 def test_the_server_gets_the_authorization_mlflows_client_sends(
     server: str, variables: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path
 ):
-    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
+    for name in ("USERNAME", "PASSWORD", "TOKEN"):
+        monkeypatch.delenv(f"MLFLOW_TRACKING_{name}", raising=False)
+    monkeypatch.delenv("MLFLOW_WORKSPACE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     for name, value in variables.items():
         if name == "credentials file":
@@ -172,9 +173,14 @@ def test_the_server_gets_the_authorization_mlflows_client_sends(
     with counting_proxy(server) as (url, recorder):
         rest_reads.RestStore(url).experiments()
         MlflowStore(url).experiments()
-    ours, theirs = (s.headers.get("Authorization") for s in recorder.seen)
+
+    def sent(seen: Seen) -> dict[str, str | None]:
+        headers = {k.lower(): v for k, v in seen.headers.items()}
+        return {k: headers.get(k) for k in ("authorization", "x-mlflow-workspace")}
+
+    ours, theirs = (sent(s) for s in recorder.seen)
     assert ours == theirs
-    assert (ours is None) == (not variables)
+    assert any(ours.values()) == bool(variables)
 
 
 def test_an_auth_plugin_setting_is_read_through_mlflows_client(monkeypatch):
