@@ -94,6 +94,10 @@ def ensure_gokart() -> bool:
     return done.returncode == 0
 
 
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def help_time(repeats: int = 5) -> float:
     exe = Path(sys.executable).with_name("luigiflow")
     times = []
@@ -115,6 +119,7 @@ def main() -> None:
     artifact_mib = 256 if args.quick else 1024
     systems = SYSTEMS if ensure_gokart() else [s for s in SYSTEMS if s != "gokart"]
 
+    load_at_start = _load()
     lines: list[str] = []
     rows: dict[tuple[str, int], dict[str, float]] = {}
     for n in sizes:
@@ -141,7 +146,10 @@ def main() -> None:
         f"Command: `scripts/bench{' --quick' if args.quick else ''}` — "
         f"{time.strftime('%Y-%m-%d')}, {platform.platform()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; medians of {args.repeats} runs, "
-        "each in a fresh process on a fresh embedded SQLite store.\n"
+        "each in a fresh process on a fresh embedded SQLite store. "
+        f"Load average at the start and end: {load_at_start} / {_load()} "
+        "(other jobs on the machine slow every system alike only roughly: read the ratios "
+        "of a loaded run with care).\n"
     )
     lines.append("## Fan-in graph: prep -> N train -> aggregate\n")
     lines.append(
