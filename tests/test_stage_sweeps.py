@@ -177,6 +177,8 @@ def test_stage_parameters_from_the_command_line(client, tmp_path):
     [line] = bad.stderr.strip().splitlines()
     assert line.startswith("ParameterError: stage 'total': unknown parameter --sacle")
     assert "did you mean --scale" in line and "--numbers.count" in line
+    helped = cli("run", "--pipeline", pipeline, "total", "--help", cwd=tmp_path).stdout
+    assert "--scale" in helped and "--numbers.count" in helped and "used upstream" in helped
     typed = cli("run", "--pipeline", pipeline, "total", "--scale", "x", cwd=tmp_path, check=False)
     assert typed.returncode == 1 and "--scale 'x'" in typed.stderr
 

@@ -109,10 +109,15 @@ def build_task(module: str | None, words: Sequence[str]) -> luigi.Task:
 
 
 def parse_param_words(
-    label: str, params: dict[str, luigi.Parameter], rest: Sequence[str]
+    label: str, params: dict[str, luigi.Parameter], rest: Sequence[str], dashes: bool = True
 ) -> dict[str, object]:
     """`--param value` words (also `--param=value`, a bare `--flag`) parsed by Luigi's
-    parameters; every mistake is reported at once, prefixed by `label` (the task)."""
+    parameters; every mistake is reported at once, prefixed by `label` (the task).
+    `dashes`: names are shown as `--n-est` (a class's), else as written (a stage's)."""
+
+    def show(name: str) -> str:
+        return "--" + (name.replace("_", "-") if dashes else name)
+
     rest = list(rest)
     values: dict[str, object] = {}
     problems: list[str] = []
@@ -127,8 +132,9 @@ def parse_param_words(
         attr = key if key in params else key.replace("-", "_")
         param = params.get(attr)
         if param is None:
-            close = did_you_mean(attr, params, show=lambda n: "--" + n.replace("_", "-"))
-            problems.append(f"unknown parameter --{key}{close} (known: {_known(params)})")
+            close = did_you_mean(attr, params, show=show)
+            known = ", ".join(map(show, params)) or "none"
+            problems.append(f"unknown parameter --{key}{close} (known: {known})")
             given_value = not inline and i + 1 < len(rest) and not rest[i + 1].startswith("--")
             i += 2 if given_value else 1  # its value is not another mistake
             continue
@@ -155,10 +161,6 @@ def parse_param_words(
     return values
 
 
-def _known(params: dict[str, luigi.Parameter]) -> str:
-    return ", ".join("--" + n.replace("_", "-") for n in params) or "none"
-
-
 @dataclass(frozen=True)
 class ParameterHelp:
     """One parameter of a task class as `luigiflow run ... TASK --help` lists it."""
@@ -169,6 +171,7 @@ class ParameterHelp:
     choices: list[str]
     description: str
     significant: bool
+    name: str = ""  # the parameter's name in Python
 
 
 def task_help(cls: type[luigi.Task]) -> tuple[str, list[ParameterHelp]]:
@@ -181,6 +184,7 @@ def task_help(cls: type[luigi.Task]) -> tuple[str, list[ParameterHelp]]:
         form = next((f for c, f in TEXT_FORMS if isinstance(param, c)), "")
         found.append(
             ParameterHelp(
+                name=name,
                 option="--" + name.replace("_", "-"),
                 kind=kind + (f" ({form})" if form else ""),
                 default=param_text(param, default) if has_default else None,

@@ -76,7 +76,13 @@ def _help_requested(kwargs: dict[str, Any]) -> bool:
 
     ctx = click.get_current_context()
     if kwargs["task_words"]:
-        _commands.task_help(ctx.command_path, kwargs["module"], kwargs["task_words"][0])
+        _commands.task_help(
+            ctx.command_path,
+            kwargs["module"],
+            kwargs["task_words"][0],
+            kwargs.get("pipeline_path"),
+            kwargs.get("dvc_path"),
+        )
     else:
         click.echo(ctx.get_help())
     return True

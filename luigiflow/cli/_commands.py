@@ -211,16 +211,38 @@ def _plan_tree(tree: Tree, entry: Any, shown: set[str]) -> None:
         _plan_tree(branch, child, shown)
 
 
-def task_help(command_path: str, module: str | None, name: str) -> None:
-    """`luigiflow run --module M TASK --help`: the task's docstring and parameters."""
+def task_help(
+    command_path: str,
+    module: str | None,
+    name: str,
+    pipeline_path: str | None = None,
+    dvc_path: str | None = None,
+) -> None:
+    """`luigiflow run --module M TASK --help` (or `--pipeline FILE STAGE --help`): the
+    task's docstring and parameters."""
     from rich.markup import escape
 
     from luigiflow._ops.modules import task_class, task_help
 
-    dotted = use_module(module)
-    doc, params = task_help(task_class(name, dotted))
+    carried: Sequence[str] = ()
+    read_from: dict[str, str] = {}
+    if pipeline_path or dvc_path:
+        from luigiflow._ops import stages
+
+        kind, path = ("dvc", dvc_path) if dvc_path else ("pipeline", pipeline_path)
+        pipeline = stages.load(kind, str(path))
+        pipeline.check_stage(name)
+        cls = pipeline.classes[name]
+        carried = getattr(cls, "carried_params", ())
+        read_from = dict(getattr(cls, "params_from", {}))
+        usage = f"--{kind} {path} {name}" + (" [--param VALUE]..." if kind == "pipeline" else "")
+    else:
+        dotted = use_module(module)
+        cls = task_class(name, dotted)
+        usage = f"--module {dotted} {name} [--param VALUE]..."
+    doc, params = task_help(cls)
     console = make_console()
-    console.print(f"Usage: {command_path} --module {dotted} {name} [--param VALUE]...\n")
+    console.print(f"Usage: {command_path} {usage}\n")
     if doc:
         console.print(escape(doc) + "\n", highlight=False)
     table = Table(title="parameters", title_justify="left", box=None, pad_edge=False)
@@ -234,8 +256,14 @@ def task_help(command_path: str, module: str | None, name: str) -> None:
             notes.append(p.description)
         if not p.significant:
             notes.append("not part of the identity")
+        if p.name in carried:
+            notes.append("used upstream: passed on to the stage that reads it")
+        if p.name in read_from:
+            notes.append(f"read by the script from {read_from[p.name]}")
         default = "(required)" if p.default is None else p.default
-        table.add_row(p.option, p.kind, escape(default), escape("; ".join(notes)))
+        # a stage's names are written as in its file: --train.n_est
+        option = f"--{p.name}" if pipeline_path or dvc_path else p.option
+        table.add_row(option, p.kind, escape(default), escape("; ".join(notes)))
     console.print(table)
 
 

@@ -199,7 +199,7 @@ class Pipeline:
             for key, param in self.classes[name].get_params():
                 params.setdefault(key, param)
         label = f"stage {stage!r}" if stage is not None else f"stages {', '.join(names)}"
-        values = parse_param_words(label, params, words)
+        values = parse_param_words(label, params, words, dashes=False)
         roots = []
         for name in names:
             own = dict(self.classes[name].get_params())
