@@ -224,6 +224,12 @@ def test_stage_sweep_config_mistakes_are_reported_together(client, tmp_path):
     assert given_as_config.returncode == 1
     assert "--pipeline" in given_as_config.stderr.strip().splitlines()[-1]
 
+    swept_inside = project / "pipeline.toml"
+    swept_inside.write_text(swept_inside.read_text() + '[sweep.grid]\n"train.n_est" = [1, 2]\n')
+    out = cli("plan", "--pipeline", str(swept_inside), cwd=tmp_path, check=False)
+    assert out.returncode == 1
+    assert '[pipeline] file = "pipeline.toml"' in out.stderr.strip().splitlines()[-1]
+
     cycle = tmp_path / "cycle.toml"
     cycle.write_text(
         '[stages.a]\ncmd = "cat b.txt > a.txt"\ndeps = ["b.txt"]\nouts = ["a.txt"]\n'

@@ -60,7 +60,10 @@ def read(path: pathlib.Path) -> list[Stage]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     problems = [
-        f"unknown top-level key {k!r} (known: {', '.join(sorted(TOP_LEVEL))})"
+        "[sweep] goes in an experiment config naming this file: [pipeline] file = "
+        f'"{path.name}", then luigiflow run --config THAT_FILE'
+        if k == "sweep"
+        else f"unknown top-level key {k!r} (known: {', '.join(sorted(TOP_LEVEL))})"
         for k in data
         if k not in TOP_LEVEL
     ]
