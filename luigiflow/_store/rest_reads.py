@@ -24,7 +24,7 @@ import base64
 import configparser
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from luigiflow import _settings
@@ -45,6 +45,7 @@ CONNECT_TIMEOUT_S = 5.0
 # MLflow's retried answers (mlflow.utils.request_utils._TRANSIENT_FAILURE_RESPONSE_CODES).
 TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+FIRST_PAGE = 1_000  # runs in the first page of a listing (Completion.SCAN_FIRST)
 RETRY_AFTER = "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER"
 _TRUE, _FALSE = ("true", "1"), ("false", "0", "")
 
@@ -319,6 +320,21 @@ class RestStore(MlflowStore):
         page.token = answer.get("next_page_token") or None
         self._seen.update(r.info.experiment_id for r in page)
         return page
+
+    def _paged(
+        self, experiment_ids: list[str], filter_string: str, doing: str, deleted_too: bool = False
+    ) -> Iterator[RunRecord]:
+        # A small first page: a completion scan answered by the newest runs stops after
+        # it (see `Completion.scan`), before the server serialises thousands of runs.
+        token, size = None, FIRST_PAGE
+        while True:
+            page = self._search(
+                experiment_ids, filter_string, doing, deleted_too, size, page_token=token
+            )
+            yield from page
+            token, size = page.token, PAGE_SIZE
+            if not token:
+                return
 
     def _experiment_by_name(self, name: str) -> ExperimentRecord | None:
         answer = self._call(

@@ -108,3 +108,32 @@ def test_task_complete_asks_the_real_store(store):
     assert not task.complete()
     lf.build([task])
     assert task.complete()
+
+
+@pytest.mark.parametrize(
+    ("asked", "exact"),
+    [([0, 1, 9], True), ([0, 1, 2, 3, 9, 11], False)],  # few / many unanswered after 3 runs
+)
+def test_a_long_scan_asks_its_last_few_identities_exactly(run_store, monkeypatch, asked, exact):
+    from luigiflow._store.memory import MemoryStore
+
+    monkeypatch.setattr(completion, "SCAN_THRESHOLD", 0)
+    monkeypatch.setattr(completion, "SCAN_FIRST", 3)
+    monkeypatch.setattr(completion, "EXACT_AFTER_SCAN", 2)
+    tasks = [Fan(index=i) for i in range(12)]
+    now = int(time.time() * 1000)
+    for i, task in enumerate(tasks[:10]):
+        add_run(run_store, task, start_time=now + i)
+    add_run(run_store, tasks[0], "FAILED", start_time=now + 50)
+    add_run(run_store, tasks[1], start_time=now + 60, deleted=True)
+    wanted = [tasks[i] for i in asked]
+    expected = {t: _direct(run_store, t) for t in wanted}
+    if isinstance(run_store, MemoryStore):
+        run_store.calls.clear()
+    answers = Completion(run_store)
+    answers.prefetch(wanted)
+    batched = {t: (r.info.run_id if (r := answers.find_finished_run(t)) else None) for t in wanted}
+    assert batched == expected
+    assert expected[tasks[0]] is not None and expected[tasks[9]] is not None
+    if isinstance(run_store, MemoryStore):
+        assert ("find_finished" in run_store.calls) == exact, run_store.calls

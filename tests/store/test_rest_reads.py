@@ -58,7 +58,8 @@ def server_env(url: str, tmp_path: pathlib.Path) -> dict[str, str]:
     )
 
 
-def test_every_read_matches_mlflows_client(server: str):
+def test_every_read_matches_mlflows_client(server: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(rest_reads, "FIRST_PAGE", 3)  # listings take several pages
     populate(MlflowStore(server))
     ours = current.get_store(server)
     assert isinstance(ours, rest_reads.RestStore)
