@@ -25,7 +25,7 @@ from luigiflow._core.identity import (
 )
 from luigiflow._core.parameters import FileParameter, check_value, encode_param, from_text
 from luigiflow._core.suggest import did_you_mean, listing
-from luigiflow._engine import checkpoints, execution
+from luigiflow._engine import checkpoints, execution, luigi_compat
 from luigiflow._engine import session as _session
 from luigiflow._engine.luigi_compat import TypedRegister, replace_earlier_definitions
 from luigiflow._engine.protocol import RUN_STATE, bind_run, bound_run, is_tracked
@@ -66,6 +66,8 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
     artifacts: ClassVar[dict[str, str]] = {}
     version: ClassVar[int | str] = 0
     code_in_identity: ClassVar[bool] = False
+    code_files: ClassVar[tuple[str, ...]] = ()  # files read as code (relative to the project)
+    models: ClassVar[dict[str, str]] = {}  # model output name -> MLflow flavour
     seed_random: ClassVar[bool] = True
     # The module that enters the identity (default: the one defining the class). After
     # moving a class to another module, set it to the old module to keep its runs.
@@ -73,7 +75,12 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        validate_class(cls)
+        validate_class(
+            cls,
+            reserved=_reserved_names(),
+            has_work=cls.run_task is not MlflowTask.run_task or cls.run is not MlflowTask.run,
+            abstract=bool(cls.__dict__.get(luigi_compat.ABSTRACT)),
+        )
         replace_earlier_definitions(cls)
 
     # ----- parameters and identity -------------------------------------------------
@@ -255,7 +262,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         if name not in self.artifacts:
             raise ArtifactError(
                 f"{self.get_task_family()} declares no artifact {name!r}; "
-                f"declared: {', '.join(self.artifacts) or 'none'}"
+                f"declared: {', '.join([*self.artifacts, *self.models]) or 'none'}"
             )
         return self.artifacts[name]
 
@@ -264,21 +271,32 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         filename = self._declared(name)
         return _artifacts.verified_path(self._bound_run(), name, filename)
 
-    def load_output(self, name: str | None = None) -> Any:
-        """This task's artifact `name`, deserialized (the only one when `name` is omitted)."""
+    def load_output(self, name: str | None = None, flavour: str | None = None) -> Any:
+        """This task's output `name`, deserialized (the only one when `name` is omitted).
+
+        A model output is checked against its recorded checksum and loaded with its
+        MLflow flavour's loader, or with `flavour` (e.g. "pyfunc").
+        """
         name = self._single_artifact_name(name)
+        if name in self.models:
+            from luigiflow.models import outputs
+
+            return outputs.load_model(
+                self.get_task_family(), self._bound_run(), name, flavour or self.models[name]
+            )
         filename = self._declared(name)
         return _artifacts.load(self._bound_run(), name, filename)
 
     def _single_artifact_name(self, name: str | None) -> str:
         if name is not None:
             return name
-        if len(self.artifacts) != 1:
+        names = [*self.artifacts, *self.models]
+        if len(names) != 1:
             raise ArtifactError(
-                f"{self.get_task_family()} has {len(self.artifacts)} artifacts "
-                f"({', '.join(self.artifacts)}); name the one to load"
+                f"{self.get_task_family()} has {len(names)} outputs "
+                f"({', '.join(names)}); name the one to load"
             )
-        return next(iter(self.artifacts))
+        return names[0]
 
     def load(self, upstream: str, artifact: str | None = None) -> Any:
         """Artifact `artifact` of the upstream task named `upstream` in `requires()`."""
@@ -329,14 +347,21 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
     ) -> None:
         """Store declared artifacts (`{name: obj}` or `{name: (obj, save_fn)}`) and metrics."""
         state = self._state("save")
-        unknown = [n for n in artifacts if n not in self.artifacts]
+        declared = [*self.artifacts, *self.models]
+        unknown = [n for n in artifacts if n not in declared]
         if unknown:
             raise ArtifactError(
                 f"{self.get_task_family()} (run {state.run_id}) saved undeclared artifact(s) "
-                f"{', '.join(map(repr, unknown))}; declared: {', '.join(self.artifacts) or 'none'}"
+                f"{', '.join(map(repr, unknown))}; declared: {', '.join(declared) or 'none'}"
             )
         for name, value in artifacts.items():
-            state.write(name, self.artifacts[name], value)
+            if name in self.models:
+                from luigiflow.models import outputs
+
+                family = self.get_task_family()
+                state.models[name] = outputs.log_model(family, name, self.models[name], value)
+            else:
+                state.write(name, self.artifacts[name], value)
         for key, val in (metrics or {}).items():
             state.metrics[key] = _metric_value(self, key, val)
 
@@ -421,6 +446,14 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         if state is not None:
             return str(state.run_id)
         return str(self._bound_run().info.run_id)
+
+
+def _reserved_names() -> frozenset[str]:
+    """Names of MlflowTask's own members (and Luigi's essentials) no parameter may take."""
+    own = {n for n in vars(MlflowTask) if not n.startswith("_")}
+    return frozenset(
+        own | {"task_id", "task_family", "param_kwargs", "input", "output", "run", "complete"}
+    )
 
 
 def _metric_value(task: MlflowTask, key: str, value: Any) -> float:

@@ -169,6 +169,9 @@ def test_save_outside_run_task_is_an_error(store):
     class Early(lf.MlflowTask):
         artifacts = {"o": "o.json"}
 
+        def run_task(self):
+            pass
+
     with pytest.raises(lf.LuigiflowError, match=r"save\(\) works only inside run_task"):
         Early().save({"o": 1})
 

@@ -60,6 +60,9 @@ def test_bad_choice_is_a_parameter_error():
         artifacts = {"o": "o.json"}
         kind = luigi.ChoiceParameter(choices=["a", "b"])
 
+        def run_task(self):
+            pass
+
     with pytest.raises(lf.ParameterError, match="Choosy"):
         Choosy(kind="c")
 
@@ -69,6 +72,9 @@ def test_missing_required_parameter():
         artifacts = {"o": "o.json"}
         needed = luigi.IntParameter()
 
+        def run_task(self):
+            pass
+
     with pytest.raises(lf.ParameterError, match=r"NeedsIt.*needed"):
         NeedsIt()
 
@@ -77,6 +83,9 @@ def test_missing_file_parameter(tmp_path):
     class ReadsFile(lf.MlflowTask):
         artifacts = {"o": "o.json"}
         data = lf.FileParameter()
+
+        def run_task(self):
+            pass
 
     with pytest.raises(lf.ParameterError, match=r"ReadsFile.*'data'.*does not exist"):
         ReadsFile(data=str(tmp_path / "nope.csv"))

@@ -172,3 +172,69 @@ def test_a_token_in_the_git_remote_url_is_not_recorded(client, tmp_path):
         if secret.encode() in path.read_bytes()
     ]
     assert not leaks, "\n".join(leaks)
+
+
+KEY_FILE_TASKS = """
+import luigi
+
+import luigiflow as lf
+
+
+class Upload(lf.MlflowTask):
+    data = lf.FileParameter()
+    key_file = lf.FileParameter()
+    artifacts = {"out": "out.json"}
+
+    def run_task(self):
+        self.save({"out": {"n": len(open(self.data).read())}})
+
+
+class Publish(lf.MlflowTask):
+    def requires(self):
+        return {"upload": Upload(data="table.csv", key_file="KeyPath7731zz.pem")}
+
+    def run_task(self):
+        self.save({}, metrics={"n": self.load("upload", "out")["n"]})
+"""
+
+
+def test_a_secret_looking_data_file_is_recorded_redacted_and_so_is_its_override(client, tmp_path):
+    """A FileParameter named like a secret: its path and content hash stay out of the
+    store (a key file's hash could be checked against guesses); other data files are
+    recorded. An upstream override of such a parameter is quoted redacted in errors."""
+    import hashlib
+
+    (tmp_path / "key_tasks.py").write_text(KEY_FILE_TASKS)
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    key_text = "-----BEGIN KEY----- KeyBody5519qq -----END KEY-----\n"
+    (tmp_path / "KeyPath7731zz.pem").write_text(key_text)
+    cli("run", "--module", "key_tasks", "Publish", cwd=tmp_path)
+    [run] = runs_of(client, "Upload")
+    recorded = json.loads(run.data.tags["luigiflow.data"])
+    assert recorded["key_file"] == {"path": "<redacted>", "sha256": "<redacted>"}
+    assert recorded["data"]["path"] == "table.csv"
+    inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+    assert [d.dataset.name for d in inputs] == ["table.csv"]
+    digest = hashlib.sha256(key_text.encode()).hexdigest()
+    leaks = [
+        f"{secret} in {path.relative_to(tmp_path)}"
+        for path in store_files(tmp_path)
+        for secret in ("KeyPath7731zz", digest[:16], "KeyBody5519qq")
+        if secret.encode() in path.read_bytes()
+    ]
+    assert not leaks, "\n".join(leaks)
+
+    refused = cli(
+        "run",
+        "--module",
+        "key_tasks",
+        "Publish",
+        "--Upload-key-file",
+        "OtherKey4420zz.pem",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert "--Upload-key-file <redacted>" in refused.stderr
+    assert "key_file=<redacted>" in refused.stderr
+    assert "KeyPath7731zz" not in refused.stderr and "OtherKey4420zz" not in refused.stderr

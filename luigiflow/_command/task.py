@@ -36,13 +36,13 @@ class CommandTask(MlflowTask):
     Example::
 
         class Train(lf.CommandTask):
-            command = ["python", "src/train.py", "features", "model.pkl", "--seed", "${seed}"]
+            command = ["python", "src/train.py", "features", "model.pkl", "--seed", "${rs}"]
             files = ["src/train.py"]                    # copied in; content in the identity
             inputs = {"features": "featurize.features"} # upstream artifact at this path
             outs = {"model": "model.pkl"}               # become the run's artifacts
             params_file = "params.yaml"                 # parameters written for the script
             metrics_file = "metrics.json"               # numbers logged as MLflow metrics
-            seed = luigi.IntParameter(default=0)
+            rs = luigi.IntParameter(default=0)  # not `seed`: that is the task's own seed
 
             def requires(self):
                 return {"featurize": Featurize()}

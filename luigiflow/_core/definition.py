@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+
+import luigi
 
 from luigiflow._core import provenance, serializers
 from luigiflow._errors import TaskDefinitionError
@@ -13,10 +15,62 @@ from luigiflow._errors import TaskDefinitionError
 # params); `_store/schema.py` names the files inside it.
 RESERVED_FOLDER = "luigiflow"
 
+# MLflow's model flavours (modules `mlflow.<flavour>` with log_model/load_model); named
+# here so a typo is caught when the class is defined, without importing MLflow.
+MODEL_FLAVOURS = frozenset(
+    [
+        "catboost",
+        "diviner",
+        "dspy",
+        "fastai",
+        "gluon",
+        "h2o",
+        "johnsnowlabs",
+        "keras",
+        "langchain",
+        "lightgbm",
+        "llama_index",
+        "onnx",
+        "openai",
+        "paddle",
+        "pmdarima",
+        "promptflow",
+        "prophet",
+        "pyfunc",
+        "pytorch",
+        "sentence_transformers",
+        "sklearn",
+        "spacy",
+        "spark",
+        "statsmodels",
+        "tensorflow",
+        "transformers",
+        "xgboost",
+    ]
+)
 
-def validate_class(cls: type) -> None:
-    """Report every problem of a task class definition at once (raised at class creation)."""
+
+def validate_class(
+    cls: type,
+    reserved: Collection[str] = (),
+    has_work: bool = True,
+    abstract: bool = False,
+) -> None:
+    """Report every problem of a task class definition at once (raised at class creation).
+
+    `reserved`: names of the task's own properties and methods, which a parameter must
+    not shadow; `has_work`: whether the class defines run_task (or run); an `abstract`
+    base class need not.
+    """
     name = cls.__name__
+    shadowing = [
+        f"parameter {attr!r} shadows the task's own {attr!r} (MlflowTask.{attr}); "
+        "rename the parameter"
+        for attr, value in cls.__dict__.items()
+        if attr in reserved and isinstance(value, luigi.Parameter)
+    ]
+    if shadowing:  # the other checks would read the parameter as the property
+        raise TaskDefinitionError(f"task class {name}: " + "; ".join(shadowing))
     arts = cls.__dict__.get("artifacts", getattr(cls, "artifacts", {}))
     if not isinstance(arts, Mapping):
         raise TaskDefinitionError(
@@ -46,6 +100,28 @@ def validate_class(cls: type) -> None:
     module = cls.__dict__.get("identity_module")
     if module is not None and (not isinstance(module, str) or not module.strip()):
         problems.append(f"identity_module must be a module name (str), got {module!r}")
+    models = cls.__dict__.get("models", getattr(cls, "models", {}))
+    if not isinstance(models, Mapping):
+        problems.append(f"models must be a dict of name -> MLflow flavour, got {models!r}")
+        models = {}
+    for key, flavour in models.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            problems.append(f"model name {key!r} must be an identifier-like string")
+        if key in arts:
+            problems.append(f"{key!r} is both an artifact and a model output")
+        if flavour not in MODEL_FLAVOURS:
+            problems.append(
+                f"model {key!r}: unknown MLflow flavour {flavour!r} "
+                f"(known: {', '.join(sorted(MODEL_FLAVOURS))})"
+            )
+    code_files = cls.__dict__.get("code_files", ())
+    if isinstance(code_files, str) or not all(isinstance(f, str) for f in code_files):
+        problems.append(f"code_files must be a tuple of paths, got {code_files!r}")
+    if not has_work and not abstract:
+        problems.append(
+            "it defines no run_task(); define it, or declare the class "
+            f"abstract: class {name}(..., abstract=True)"
+        )
     if problems:
         raise TaskDefinitionError(f"task class {name}: " + "; ".join(problems))
 

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+import luigi
+
 
 class UnencodableValueError(TypeError):
     """A value has no canonical encoding (the caller turns this into a ParameterError)."""
@@ -65,9 +67,18 @@ def encode_value(value: Any) -> Any:
         return ["set", sorted(encoded, key=lambda e: json.dumps(e, sort_keys=True))]
     if hasattr(value, "tolist") and hasattr(value, "dtype"):  # NumPy scalars and arrays
         return encode_value(value.tolist())
+    # An injected task (luigi.TaskParameter, gokart's TaskInstanceParameter): a class by
+    # its import path, an instance by its identity (luigiflow) or task id (plain Luigi).
+    if isinstance(value, type) and issubclass(value, luigi.Task):
+        return ["task-class", f"{value.__module__}.{value.__qualname__}"]
+    if isinstance(value, luigi.Task):
+        family = value.get_task_family()
+        if getattr(type(value), "__luigiflow_task__", False):
+            return ["task", family, getattr(value, "identity")]  # noqa: B009
+        return ["task", family, f"luigi:{value.task_id}"]
     raise UnencodableValueError(
         f"value {value!r} of type {type(value).__name__} has no canonical encoding; "
-        "use a str, number, bool, date, enum, list or dict"
+        "use a str, number, bool, date, enum, list, dict or a task"
     )
 
 
@@ -93,6 +104,10 @@ def decode_value(encoded: Any) -> Any:
         return simple[kind](raw[0])
     if kind == "enum":
         return raw[1]
+    if kind == "task-class":
+        return raw[0]
+    if kind == "task":
+        return f"{raw[0]} (identity {raw[1][:12]})"
     if kind == "dict":
         return {decode_value(k): decode_value(v) for k, v in raw[0]}
     if kind in ("list", "set"):

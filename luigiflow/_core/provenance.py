@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import hashlib
 import inspect
 import linecache
 import os
@@ -21,6 +20,8 @@ import textwrap
 import time
 from importlib import metadata
 from typing import Any
+
+from luigiflow._core import fingerprint
 
 DIFF_LIMIT_BYTES = 1_000_000
 UNKNOWN = "unknown"  # the fingerprint of code whose source cannot be found
@@ -169,33 +170,17 @@ def _cell_source(cls: type) -> tuple[str, str] | None:
     return None
 
 
-@functools.lru_cache(maxsize=1024)
 def code_fingerprint(cls: type) -> str:
-    """Hash of the class source with docstrings, comments and formatting removed.
+    """Digest of the task's deep code fingerprint (see `_core.fingerprint`); UNKNOWN when
+    the class's own source cannot be found."""
+    if class_source(cls) is None:
+        return UNKNOWN
+    return fingerprint.fingerprint(cls, class_source).digest
 
-    Parsing to an AST and dumping it drops comments and whitespace; docstrings are
-    stripped explicitly, so only edits that can change behaviour change the hash.
-    """
-    source = class_source(cls)
-    if source is None:
-        return UNKNOWN
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return UNKNOWN
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module)
-            and isinstance(body, list)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-    dumped = ast.dump(tree, annotate_fields=False, include_attributes=False)
-    return hashlib.sha256(dumped.encode()).hexdigest()[:16]
+
+def code_parts(cls: type) -> dict[str, str]:
+    """Each piece of code the task depends on (`file: name`) -> its short hash."""
+    return dict(fingerprint.fingerprint(cls, class_source).parts)
 
 
 def seed_everything(seed: int) -> None:

@@ -26,8 +26,9 @@ import luigi
 
 from luigiflow import _settings
 from luigiflow._core import failures, provenance, redaction
+from luigiflow._core.hashing import content_hash
 from luigiflow._core.identity import canonical_json, encode_value
-from luigiflow._core.parameters import param_text
+from luigiflow._core.parameters import FileParameter, param_text
 from luigiflow._engine import interrupts, luigi_compat
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import RUN_STATE, TrackedTask, bind_run
@@ -171,6 +172,17 @@ def start_tags(
         tags[schema.PARAMS_TAG] = schema.PARAMS_IN_FILE
     for name, run in upstream_runs.items():
         tags[schema.upstream_tag(name)] = run.info.run_id
+    data = data_files(task)
+    if data:
+        tags[schema.DATA_TAG] = json.dumps(
+            {
+                name: {"path": redaction.REDACTED, "sha256": redaction.REDACTED}
+                if redaction.looks_secret(name)
+                else {"path": path, "sha256": digest}
+                for name, (path, digest) in data.items()
+            },
+            sort_keys=True,
+        )
     tags.update(_provenance_tags(type(task)))
     return {k: str(v) for k, v in tags.items()}
 
@@ -194,19 +206,38 @@ def _provenance_tags(cls: type) -> dict[str, str]:
     return tags
 
 
+def data_files(task: TrackedTask) -> dict[str, tuple[str, str]]:
+    """FileParameter name -> (path as given, content sha256): the data version read.
+
+    Recorded on the run as tag `luigiflow.data`, except a secret-looking parameter's
+    (a key file's hash could be checked against guesses): its path and hash are
+    recorded `<redacted>`; its content hash still enters the identity."""
+    found = {}
+    for name, param in task.get_params():
+        if isinstance(param, FileParameter):
+            path = os.fspath(getattr(task, name))
+            found[name] = (path, content_hash(path))
+    return found
+
+
 def _task_facts(task: TrackedTask) -> str:
-    facts = {
+    facts: dict[str, Any] = {
         "id": _recorded_task_id(task)[:1000],
         "module": provenance.importable_module(type(task)),
         "version": encode_value(task.version),
         "seed": task.seed,
         "code_fingerprint": provenance.code_fingerprint(type(task)),
         "code_source": provenance.source_file(type(task)),
+        schema.CODE_PARTS_FACT: provenance.code_parts(type(task)),
     }
     if provenance.interactive(type(task)):
         facts["notebook"] = provenance.notebook_path()
         facts["notebook_source"] = schema.NOTEBOOK_FILE
-    return json.dumps(facts, sort_keys=True)
+    text = json.dumps(facts, sort_keys=True)
+    if len(text) > schema.MAX_TAG_LENGTH:  # the list of pieces goes to a file
+        facts[schema.CODE_PARTS_FACT] = schema.CODE_PARTS_IN_FILE
+        text = json.dumps(facts, sort_keys=True)
+    return text
 
 
 def _code_folder(cls: type) -> str | None:
@@ -253,6 +284,9 @@ def _write_provenance_files(task: TrackedTask, writer: RunWriter, params_json: s
         definitions = provenance.notebook_definitions()
         if definitions:
             writer.write_extra(schema.NOTEBOOK_FILE, definitions)
+    if json.loads(_task_facts(task))[schema.CODE_PARTS_FACT] == schema.CODE_PARTS_IN_FILE:
+        parts = provenance.code_parts(type(task))
+        writer.write_extra(schema.CODE_FILE, json.dumps(parts, sort_keys=True))
     folder = _code_folder(type(task))
     if folder is None:
         return
@@ -265,6 +299,7 @@ def _finish(
     task: TrackedTask, writer: RunWriter, started: float, upstream: Mapping[str, RunRecord]
 ) -> None:
     missing = [n for n in task.artifacts if n not in writer.saved]
+    missing += [n for n in getattr(task, "models", {}) if n not in writer.models]
     if missing:
         raise ArtifactError(
             f"{task.get_task_family()} (run {writer.run_id}) did not save declared "
@@ -275,7 +310,7 @@ def _finish(
     tags[schema.DURATION_TAG] = f"{time.time() - started:.3f}"
     store = current.get_store(writer.uri)
     tags[schema.NOTE_TAG] = _description(task, writer.run_id, upstream)
-    inputs = _dataset_inputs(upstream)
+    inputs = _dataset_inputs(upstream) + _data_inputs(writer.tags)
     if inputs:
         store.log_inputs(writer.run_id, inputs)
     # Saved metrics go at the highest step logged live and strictly later, so they are
@@ -373,6 +408,16 @@ def _description(task: TrackedTask, run_id: str, upstream: Mapping[str, RunRecor
         lines.append("")
     lines.append(f"The whole chain: `luigiflow show {run_id}`")
     return "\n".join(lines)
+
+
+def _data_inputs(tags: Mapping[str, str]) -> list[DatasetRef]:
+    """Each data file the run read (as recorded when it started), as an MLflow dataset
+    input; redacted ones are left out."""
+    return [
+        DatasetRef(record["path"], str(record["sha256"]), record["path"], "local", name)
+        for name, record in sorted(schema.data_of(tags).items())
+        if record.get("path") not in (None, redaction.REDACTED)
+    ]
 
 
 def _dataset_inputs(upstream: Mapping[str, RunRecord]) -> list[DatasetRef]:

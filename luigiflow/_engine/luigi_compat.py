@@ -14,13 +14,26 @@ import luigi.task_register
 
 from luigiflow._core.identity import UnencodableValueError, canonical_json, encode_value
 
+ABSTRACT = "_lf_abstract"  # set in the class's own namespace by TypedRegister
+
 
 class TypedRegister(luigi.task_register.Register):
     """Luigi's instance cache, keyed by canonical values so 1, 1.0, "1" and True differ.
 
     Luigi keys its flyweight cache on raw values, where 1 == 1.0 == True would hand
     back one instance (and one identity) for three different tasks.
+
+    It also takes the class keyword `abstract=True` (`class Base(lf.MlflowTask,
+    abstract=True)`), kept on the class itself only: Luigi's metaclass takes no keywords.
     """
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kw: Any):  # type: ignore[no-untyped-def]
+        namespace = {**namespace, ABSTRACT: bool(kw.pop("abstract", False))}
+        return super().__new__(mcs, name, bases, namespace, **kw)
+
+    def __init__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kw: Any):
+        kw.pop("abstract", None)
+        super().__init__(name, bases, namespace, **kw)
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         cache = luigi.task_register.Register._Register__instance_cache  # type: ignore[attr-defined]

@@ -6,9 +6,13 @@ experiments, so two results are compared along their whole chains.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from luigiflow._core.identity import decode_value
 from luigiflow._core.parameters import value_text
 from luigiflow._core.suggest import did_you_mean, listing
 from luigiflow._errors import ParameterError, RunNotFoundError
@@ -27,8 +31,10 @@ def runs_of(name: str, where: dict[str, str] | None = None, status: str = "finis
     """Runs of a task family or experiment `name`, newest first, filtered on params.
 
     `status` is finished (the default), failed, killed or all (deleted runs never).
-    `where` compares MLflow param values exactly, in Python, so quotes and unicode in
-    values need no escaping; a parameter no run has is an error, not an empty answer.
+    Each `where` value is read with the type its parameter was recorded with (so
+    `lowercase=false`, `ratio=1` and `day=2026-01-05` match a bool, a float and a
+    date), and compared in Python, so quotes and unicode in values need no escaping;
+    a parameter no run has is an error, not an empty answer.
     """
     store = current.get_store()
     wanted = STATUSES[status]
@@ -69,7 +75,7 @@ def runs_of(name: str, where: dict[str, str] | None = None, status: str = "finis
                 f"runs of {name} have no parameter {key!r}{did_you_mean(key, known)} "
                 f"(parameters: {listing(known)})"
             )
-        runs = [r for r in runs if r.data.params.get(key) == value]
+        runs = [r for r in runs if _param_matches(r, key, value)]
     return runs
 
 
@@ -81,6 +87,54 @@ def check_metric(name: str, metric: str, runs: list[Run]) -> None:
             f"runs of {name} have no metric {metric!r}{did_you_mean(metric, known)} "
             f"(metrics: {listing(known)})"
         )
+
+
+def _recorded(run: Run) -> dict[str, Any]:
+    raw = run.data.tags.get(schema.PARAMS_TAG, "")
+    if not raw or raw.startswith("@"):
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _parse_as(kind: str, text: str) -> Any:
+    """`text` read as a value of the recorded kind (see `_core.identity.encode_value`)."""
+    if kind == "bool":
+        word = text.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ValueError("expected true or false")
+        return word in _TRUE
+    parsers: dict[str, Any] = {
+        "int": int,
+        "float": float,
+        "decimal": Decimal,
+        "date": dt.date.fromisoformat,
+        "datetime": dt.datetime.fromisoformat,
+        "time": dt.time.fromisoformat,
+    }
+    return parsers[kind](text.strip())
+
+
+def _param_matches(run: Run, key: str, text: str) -> bool:
+    encoded = _recorded(run).get(key)
+    kind = encoded[0] if isinstance(encoded, list) and encoded else None
+    if kind == "enum" and isinstance(encoded, list):
+        return bool(encoded[2] == text)
+    if kind not in ("bool", "int", "float", "decimal", "date", "datetime", "time"):
+        return run.data.params.get(key) == text  # text as MLflow shows it
+    try:
+        wanted = _parse_as(kind, text)
+    except (ValueError, ArithmeticError) as exc:
+        raise ParameterError(
+            f"--where {key}={text}: {key} is recorded as a {kind} and {text!r} is not one ({exc})"
+        ) from None
+    return bool(decode_value(encoded) == wanted)
 
 
 def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
@@ -216,6 +270,11 @@ class StepDiff:
     run_a: str | None
     run_b: str | None
     params: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    # data files (FileParameters) whose content differs: name -> (record A, record B),
+    # each {"path", "sha256"} or None
+    data: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass
@@ -257,8 +316,12 @@ def diff(run_a: str, run_b: str) -> ChainDiff:
             for key in sorted(set(pa) | set(pb)):
                 if pa.get(key) != pb.get(key):
                     step.params[key] = (pa.get(key), pb.get(key))
-            if not step.params and step.family_a == step.family_b:
-                continue  # other run, same parameters: the difference lies upstream
+            da, db = schema.data_of(a.run.data.tags), schema.data_of(b.run.data.tags)
+            for key in sorted(set(da) | set(db)):
+                if da.get(key) != db.get(key):
+                    step.data[key] = (da.get(key), db.get(key))
+            if not step.params and not step.data and step.family_a == step.family_b:
+                continue  # other run, same parameters and data: the difference lies upstream
         steps.append(step)
     ma, mb = root_a.run.data.metrics, root_b.run.data.metrics
     metrics = {k: (ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))}

@@ -23,6 +23,7 @@ from luigiflow._core.parameters import TEXT_FORMS, param_text
 from luigiflow._core.suggest import did_you_mean
 from luigiflow._engine import luigi_compat
 from luigiflow._errors import ParameterError, TaskDefinitionError, TaskNotFoundError
+from luigiflow._ops import overrides
 
 
 def import_module(module: str | None) -> str | None:
@@ -94,26 +95,40 @@ def task_class(name: str, module: str | None, not_found: str = "") -> type[luigi
 
 
 def build_task(module: str | None, words: Sequence[str]) -> luigi.Task:
-    """Instantiate `TASK --param value ...` with values parsed by Luigi's parameters."""
+    """Instantiate `TASK --param value ...` with values parsed by Luigi's parameters.
+
+    `--Upstream-param value` (Luigi's own form) sets a parameter of every `Upstream`
+    task of the graph that is not given it explicitly.
+    """
     if not words:
         raise TaskNotFoundError("no task named; usage: luigiflow run --module M TASK [--param v]")
     name, rest = words[0], list(words[1:])
     cls = task_class(name, import_module(module))
-    values = parse_param_words(name, dict(cls.get_params()), rest)
+    upstream: list[overrides.Override] = []
+    values = parse_param_words(name, dict(cls.get_params()), rest, upstream=upstream)
+    overrides.apply(upstream)
     try:
-        return cls(**values)
+        task = cls(**values)
     except ParameterError:
         raise
     except (luigi.parameter.ParameterException, ValueError, TypeError) as exc:
         raise ParameterError(f"{name}: {exc}") from exc
+    overrides.check([task], upstream, ParameterError)
+    return task
 
 
 def parse_param_words(
-    label: str, params: dict[str, luigi.Parameter], rest: Sequence[str], dashes: bool = True
+    label: str,
+    params: dict[str, luigi.Parameter],
+    rest: Sequence[str],
+    dashes: bool = True,
+    upstream: list[overrides.Override] | None = None,
 ) -> dict[str, object]:
     """`--param value` words (also `--param=value`, a bare `--flag`) parsed by Luigi's
     parameters; every mistake is reported at once, prefixed by `label` (the task).
-    `dashes`: names are shown as `--n-est` (a class's), else as written (a stage's)."""
+    `dashes`: names are shown as `--n-est` (a class's), else as written (a stage's).
+    `upstream`: where Luigi's `--TaskName-param value` words go (as overrides); without
+    it they are unknown parameters."""
 
     def show(name: str) -> str:
         return "--" + (name.replace("_", "-") if dashes else name)
@@ -131,10 +146,17 @@ def parse_param_words(
         key, _, inline = word[2:].partition("=")
         attr = key if key in params else key.replace("-", "_")
         param = params.get(attr)
+        owner = ""  # the task itself
+        if param is None and upstream is not None:
+            owner, attr, param = _upstream_param(key)
         if param is None:
+            attr = key if key in params else key.replace("-", "_")
             close = did_you_mean(attr, params, show=show)
             known = ", ".join(map(show, params)) or "none"
-            problems.append(f"unknown parameter --{key}{close} (known: {known})")
+            hint = (
+                "; an upstream task's parameter is --TaskName-param" if upstream is not None else ""
+            )
+            problems.append(f"unknown parameter --{key}{close} (known: {known}{hint})")
             given_value = not inline and i + 1 < len(rest) and not rest[i + 1].startswith("--")
             i += 2 if given_value else 1  # its value is not another mistake
             continue
@@ -153,12 +175,29 @@ def parse_param_words(
             i += 1
             continue
         try:
-            values[attr] = param.parse(raw)
+            parsed = param.parse(raw)
         except Exception as exc:  # Luigi raises ValueError, TypeError, json errors...
             problems.append(f"--{key} {raw!r}: {type(exc).__name__}: {exc}")
+            continue
+        if not owner:
+            values[attr] = parsed
+        elif upstream is not None:
+            source = f"--{key} {overrides.shown(attr, raw)}"
+            upstream.append(overrides.Override(owner, attr, raw, source))
     if problems:
         raise ParameterError(f"{label}: " + "; ".join(problems))
     return values
+
+
+def _upstream_param(key: str) -> tuple[str, str, luigi.Parameter | None]:
+    """`Family-param-name` -> (family, param_name, its parameter), as Luigi reads it."""
+    for family, cls in sorted(luigi_compat.registry().items(), key=lambda kv: -len(kv[0])):
+        if key.startswith(family + "-") and hasattr(cls, "get_params"):
+            attr = key[len(family) + 1 :].replace("-", "_")
+            param = dict(cls.get_params()).get(attr)
+            if param is not None:
+                return family, attr, param
+    return "", "", None
 
 
 @dataclass(frozen=True)

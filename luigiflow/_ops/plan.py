@@ -15,10 +15,12 @@ from typing import Any
 import luigi
 
 from luigiflow._command.task import CommandTask
-from luigiflow._core import provenance, redaction
+from luigiflow._core import fingerprint, provenance, redaction
 from luigiflow._core.identity import decode_value, encode_value
 from luigiflow._core.parameters import param_text
+from luigiflow._engine import execution
 from luigiflow._engine import session as _session
+from luigiflow._errors import TaskNotFoundError
 from luigiflow._ops.graph import walk_graph
 from luigiflow._store import artifacts as _artifacts
 from luigiflow._store import schema, signatures
@@ -39,6 +41,14 @@ class ParamChange:
 
 
 @dataclass
+class DataChange:
+    name: str
+    path: str
+    old: str | None
+    new: str
+
+
+@dataclass
 class PlanEntry:
     """The decision for one task of the graph."""
 
@@ -48,6 +58,9 @@ class PlanEntry:
     reasons: list[str] = field(default_factory=list)
     changed: list[ParamChange] = field(default_factory=list)
     code_changed: bool = False
+    code_changes: list[str] = field(default_factory=list)  # "file: name" pieces edited
+    data_changes: list[DataChange] = field(default_factory=list)
+    environment_changes: list[str] = field(default_factory=list)  # informational
     upstream: dict[str, PlanEntry] = field(default_factory=dict)
 
     def walk(self) -> Iterable[PlanEntry]:
@@ -68,6 +81,9 @@ class PlanEntry:
                 for c in self.changed
             ],
             "code_changed": self.code_changed,
+            "code_changes": self.code_changes,
+            "data_changes": [vars(c) for c in self.data_changes],
+            "environment_changes": self.environment_changes,
             "upstream": {k: v.to_dict() for k, v in self.upstream.items()},
         }
 
@@ -81,9 +97,10 @@ def _jsonable(value: Any) -> Any:
 
 
 class _Planner:
-    def __init__(self, store: RunStore, rerun_changed: bool) -> None:
+    def __init__(self, store: RunStore, rerun_changed: bool, rerun: frozenset[str]) -> None:
         self.store = store
         self.rerun_changed = rerun_changed
+        self.rerun = rerun
         self.found: dict[luigi.Task, Run | None] = {}
         self.entries: dict[tuple[str, bool], PlanEntry] = {}
         self.family_runs: dict[tuple[str, str], list[Run]] = {}
@@ -101,11 +118,15 @@ class _Planner:
             return entry
         run = self.found.get(task)
         code_changed = run is not None and _code_changed(task, run)
+        changes = _code_changes(task, run) if code_changed and run is not None else []
+        what = f": {', '.join(changes)}" if changes else ""
         if run is not None and not self._stale(task):
             entry = PlanEntry(task, REUSED, run.info.run_id, code_changed=code_changed)
+            entry.code_changes = changes
             if code_changed:
                 entry.reasons.append(
-                    "code changed since this run (not re-run; use --rerun-changed to re-run it)"
+                    f"code changed since this run{what} "
+                    "(not re-run; use --rerun-changed to re-run it)"
                 )
             elif provenance.code_fingerprint(type(task)) == provenance.UNKNOWN and (
                 # a stage made from a file has no class source, but its command and
@@ -116,6 +137,12 @@ class _Planner:
                     "code unknown: the source of this class cannot be found, so a code "
                     "change would not be seen"
                 )
+            entry.environment_changes = _environment_changes(run)
+            if entry.environment_changes:
+                entry.reasons.append(
+                    "installed packages differ from this run (informational): "
+                    + ", ".join(entry.environment_changes)
+                )
             for name, dep in task.requires_dict().items():
                 entry.upstream[name] = self.decide(dep, needed=False)
         elif not needed:
@@ -124,30 +151,35 @@ class _Planner:
             entry = PlanEntry(task, WILL_RUN)
             for name, dep in task.requires_dict().items():
                 entry.upstream[name] = self.decide(dep, needed=True)
-            if run is not None and code_changed:  # complete, but --rerun-changed
-                entry.code_changed = True
+            if run is not None and task.get_task_family() in self.rerun:
                 entry.reasons.append(
-                    f"code changed since run {run.info.run_id} "
-                    f"({schema.task_facts(run.data.tags).get('code_fingerprint')} -> "
-                    f"{provenance.code_fingerprint(type(task))})"
+                    f"--rerun {task.get_task_family()}: re-executed although run "
+                    f"{run.info.run_id} completes it"
                 )
-            elif run is not None:  # complete, but an upstream is re-run for its code
+            elif run is not None and code_changed and self.rerun_changed:
+                entry.code_changed = True
+                entry.code_changes = changes
+                entry.reasons.append(f"code changed since run {run.info.run_id}{what}")
+            elif run is not None:  # complete, but an upstream is re-run
                 stale = [n for n, e in entry.upstream.items() if e.status == WILL_RUN]
-                entry.reasons.append(f"upstream will run (code changed): {', '.join(stale)}")
+                entry.reasons.append(f"upstream will run: {', '.join(stale)}")
             else:
                 self._explain(task, entry)
         self.entries[key] = entry
         return entry
 
     def _stale(self, task: luigi.Task) -> bool:
-        """With --rerun-changed: the task's code, or code upstream of it, changed."""
-        if not self.rerun_changed or not isinstance(task, MlflowTask):
+        """Complete, but re-run: named by --rerun, or its code changed under
+        --rerun-changed, or one of these is upstream of it."""
+        if not isinstance(task, MlflowTask):
             return False
         if task in self.stale:
             return self.stale[task]
         run = self.found.get(task)
         result = run is not None and (
-            _code_changed(task, run) or any(self._stale(d) for d in task.requires_dict().values())
+            task.get_task_family() in self.rerun
+            or (self.rerun_changed and _code_changed(task, run))
+            or any(self._stale(d) for d in task.requires_dict().values())
         )
         self.stale[task] = result
         return result
@@ -187,12 +219,30 @@ class _Planner:
             entry.reasons.append(
                 f"{prefix}version changed: {_show_version(old_version)} -> {task.version!r}"
             )
+        old_data = schema.data_of(nearest.data.tags)
+        for name, (path, digest) in execution.data_files(task).items():
+            if redaction.looks_secret(name):
+                continue  # recorded redacted: not comparable; the identity still tells
+            before = old_data.get(name, {}).get("sha256")
+            if before != digest:
+                entry.data_changes.append(DataChange(name, path, before, digest))
+                entry.reasons.append(
+                    f"{prefix}data changed: {path} (hash {_short(before)} -> {_short(digest)})"
+                )
         old_format = schema.store_format(nearest.data.tags)
         if old_format < schema.STORE_FORMAT:
             entry.reasons.append(f"{prefix}{schema.format_change(old_format)}")
-        elif not entry.changed and not running and old_version == new_version:
+        elif (
+            not entry.changed
+            and not entry.data_changes
+            and not running
+            and old_version == new_version
+        ):
             if task.code_in_identity and _code_changed(task, nearest):
-                entry.reasons.append(f"{prefix}code changed (code_in_identity is on)")
+                entry.code_changed = True
+                entry.code_changes = _code_changes(task, nearest)
+                what = ", ".join(entry.code_changes) or "the task's code"
+                entry.reasons.append(f"{prefix}code changed (code_in_identity is on): {what}")
             else:
                 moved = [
                     n
@@ -248,6 +298,47 @@ def _code_changed(task: MlflowTask, run: Run) -> bool:
     return recorded is not None and recorded != provenance.code_fingerprint(type(task))
 
 
+def _short(digest: str | None) -> str:
+    return "(none)" if digest is None else f"{digest[:12]}…"
+
+
+def recorded_code_parts(run: Run) -> dict[str, str] | None:
+    """The pieces of code ("file: name" -> hash) recorded on a run (None: not recorded)."""
+    parts = schema.task_facts(run.data.tags).get(schema.CODE_PARTS_FACT)
+    if parts == schema.CODE_PARTS_IN_FILE:
+        path = _artifacts.local_artifact_path(
+            run.info.run_id, run.info.artifact_uri, schema.CODE_FILE
+        )
+        parts = json.loads(path.read_text(encoding="utf-8"))
+    return parts if isinstance(parts, dict) else None
+
+
+def _code_changes(task: MlflowTask, run: Run) -> list[str]:
+    recorded = recorded_code_parts(run)
+    if recorded is None:
+        return []
+    return fingerprint.changed_parts(recorded, provenance.code_parts(type(task)))
+
+
+def _environment_changes(run: Run) -> list[str]:
+    """Foundation package versions that differ from those recorded on the run."""
+    recorded = _json_env(run)
+    now = provenance.environment()
+    changes = []
+    for key in sorted(k for k in set(recorded) | set(now) if k.startswith("version.")):
+        if key in recorded and recorded.get(key) != now.get(key):
+            changes.append(f"{key[8:]} {recorded[key]} -> {now.get(key, '(not installed)')}")
+    return changes
+
+
+def _json_env(run: Run) -> dict[str, Any]:
+    try:
+        env = json.loads(run.data.tags.get(schema.ENV_TAG) or "{}")
+    except ValueError:
+        return {}
+    return env if isinstance(env, dict) else {}
+
+
 def recorded_params(run: Run) -> dict[str, Any] | None:
     """The exact (encoded) parameter values recorded on a luigiflow run."""
     raw = run.data.tags.get(schema.PARAMS_TAG)
@@ -270,8 +361,10 @@ def _param_changes(task: MlflowTask, run: Run) -> list[ParamChange]:
         if not param.significant or old.get(name) == redaction.REDACTED_ENCODED:
             continue  # a redacted value cannot be compared; the identity still tells
         if old.get(name) != new.get(name):
-            before = _show(name, param, decode_value(old[name])) if name in old else "(not set)"
-            changes.append(ParamChange(name, before, _show(name, param, getattr(task, name))))
+            shown = run.data.params.get(name)  # as the run showed it (redacted), when not cut
+            if shown is None or shown.endswith("[truncated]"):
+                shown = _show(name, param, decode_value(old[name])) if name in old else "(not set)"
+            changes.append(ParamChange(name, shown, _show(name, param, getattr(task, name))))
     return changes
 
 
@@ -284,12 +377,25 @@ def make_plan(
     roots: Iterable[luigi.Task],
     rerun_changed: bool = False,
     session: _session.Session | None = None,
+    rerun: Iterable[str] = (),
 ) -> list[PlanEntry]:
-    """One entry tree per root; creates nothing in the store."""
+    """One entry tree per root; creates nothing in the store.
+
+    `rerun` names task families to re-execute even though complete (with everything
+    downstream of them); `rerun_changed` does the same for tasks whose code changed.
+    """
     roots = list(roots)
     graph = walk_graph(roots)
+    rerun = frozenset(rerun)
+    families = {t.get_task_family() for t in graph}
+    unknown = sorted(rerun - families)
+    if unknown:
+        raise TaskNotFoundError(
+            f"--rerun {', '.join(unknown)}: no such task in the graph of "
+            f"{', '.join(map(repr, roots))}; its tasks: {', '.join(sorted(families))}"
+        )
     session = session or _session.current()
-    planner = _Planner(session.store, rerun_changed)
+    planner = _Planner(session.store, rerun_changed, rerun)
     mlflow_tasks = [t for t in graph if isinstance(t, MlflowTask)]
     session.completion.prefetch(mlflow_tasks)
     for task in mlflow_tasks:
@@ -298,7 +404,7 @@ def make_plan(
 
 
 def tasks_to_force(plan: list[PlanEntry]) -> list[MlflowTask]:
-    """Complete tasks that a --rerun-changed plan re-runs (code changed, or downstream of it)."""
+    """Complete tasks a --rerun / --rerun-changed plan re-runs, with their downstream."""
     forced = []
     for root in plan:
         for entry in root.walk():

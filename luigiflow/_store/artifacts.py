@@ -15,6 +15,7 @@ its record is fetched again before anything is called corrupted.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
 import shutil
@@ -74,6 +75,7 @@ class RunWriter:
         # disk, so a full disk fails inside the run (which is then marked FAILED).
         self._root = local_path_of(artifact_uri) if self.local else None
         self.saved: dict[str, dict[str, Any]] = {}
+        self.models: dict[str, dict[str, Any]] = {}  # model outputs: flavour, uri, sha256
         self.metrics: dict[str, float] = {}
         self.steps: dict[str, int] = {}  # the highest step logged live, per metric
         self.last_metric_ms = 0  # when a metric was last logged live
@@ -118,9 +120,11 @@ class RunWriter:
         self.tags[key] = value
 
     def record_tags(self) -> dict[str, str]:
-        """One tag per saved artifact (its checksum record, see `checksums`) and, with a
-        team key, the run's signature over them and the tags the run already carries."""
+        """One tag per saved artifact (its checksum record, see `checksums`), one per model
+        output (flavour, uri, sha256) and, with a team key, the run's signature over them
+        and the tags the run already carries."""
         tags = {schema.artifact_tag(n): checksums.record_text(r) for n, r in self.saved.items()}
+        tags.update({schema.model_tag(n): json.dumps(rec) for n, rec in self.models.items()})
         tags.update(signatures.sign(self.run_id, self.experiment_id, {**self.tags, **tags}))
         return tags
 

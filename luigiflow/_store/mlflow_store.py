@@ -298,8 +298,11 @@ class MlflowStore:
 
         datasets = [
             DatasetInput(
-                Dataset(name=d.name, digest=d.digest, source_type="mlflow_run", source=d.source),
-                tags=[InputTag(schema.INPUT_CONTEXT_TAG, "upstream")],
+                # MLflow caps a dataset digest at 36 characters
+                Dataset(
+                    name=d.name, digest=d.digest[:36], source_type=d.source_type, source=d.source
+                ),
+                tags=[InputTag(schema.INPUT_CONTEXT_TAG, d.context)],
             )
             for d in inputs
         ]

@@ -20,11 +20,14 @@ class ExperimentRecord:
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """An upstream artifact consumed by a run, shown as a dataset input in MLflow's UI."""
+    """Something a run read, shown as a dataset input in MLflow's UI: an upstream
+    artifact (source type `mlflow_run`), or a data file of a FileParameter (`local`)."""
 
     name: str
     digest: str
     source: str
+    source_type: str = "mlflow_run"
+    context: str = "upstream"  # MLflow's mlflow.data.context: what the input was used for
 
 
 class RunStore(Protocol):

@@ -44,6 +44,12 @@ STORE_FORMAT = 2
 FORMAT_CHANGES = {
     2: "a task's identity includes its importable module, and artifacts carry BLAKE3 checksums",
 }
+# {param name: {"path", "sha256"}} for every FileParameter: the data version a run read
+DATA_TAG = "luigiflow.data"
+MODEL_TAG_PREFIX = "luigiflow.model."  # + model output name -> {"flavour", "uri", "sha256"}
+# In the task facts: each piece of code the task depends on ("file: name" -> short hash),
+# or CODE_PARTS_IN_FILE when the list is too long for the tag.
+CODE_PARTS_FACT = "code_parts"
 # HMAC of the facts below with the team key (see _core/signing): "v1:<hex>".
 SIGNATURE_TAG = "luigiflow.signature"
 SIGNED_TAGS = (
@@ -53,8 +59,9 @@ SIGNED_TAGS = (
     TASK_TAG,
     MODEL_URI_TAG,
     STORE_FORMAT_TAG,
+    DATA_TAG,
 )
-SIGNED_PREFIXES = (UPSTREAM_TAG_PREFIX, ARTIFACT_TAG_PREFIX)
+SIGNED_PREFIXES = (UPSTREAM_TAG_PREFIX, ARTIFACT_TAG_PREFIX, MODEL_TAG_PREFIX)
 COMMAND_TAG = "luigiflow.command"  # a command task's command, exit code and interpreter
 STAGE_TAG = "luigiflow.stage"  # the pipeline file / dvc.yaml and stage a run came from
 
@@ -80,6 +87,8 @@ NOTEBOOK_FILE = "luigiflow/notebook.py"  # the definitions of the notebook that 
 STDOUT_FILE = "luigiflow/stdout.txt"  # what a command task's command printed
 STDERR_FILE = "luigiflow/stderr.txt"
 PARAMS_IN_FILE = "@artifact:" + PARAMS_FILE
+CODE_FILE = "luigiflow/code.json"
+CODE_PARTS_IN_FILE = "@artifact:" + CODE_FILE
 
 # --- MLflow's limits --------------------------------------------------------------
 MAX_PARAM_LENGTH = 6000  # on a param value
@@ -123,6 +132,24 @@ def artifact_records(tags: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         for key, value in tags.items()
         if key.startswith(ARTIFACT_TAG_PREFIX)
     }
+
+
+def data_of(tags: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """FileParameter name -> {"path", "sha256"} as recorded on a run ({} when none)."""
+    return {k: v for k, v in _json_dict(tags.get(DATA_TAG)).items() if isinstance(v, dict)}
+
+
+def model_records(tags: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Model output name -> its record (flavour, uri, sha256) as written on the run."""
+    return {
+        key[len(MODEL_TAG_PREFIX) :]: _json_dict(value)
+        for key, value in tags.items()
+        if key.startswith(MODEL_TAG_PREFIX)
+    }
+
+
+def model_tag(name: str) -> str:
+    return MODEL_TAG_PREFIX + name
 
 
 def upstream_ids(tags: Mapping[str, str]) -> dict[str, str]:

@@ -56,6 +56,12 @@ def _task_options(fn: Any) -> Any:
         help="Re-run tasks whose code changed since their run, and downstream.",
     )(fn)
     fn = click.option(
+        "--rerun",
+        multiple=True,
+        metavar="TASK",
+        help="Re-execute this task (a class name) and its downstream into new runs; repeatable.",
+    )(fn)
+    fn = click.option(
         "--help",
         "-h",
         "show_help",

@@ -81,6 +81,7 @@ def run(
     task_words: Sequence[str],
     pipeline_path: str | None = None,
     dvc_path: str | None = None,
+    rerun: Sequence[str] = (),
 ) -> None:
     import luigiflow as lf
     from luigiflow._ops import plan as _plan
@@ -89,8 +90,10 @@ def run(
     check_store()
     console = make_console()
     force = []
-    if rerun_changed:
-        force = _plan.tasks_to_force(_plan.make_plan(roots, rerun_changed=True))
+    if rerun_changed or rerun:
+        force = _plan.tasks_to_force(
+            _plan.make_plan(roots, rerun_changed=rerun_changed, rerun=rerun)
+        )
     result = lf.build(
         roots,
         workers=workers,
@@ -158,12 +161,13 @@ def plan(
     output: str | None = None,
     pipeline_path: str | None = None,
     dvc_path: str | None = None,
+    rerun: Sequence[str] = (),
 ) -> None:
     from luigiflow._ops import plan as _plan
 
     roots, _config = _roots(module, task_words, config_path, pipeline_path, dvc_path)
     check_store()
-    entries = _plan.make_plan(roots, rerun_changed=rerun_changed)
+    entries = _plan.make_plan(roots, rerun_changed=rerun_changed, rerun=rerun)
     if fmt == "json":
         click.echo(json.dumps([e.to_dict() for e in entries], indent=2, default=str))
         return

@@ -13,6 +13,7 @@ import click
 from rich.table import Table
 from rich.tree import Tree
 
+from luigiflow._core import redaction
 from luigiflow._errors import LuigiflowError
 from luigiflow._store import schema
 from luigiflow._store.records import DELETED
@@ -142,6 +143,13 @@ def _runs_table(
     return table
 
 
+def _hash(record: dict[str, Any] | None) -> str:
+    digest = (record or {}).get("sha256")
+    if digest == redaction.REDACTED:
+        return digest
+    return f"{digest[:12]}…" if digest else "(none)"
+
+
 def _time(ms: int | None) -> str:
     if not ms:
         return ""
@@ -202,6 +210,12 @@ def _node_label(node: Any) -> str:
             )
         )
     tags = data.tags
+    files = schema.data_of(tags)
+    if files:
+        lines.append(
+            "data: "
+            + escape(", ".join(f"{r.get('path')} ({_hash(r)})" for _, r in sorted(files.items())))
+        )
     git = schema.git_of(tags)
     fingerprint = schema.task_facts(tags).get("code_fingerprint")
     commit = git.get("commit")
@@ -253,7 +267,7 @@ def diff(run_a: str, run_b: str) -> None:
     console = make_console()
     console.print(f"A = {run_a} ({result.root_a.family})\nB = {run_b} ({result.root_b.family})")
     if not result.steps:
-        console.print("no parameter differs along the two chains")
+        console.print("no parameter or data file differs along the two chains")
     for step in result.steps:
         if step.run_a is None:
             console.print(
@@ -271,6 +285,12 @@ def diff(run_a: str, run_b: str) -> None:
         console.print(title)
         for key, (old, new) in step.params.items():
             console.print(f"    {escape(key)}: {escape(str(old))} -> {escape(str(new))}")
+        for key, (da, db) in step.data.items():
+            path = (db or da or {}).get("path", key)
+            console.print(
+                f"    data changed: {escape(str(path))} (hash {_hash(da)} -> {_hash(db)})",
+                highlight=False,
+            )
     table = Table(title="metrics of the two results")
     for column in ("metric", "A", "B", "B - A"):
         table.add_column(column, justify="left" if column == "metric" else "right")

@@ -39,6 +39,7 @@ import tomllib
 from luigiflow._core.parameters import checked_config_value, value_text
 from luigiflow._engine import luigi_compat
 from luigiflow._errors import ConfigError, LuigiflowError
+from luigiflow._ops import overrides
 from luigiflow._ops.modules import import_module, task_class
 
 SECTIONS = {"pipeline", "params", "steps", "sweep"}
@@ -69,7 +70,19 @@ class ExperimentConfig:
         """The root tasks: one, or one per sweep combination."""
         combos = self.sweep.combinations if self.sweep else [{}]
         make = self.factory or self.task_class
-        return [make(**{**self.params, **combo}) for combo in combos]
+        roots = [make(**{**self.params, **combo}) for combo in combos]
+        steps = [
+            overrides.Override(
+                step,
+                key,
+                value_text(raw),
+                f"[steps.{step}] {key} = {overrides.shown(key, value_text(raw))} in {self.path}",
+            )
+            for step, values in self.steps.items()
+            for key, raw in values.items()
+        ]
+        overrides.check(roots, steps, ConfigError)
+        return roots
 
 
 def load(path: str | pathlib.Path) -> ExperimentConfig:
