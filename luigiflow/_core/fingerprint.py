@@ -102,10 +102,11 @@ def _assigned_names(target: ast.expr) -> Iterator[str]:
             yield from _assigned_names(element)
 
 
-def _parse(name: str, path: pathlib.Path, label: str) -> _Module:
-    tree = ast.parse(path.read_bytes(), filename=str(path))
+def _parse(name: str, source: bytes, filename: str, label: str) -> _Module:
+    tree = ast.parse(source, filename=filename)
     _strip_docstrings(tree)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    is_package = pathlib.Path(filename).name == "__init__.py"
+    package = name if is_package else name.rpartition(".")[0]
     defs: dict[str, list[ast.stmt]] = {}
     imports: dict[str, tuple[str, ...]] = {}
     for stmt in _statements(tree.body):
@@ -135,6 +136,19 @@ def _parse(name: str, path: pathlib.Path, label: str) -> _Module:
                 if alias.name != "*":
                     imports[alias.asname or alias.name] = ("from", absolute, alias.name)
     return _Module(name, label, defs, imports)
+
+
+# Parsed modules by (name, label, sha256 of the source): every task class of one
+# module shares one parse (reading and hashing the bytes is far cheaper than parsing).
+_PARSED: dict[tuple[str, str, str], _Module] = {}
+
+
+def _parsed(name: str, path: pathlib.Path, label: str) -> _Module:
+    source = path.read_bytes()
+    key = (name, label, hashlib.sha256(source).hexdigest())
+    if key not in _PARSED:
+        _PARSED[key] = _parse(name, source, str(path), label)
+    return _PARSED[key]
 
 
 def _references(nodes: Sequence[ast.AST]) -> Iterator[list[str]]:
@@ -221,7 +235,7 @@ class _Project:
         path = _module_file(name)
         if path is not None and path.suffix == ".py" and self.owns(path):
             try:
-                found = _parse(name, path, path.relative_to(self.root).as_posix())
+                found = _parsed(name, path, path.relative_to(self.root).as_posix())
             except (OSError, SyntaxError, ValueError):
                 found = None
         self.modules[name] = found
