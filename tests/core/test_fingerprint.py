@@ -159,3 +159,40 @@ def test_classes_handed_out_by_a_registry_in_the_same_module_count(project):
     (project / "registry_fp.py").write_text(REGISTRY.replace("return 2", "return 3"))
     assert fingerprint.changed_parts(before, parts()) == ["registry_fp.py: Forest"]
     sys.modules.pop("registry_fp", None)
+
+
+LAZY = """
+from typing import TYPE_CHECKING
+
+import luigiflow as lf
+
+if TYPE_CHECKING:
+    import heavy.sub
+    import outside.sub
+
+
+class Lazy(lf.MlflowTask):
+    def run_task(self):
+        heavy.sub.work()
+        outside.sub.work()
+"""
+
+
+def test_fingerprinting_never_imports_a_module(project, tmp_path):
+    """Names are resolved from source text: a package the task module never imported
+    (here behind TYPE_CHECKING; MLflow's `mlflow.sklearn` in real code) stays unimported,
+    inside the project or not (importing `pkg.sub` would run `pkg/__init__.py`)."""
+    (project / "lazy_fp.py").write_text(LAZY)
+    for root, name in ((project, "heavy"), (tmp_path / "elsewhere", "outside")):
+        (root / name).mkdir(parents=True)
+        (root / name / "__init__.py").write_text("raise RuntimeError('imported')\n")
+        (root / name / "sub.py").write_text("def work():\n    return 1\n")
+    sys.path.append(str(tmp_path / "elsewhere"))
+    try:
+        fingerprint.fingerprint.cache_clear()
+        parts = fingerprint.fingerprint(importlib.import_module("lazy_fp").Lazy).parts
+    finally:
+        sys.path.remove(str(tmp_path / "elsewhere"))
+        sys.modules.pop("lazy_fp", None)
+    assert "heavy" not in sys.modules and "outside" not in sys.modules
+    assert set(parts) == {"lazy_fp.py: Lazy", "heavy/sub.py: work()"}
