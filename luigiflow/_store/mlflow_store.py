@@ -307,7 +307,16 @@ class MlflowStore:
             for d in inputs
         ]
         with _client.translate_errors(f"recording the inputs of run {run_id}", self.uri):
-            self.client.log_inputs(run_id, datasets=datasets)
+            for attempt in range(5):
+                try:
+                    self.client.log_inputs(run_id, datasets=datasets)
+                    return
+                except Exception as exc:
+                    # Two runs recording one new dataset at once: MLflow checks, then
+                    # inserts, so one insert loses the race. The dataset exists now; the
+                    # next attempt links it.
+                    if attempt == 4 or not _lost_insert_race(exc):
+                        raise
 
     def terminate(self, run_id: str, status: str) -> None:
         with _client.translate_errors(f"ending run {run_id}", self.uri):
@@ -340,3 +349,8 @@ class MlflowStore:
     def download_artifacts(self, run_id: str, path: str, dest: str) -> str:
         with _client.translate_errors(f"downloading {path} of run {run_id}", self.uri):
             return str(self.client.download_artifacts(run_id, path, dest))
+
+
+def _lost_insert_race(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "unique constraint" in text or "duplicate key" in text or "integrityerror" in text

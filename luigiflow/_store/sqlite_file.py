@@ -53,12 +53,28 @@ def read_only_uri(path: pathlib.Path) -> str:
     return f"sqlite:///file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1&uri=true"
 
 
+# Descriptors of store files this process read, never closed: closing *any* descriptor of a
+# file drops every POSIX lock the process holds on it, SQLite's included. A build judges
+# the store after its reads opened connections; a close there let another process delete
+# the WAL this process was still committing into (sqlite.org/howtocorrupt.html, 2.2).
+_held: dict[tuple[int, int], int] = {}
+
+
+def _header(path: pathlib.Path) -> tuple[bytes, int]:
+    """The file's first 100 bytes and size, read through a descriptor kept open."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino)
+    fd = _held.get(key)
+    if fd is None:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        _held[key] = fd
+    return os.pread(fd, 100, 0), os.fstat(fd).st_size
+
+
 def judge(path: pathlib.Path) -> None:
     """Refuse a file that is not a whole SQLite database (call with the lock held)."""
     try:
-        with open(path, "rb") as f:
-            header = f.read(100)
-        size = path.stat().st_size
+        header, size = _header(path)
     except FileNotFoundError:
         return  # a new store: MLflow creates it
     if size == 0:
