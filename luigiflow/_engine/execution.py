@@ -141,8 +141,10 @@ def _run(
         heartbeat.stop()
         _finish(task, writer, started, upstream_runs)
     except BaseException as exc:
-        heartbeat.stop()
+        # A second Ctrl-C (a wrapper such as `timeout` forwards it) must not cut this
+        # short: a run left active would be ended FINISHED by MLflow at exit.
         with interrupts.shielded():
+            heartbeat.stop()
             _fail(task, writer, exc)
         raise
     finally:

@@ -5,6 +5,7 @@ Keeping them here means an MLflow upgrade is checked in one file.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,45 @@ def start_active_run(
     what this MLflow keeps, or system metrics are on (start_run starts their monitor),
     `mlflow.start_run` itself is used.
     """
+    active = _start_active_run(client, experiment_id, run_name, tags, parent_tag)
+    _guard(active.info.run_id)
+    return active
+
+
+# Runs made active here and not yet ended by luigiflow. MLflow's exit hook ends whatever
+# run is still active as FINISHED; ours, registered after it, runs first and ends a run
+# luigiflow left active (an interrupt cut its clean-up short) as KILLED: a FINISHED run
+# with luigiflow's identity would count as complete.
+_unended: set[str] = set()
+_hooked = False
+
+
+def _guard(run_id: str) -> None:
+    global _hooked
+    _unended.add(run_id)
+    if not _hooked:
+        atexit.register(_end_unended_killed)
+        _hooked = True
+
+
+def _end_unended_killed() -> None:
+    import mlflow
+
+    while (active := mlflow.active_run()) is not None and active.info.run_id in _unended:
+        _unended.discard(active.info.run_id)
+        try:
+            mlflow.end_run("KILLED")
+        except Exception:
+            return
+
+
+def _start_active_run(
+    client: MlflowClient,
+    experiment_id: str,
+    run_name: str,
+    tags: dict[str, str],
+    parent_tag: str,
+) -> ActiveRun:
     global _context
     import mlflow
     from mlflow.tracking import fluent
@@ -126,6 +166,9 @@ def end_active_run(status: str) -> None:
     """End MLflow's active run (the one `start_active_run` made) with `status`."""
     import mlflow
 
+    active = mlflow.active_run()
+    if active is not None:
+        _unended.discard(active.info.run_id)
     mlflow.end_run(status)
 
 
@@ -140,6 +183,7 @@ def end_active_run_if(run_id: str, status: str) -> bool:
     active = mlflow.active_run()
     if active is None or active.info.run_id != run_id:
         return False
+    _unended.discard(run_id)
     mlflow.end_run(status)
     return True
 

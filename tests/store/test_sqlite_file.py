@@ -14,8 +14,14 @@ import sys
 
 from luigiflow._store import sqlite_file
 
-COUNT = "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from t').fetchone()[0])"
-TOUCH = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('select * from t').fetchall(); c.close()"
+COUNT = (
+    "import sqlite3, sys; "
+    "print(sqlite3.connect(sys.argv[1]).execute('select count(*) from t').fetchone()[0])"
+)
+TOUCH = (
+    "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+    "c.execute('select * from t').fetchall(); c.close()"
+)
 
 
 def test_judging_the_store_keeps_commits_of_open_connections(tmp_path):
