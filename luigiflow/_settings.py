@@ -13,7 +13,7 @@ import pathlib
 import sys
 
 from luigiflow._core.redaction import looks_secret
-from luigiflow._errors import ConfigError, LuigiflowError
+from luigiflow._errors import ConfigError, LuigiflowError, TrackingError
 
 TRACKING_URI = "MLFLOW_TRACKING_URI"
 RECHECK_S = "LUIGIFLOW_RECHECK_S"
@@ -42,8 +42,30 @@ def tracking_uri() -> str:
     """The tracking URI in force: `MLFLOW_TRACKING_URI` or `sqlite:///<cwd>/mlflow.db`."""
     uri = os.environ.get(TRACKING_URI)
     if uri:
+        _check_tracking_uri(uri)
         return uri
     return "sqlite:///" + os.path.join(os.getcwd(), "mlflow.db")
+
+
+# Stores MLflow 3 tracks runs in (a `+driver` suffix is SQLAlchemy's, e.g. postgresql+psycopg2).
+_STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
+def _check_tracking_uri(uri: str) -> None:
+    """One line for a URI that names no tracking store luigiflow can record runs in."""
+    scheme = uri.partition(":")[0].lower() if "://" in uri or uri.startswith("databricks") else ""
+    if scheme.split("+")[0] in _STORE_SCHEMES:
+        return
+    why = (
+        "a folder or file:// URI is MLflow's file store, in maintenance mode since MLflow 3 "
+        "(`mlflow migrate-filestore` moves one into a database)"
+        if scheme in ("", "file")
+        else f"{scheme!r} is not a tracking store scheme"
+    )
+    raise TrackingError(
+        f"{TRACKING_URI}={uri!r}: {why}; use sqlite:///path/to/mlflow.db (embedded), "
+        "http://host:port (an mlflow server) or postgresql://... (a database)"
+    )
 
 
 def seconds(name: str, default: float, positive: bool = False) -> float:

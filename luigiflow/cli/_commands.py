@@ -359,6 +359,23 @@ def serve(target: str, port: int, host: str, max_body_bytes: int) -> None:
     serve_bundle(target, host, port, max_body_bytes)
 
 
+def _port_is_free(host: str, port: int) -> None:
+    """One line, before MLflow starts, when the port is taken (MLflow's server would log
+    the failure among its start-up lines and exit 0)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As uvicorn binds: a port in TIME_WAIT is free, one with a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise LuigiflowError(
+                f"cannot serve the UI on {host}:{port} ({exc.strerror}); another UI or server "
+                "may be using it: pass another --port"
+            ) from exc
+
+
 def ui(port: int, host: str) -> None:
     uri = client.tracking_uri()
     if uri.startswith(("http://", "https://")):
@@ -386,6 +403,7 @@ def ui(port: int, host: str) -> None:
     # MLflow's job runner starts eight GenAI worker processes (~2 GB) the UI never needs
     # for tracking; on a small machine they delay the UI by minutes. Set it to keep them.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    _port_is_free(host, port)
     click.echo(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C stops it)", err=True)
     sys.stdout.flush()
     # Deprecation warnings from MLflow's own server code (Starlette's is a UserWarning)

@@ -1,0 +1,35 @@
+"""Mistakes at the command line that used to print tracebacks or exit 0: one line, exit 1."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.conftest import luigiflow_cli as cli
+
+pytestmark = pytest.mark.slow  # CLI subprocesses
+
+
+@pytest.mark.parametrize("uri", ["sqlte:///x.db", "garbage", "file:///tmp/a-file-store"])
+def test_a_wrong_tracking_uri_is_one_line(uri, tmp_path):
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+    out = cli("runs", "Anything", cwd=tmp_path, env=env, check=False)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert f"MLFLOW_TRACKING_URI={uri!r}" in lines[0] and "sqlite:///" in lines[0]
+    assert not (tmp_path / "mlruns").exists()  # nothing was created
+
+
+def test_ui_on_a_busy_port_is_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = cli("ui", "--port", str(port), cwd=tmp_path, check=False, timeout=120)
+    assert out.returncode == 1, out.stderr[-2000:]
+    [line] = out.stderr.strip().splitlines()
+    assert f"127.0.0.1:{port}" in line and "--port" in line
