@@ -129,3 +129,20 @@ def test_example_configs_are_valid(store, tmp_path):
         shutil.copy(REPO / "examples" / name, tmp_path / name)
         config = _config.load(tmp_path / name)
         assert config.tasks()
+
+
+def test_a_misspelt_sweep_metric_is_an_error_naming_the_logged_ones(client, tmp_path):
+    config = tmp_path / "sweep.toml"
+    config.write_text(
+        '[pipeline]\nmodule = "tests.dags"\ntask = "Source"\n'
+        '[sweep]\nmetric = "sise"\n[sweep.grid]\nsize = [1, 2]\n'
+    )
+    out = cli("run", "--config", str(config), cwd=tmp_path, check=False)
+    assert out.returncode == 1
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("ConfigError:") and "'sise'" in line and "did you mean 'size'" in line
+    assert len(runs_of(client, "Source")) == 2  # the runs are kept; no sweep record made
+    config.write_text(config.read_text().replace('"sise"', '"size"'))
+    fixed = cli("run", "--config", str(config), cwd=tmp_path)
+    assert "executed 0" in fixed.stdout or "reused" in fixed.stdout, fixed.stdout
+    assert len(runs_of(client, "Source")) == 2

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from luigiflow import _settings
 from luigiflow._core import redaction
+from luigiflow._core.suggest import did_you_mean
 from luigiflow._engine import session as _session
+from luigiflow._errors import ConfigError
 from luigiflow._ops import lineage
 from luigiflow._ops.sweep.plots import plot
 from luigiflow._store import artifacts, current, schema
@@ -49,6 +51,14 @@ def results_frame(config: ExperimentConfig, result: BuildResult) -> pd.DataFrame
         rows.append(row)
     frame = pd.DataFrame(rows)
     metric = config.sweep.metric
+    if metric and metric not in frame:
+        # Known only once the runs exist; they are kept, so fixing the name reuses them.
+        logged = sorted({m for r in runs.values() for m in r.data.metrics})
+        raise ConfigError(
+            f"{config.path}: sweep metric {metric!r} was logged by none of the "
+            f"{len(run_ids)} runs (they logged: {', '.join(logged) or 'no metrics'})"
+            f"{did_you_mean(metric, logged)} Fix `metric` and run again: every run is reused"
+        )
     if metric and metric in frame:
         frame = frame.sort_values(metric, ascending=config.sweep.goal == "min", ignore_index=True)
     return frame
