@@ -113,6 +113,23 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         values: list[tuple[str, Any]] = []
         try:
             values = super().get_param_values(params, args, kwargs)
+        except luigi.parameter.MissingParameterException as exc:
+            # Luigi's text shows its repr (`T[args=(), kwargs={}]: requires the 'x'
+            # parameter to be set`); say which are missing and how to give them.
+            positional = {n for n, _ in params[: len(args)]}
+            missing = [
+                n
+                for n, p in params
+                if n not in kwargs and n not in positional and not luigi_compat.param_default(p)[0]
+            ]
+            problems[""] = (
+                "missing required parameter(s) "
+                + ", ".join(
+                    f"{n!r} (--{n.replace('_', '-')} VALUE on the command line)" for n in missing
+                )
+                if missing
+                else str(exc)
+            )
         except (luigi.parameter.ParameterException, ValueError, TypeError) as exc:
             problems[""] = str(exc)
         for name, value in values:

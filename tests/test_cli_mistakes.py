@@ -33,3 +33,18 @@ def test_ui_on_a_busy_port_is_one_line(tmp_path):
     assert out.returncode == 1, out.stderr[-2000:]
     [line] = out.stderr.strip().splitlines()
     assert f"127.0.0.1:{port}" in line and "--port" in line
+
+
+def test_a_missing_required_parameter_names_it_and_the_option(tmp_path):
+    (tmp_path / "files.py").write_text(
+        "import luigi\nimport luigiflow as lf\n\n\nclass CountLines(lf.MlflowTask):\n"
+        '    artifacts = {"o": "o.json"}\n    input_path = luigi.Parameter()\n'
+        "    n = luigi.IntParameter(default=1)\n\n    def run_task(self):\n"
+        '        self.save({"o": 1})\n'
+    )
+    out = cli("run", "--module", "files.py", "CountLines", cwd=tmp_path, check=False)
+    assert out.returncode == 1
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("ParameterError: CountLines:"), out.stderr
+    assert "'input_path'" in line and "--input-path" in line and "kwargs" not in line
+    assert "'n'" not in line  # it has a default
