@@ -48,3 +48,13 @@ def test_a_missing_required_parameter_names_it_and_the_option(tmp_path):
     assert line.startswith("ParameterError: CountLines:"), out.stderr
     assert "'input_path'" in line and "--input-path" in line and "kwargs" not in line
     assert "'n'" not in line  # it has a default
+
+
+@pytest.mark.parametrize("command", [["runs", "Source"], ["show", "abc123"], ["gc", "--yes"]])
+def test_a_read_command_in_a_folder_without_a_store_creates_nothing(command, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    out = cli(*command, cwd=tmp_path, env=env, check=False)
+    assert out.returncode == 1
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("TrackingError: no tracking store at") and "mlflow.db" in line
+    assert list(tmp_path.iterdir()) == []  # no mlflow.db, no lock file

@@ -14,18 +14,27 @@ from rich.table import Table
 from rich.tree import Tree
 
 from luigiflow import _settings
-from luigiflow._errors import LuigiflowError
+from luigiflow._errors import LuigiflowError, TrackingError
 from luigiflow._ops import lineage
 from luigiflow._ops.modules import build_task, import_module
-from luigiflow._store import client, rest_reads
+from luigiflow._store import client, rest_reads, sqlite_file
 from luigiflow.cli import _render
 from luigiflow.cli._render import make_console, num
 
 
-def check_store() -> None:
-    """Fail fast, in one line, on a malformed variable or an unreachable tracking server."""
+def check_store(existing: bool = False) -> None:
+    """Fail fast, in one line, on a malformed variable or an unreachable tracking server;
+    `existing`: a command that only reads refuses to create an embedded store."""
     _settings.validate()
     uri = client.tracking_uri()
+    db = sqlite_file.sqlite_path(uri)
+    if existing and db is not None and not db.exists():
+        raise TrackingError(
+            f"no tracking store at {db} (from "
+            + ("MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "this folder")
+            + "): run this command in the project folder, or set MLFLOW_TRACKING_URI to the "
+            "store the runs are in"
+        )
     # MLflow's HTTP client retries for minutes by default; a CLI should answer now.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -275,7 +284,7 @@ def reproduce(run_id: str, force: bool, workers: int, module: str | None = None)
     import luigiflow as lf
     from luigiflow._ops import reproduce as _reproduce
 
-    check_store()
+    check_store(existing=True)
     use_module(module)
     console = make_console()
     original = _reproduce.load_run(run_id)
@@ -324,7 +333,7 @@ def gc(
 ) -> None:
     from luigiflow._ops import gc as _gc
 
-    check_store()
+    check_store(existing=True)
     garbage = _gc.find_garbage(older_than, task)
     console = make_console()
     for item in garbage:

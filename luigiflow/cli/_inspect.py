@@ -40,7 +40,7 @@ def runs(
         if not sep or not key:
             raise LuigiflowError(f"--where {item!r} must look like PARAM=VALUE")
         filters[key] = value
-    check_store()
+    check_store(existing=True)
     found = _history.runs_of(name, filters, status)
     if sweep_id:
         from luigiflow._ops.sweep import record as _sweep
@@ -159,7 +159,7 @@ def _time(ms: int | None) -> str:
 def show(run_id: str) -> None:
     from luigiflow._ops import lineage as _history
 
-    check_store()
+    check_store(existing=True)
     root = _history.lineage(run_id)
     tree = Tree(_node_label(root))
     _show_tree(tree, root, {root.run.info.run_id})
@@ -262,7 +262,7 @@ def diff(run_a: str, run_b: str) -> None:
 
     from luigiflow._ops import lineage as _history
 
-    check_store()
+    check_store(existing=True)
     result = _history.diff(run_a, run_b)
     console = make_console()
     console.print(f"A = {run_a} ({result.root_a.family})\nB = {run_b} ({result.root_b.family})")
