@@ -11,6 +11,12 @@ from tests.conftest import luigiflow_cli as cli
 pytestmark = pytest.mark.slow  # CLI subprocesses
 
 
+def local_env() -> dict[str, str]:
+    """This process's environment on the store of the working folder (another test of the
+    same worker may have pointed MLFLOW_TRACKING_URI at a server it has since stopped)."""
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
 @pytest.mark.parametrize("uri", ["sqlte:///x.db", "garbage", "file:///tmp/a-file-store"])
 def test_a_wrong_tracking_uri_is_one_line(uri, tmp_path):
     env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
@@ -29,7 +35,7 @@ def test_ui_on_a_busy_port_is_one_line(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        out = cli("ui", "--port", str(port), cwd=tmp_path, check=False, timeout=120)
+        out = cli("ui", "--port", str(port), cwd=tmp_path, env=local_env(), check=False)
     assert out.returncode == 1, out.stderr[-2000:]
     [line] = out.stderr.strip().splitlines()
     assert f"127.0.0.1:{port}" in line and "--port" in line
@@ -42,7 +48,9 @@ def test_a_missing_required_parameter_names_it_and_the_option(tmp_path):
         "    n = luigi.IntParameter(default=1)\n\n    def run_task(self):\n"
         '        self.save({"o": 1})\n'
     )
-    out = cli("run", "--module", "files.py", "CountLines", cwd=tmp_path, check=False)
+    out = cli(
+        "run", "--module", "files.py", "CountLines", cwd=tmp_path, env=local_env(), check=False
+    )
     assert out.returncode == 1
     line = out.stderr.strip().splitlines()[-1]
     assert line.startswith("ParameterError: CountLines:"), out.stderr
@@ -52,8 +60,7 @@ def test_a_missing_required_parameter_names_it_and_the_option(tmp_path):
 
 @pytest.mark.parametrize("command", [["runs", "Source"], ["show", "abc123"], ["gc", "--yes"]])
 def test_a_read_command_in_a_folder_without_a_store_creates_nothing(command, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    out = cli(*command, cwd=tmp_path, env=env, check=False)
+    out = cli(*command, cwd=tmp_path, env=local_env(), check=False)
     assert out.returncode == 1
     [line] = out.stderr.strip().splitlines()
     assert line.startswith("TrackingError: no tracking store at") and "mlflow.db" in line
