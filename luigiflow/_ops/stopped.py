@@ -112,7 +112,11 @@ def after_interrupt(
     run_ids = [run_id for _, run_id in started]
     label_of = {run_id: labels.get(task_id, task_id) for task_id, run_id in started}
     reason = f"{schema.INTERRUPTED} ({signal.Signals(signum).name}): the build was stopped"
-    _end_fluent_runs(run_ids)
+    if "mlflow" in sys.modules:  # else no run was ever made active in this process
+        from luigiflow._store import mlflow_compat
+
+        # A run the interrupt left active would be ended FINISHED by MLflow's exit hook.
+        mlflow_compat.end_unended_killed()
     try:
         _mark_running_killed(session.store, run_ids, reason)
         runs = session.store.get_runs(run_ids)
@@ -125,21 +129,6 @@ def after_interrupt(
         if run.info.status == KILLED
         and run.data.tags.get(schema.ERROR_TAG, "").startswith(schema.INTERRUPTED)
     }
-
-
-def _end_fluent_runs(run_ids: list[str]) -> None:
-    """Take the stopped runs off MLflow's active-run stack of this process as KILLED.
-
-    A run an interrupt left active would be ended FINISHED by MLflow's exit hook, and a
-    FINISHED run with luigiflow's identity counts as complete (with no artifacts).
-    """
-    if "mlflow" not in sys.modules:
-        return  # no run was ever made active in this process
-    from luigiflow._store import mlflow_compat
-
-    for run_id in reversed(run_ids):
-        with contextlib.suppress(Exception):
-            mlflow_compat.end_active_run_if(run_id, KILLED)
 
 
 def _luigi_workers() -> list[multiprocessing.process.BaseProcess]:

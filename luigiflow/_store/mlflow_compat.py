@@ -104,11 +104,13 @@ def _guard(run_id: str) -> None:
     global _hooked
     _unended.add(run_id)
     if not _hooked:
-        atexit.register(_end_unended_killed)
+        atexit.register(end_unended_killed)
         _hooked = True
 
 
-def _end_unended_killed() -> None:
+def end_unended_killed() -> None:
+    """End as KILLED the runs luigiflow made active and never ended (top of the stack
+    down): at exit, and after an interrupt (`_ops/stopped`)."""
     import mlflow
 
     while (active := mlflow.active_run()) is not None and active.info.run_id in _unended:
