@@ -131,8 +131,13 @@ def source_file(cls: type) -> str | None:
         return found[0] if found else None
 
 
+@functools.lru_cache(maxsize=1024)
 def class_source(cls: type) -> str | None:
-    """The source of a class, also for classes defined in a notebook cell; None if unknown."""
+    """The source of a class, also for classes defined in a notebook cell; None if unknown.
+
+    Once per class and process, like its fingerprint: the code that runs is the code
+    that was loaded, whatever the file says later (and `inspect` parses the whole
+    module again on every call: 4 ms a task on a small module)."""
     try:
         return textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
