@@ -49,13 +49,13 @@ class Featurize(lf.MlflowTask):
 
 class Train(lf.MlflowTask):
     artifacts = {"o": "o.json"}
-    seed = luigi.IntParameter(default=0)
+    offset = luigi.IntParameter(default=0)
 
     def requires(self):
         return {"featurize": Featurize()}
 
     def run_task(self):
-        self.save({"o": sum(self.load("featurize", "o")) + self.seed})
+        self.save({"o": sum(self.load("featurize", "o")) + self.offset})
 
 
 class Evaluate(lf.MlflowTask):
