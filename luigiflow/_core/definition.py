@@ -6,9 +6,6 @@ import itertools
 import pathlib
 from collections.abc import Collection, Mapping
 
-import luigi
-
-from luigiflow._core import provenance, serializers
 from luigiflow._errors import TaskDefinitionError
 
 # The folder of a run where luigiflow keeps its own files (environment, traceback,
@@ -62,6 +59,12 @@ def validate_class(
     not shadow; `has_work`: whether the class defines run_task (or run); an `abstract`
     base class need not.
     """
+    # Imported here, not with the module: every store read imports RESERVED_FOLDER (via
+    # `_store/schema.py`), and `runs`/`show` must not pay for Luigi and provenance.
+    import luigi
+
+    from luigiflow._core import provenance, serializers
+
     name = cls.__name__
     shadowing = [
         f"parameter {attr!r} shadows the task's own {attr!r} (MlflowTask.{attr}); "

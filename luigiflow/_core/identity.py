@@ -1,4 +1,5 @@
-"""Canonical encoding of parameter values and the Merkle-style task identity.
+"""Canonical encoding of parameter values and the Merkle-style task identity; a value's
+text as Luigi writes it (what MLflow records as a run's parameter).
 
 Identity = sha256 over canonical JSON of: the task's importable module and family,
 `version`, every significant parameter value (type-tagged, so 1, 1.0, "1" and True all
@@ -17,8 +18,6 @@ import pathlib
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
-
-import luigi
 
 
 class UnencodableValueError(TypeError):
@@ -69,6 +68,10 @@ def encode_value(value: Any) -> Any:
         return encode_value(value.tolist())
     # An injected task (luigi.TaskParameter, gokart's TaskInstanceParameter): a class by
     # its import path, an instance by its identity (luigiflow) or task id (plain Luigi).
+    # Luigi is imported only here, where a value can be a task: the store reads decode
+    # values with this module and must not pay for importing Luigi.
+    import luigi
+
     if isinstance(value, type) and issubclass(value, luigi.Task):
         return ["task-class", f"{value.__module__}.{value.__qualname__}"]
     if isinstance(value, luigi.Task):
@@ -80,6 +83,19 @@ def encode_value(value: Any) -> Any:
         f"value {value!r} of type {type(value).__name__} has no canonical encoding; "
         "use a str, number, bool, date, enum, list, dict or a task"
     )
+
+
+def value_text(value: Any) -> str:
+    """A Python value as text, the way Luigi's command line and config write it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, enum.Enum):
+        return str(value.name)
+    if hasattr(value, "isoformat"):
+        return str(value.isoformat())
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=str)
+    return str(value)
 
 
 def decode_value(encoded: Any) -> Any:

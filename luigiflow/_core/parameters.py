@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import json
 import os
 from collections.abc import Mapping
@@ -12,7 +11,7 @@ from typing import Any
 import luigi
 
 from luigiflow._core.hashing import content_hash
-from luigiflow._core.identity import UnencodableValueError, encode_value
+from luigiflow._core.identity import UnencodableValueError, encode_value, value_text
 
 
 class FileParameter(luigi.Parameter):
@@ -128,19 +127,6 @@ def encode_param(param: luigi.Parameter, value: Any) -> Any:
     if isinstance(param, luigi.FloatParameter) and isinstance(value, int):
         value = float(value)  # a float parameter given 1 means 1.0: same task
     return encode_value(value)
-
-
-def value_text(value: Any) -> str:
-    """A Python value as text, the way Luigi's command line and config write it."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, enum.Enum):
-        return str(value.name)
-    if hasattr(value, "isoformat"):
-        return str(value.isoformat())
-    if isinstance(value, list | tuple | dict):
-        return json.dumps(value, default=str)
-    return str(value)
 
 
 def param_text(param: luigi.Parameter, value: Any) -> str:

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from luigiflow._core.identity import decode_value
-from luigiflow._core.parameters import value_text
+from luigiflow._core.identity import decode_value, value_text
 from luigiflow._core.suggest import did_you_mean, listing
 from luigiflow._errors import ParameterError, RunNotFoundError
 from luigiflow._store import current, schema, signatures

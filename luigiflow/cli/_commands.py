@@ -16,7 +16,6 @@ from rich.tree import Tree
 from luigiflow import _settings
 from luigiflow._errors import LuigiflowError, TrackingError
 from luigiflow._ops import lineage
-from luigiflow._ops.modules import build_task, import_module
 from luigiflow._store import client, rest_reads, sqlite_file
 from luigiflow.cli import _render
 from luigiflow.cli._render import make_console, num
@@ -45,6 +44,10 @@ def check_store(existing: bool = False) -> None:
 
 def use_module(module: str | None) -> str | None:
     """Import the user's module; say which dotted name a file path was imported as."""
+    # Here, not at the top: `runs`/`show` import this module (check_store) and must not
+    # pay for Luigi, which `_ops.modules` imports.
+    from luigiflow._ops.modules import import_module
+
     dotted = import_module(module)
     if module and dotted != module:
         click.echo(f"luigiflow: {module} imported as module {dotted}", err=True)
@@ -72,6 +75,8 @@ def _roots(
         words = task_words[1:] if stage is not None else task_words
         return pipeline.roots(stage, words), pipeline
     if config_path is None:
+        from luigiflow._ops.modules import build_task
+
         return [build_task(use_module(module), task_words)], None
     if task_words or module:
         raise LuigiflowError("give either --config or --module TASK [--param value], not both")

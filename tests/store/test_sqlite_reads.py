@@ -35,21 +35,26 @@ def test_an_unknown_schema_revision_is_read_through_mlflow(mixed: str):
     assert not sqlite_reads.readable(mixed)
 
 
-def test_a_no_op_build_and_queries_do_not_import_mlflow(store: str, tmp_path):
+def test_a_no_op_build_and_queries_do_not_import_what_they_do_not_use(store: str, tmp_path):
     import luigiflow as lf
     from tests.dags import Leaf
 
     run_id = lf.build([Leaf()]).runs[Leaf()]
     code = (
         "import sys\nfrom luigiflow.cli import main\n"
-        "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    assert not exc.code, exc\n"
-        "print('MLFLOW' if 'mlflow' in sys.modules else 'CLEAN')"
+        "try:\n    main(sys.argv[1:-1])\nexcept SystemExit as exc:\n    assert not exc.code, exc\n"
+        "loaded = {m.split('.')[0] for m in sys.modules} & set(sys.argv[-1].split(','))\n"
+        "print('LOADED ' + ','.join(sorted(loaded)) if loaded else 'CLEAN')"
     )
+    # Never mlflow (reads go through sqlite_reads); the store queries read no task
+    # class, so neither Luigi nor requests (a SQLite store is read with sqlite3).
+    queries = "mlflow,luigi,requests"
     for args in (
-        ["run", "--module", "tests.dags", "Leaf"],
-        ["plan", "--module", "tests.dags", "Leaf"],
-        ["runs", "Leaf", "--limit", "20"],
-        ["show", run_id],
+        ["run", "--module", "tests.dags", "Leaf", "mlflow"],
+        ["plan", "--module", "tests.dags", "Leaf", "mlflow"],
+        ["runs", "Leaf", "--limit", "20", queries],
+        ["runs", "Leaf", "--where", "size=3", queries],
+        ["show", run_id, queries],
     ):
         out = subprocess.run(
             [sys.executable, "-c", code, *args],

@@ -36,7 +36,8 @@ from typing import Any
 import luigi
 import tomllib
 
-from luigiflow._core.parameters import checked_config_value, value_text
+from luigiflow._core.identity import value_text
+from luigiflow._core.parameters import checked_config_value
 from luigiflow._engine import luigi_compat
 from luigiflow._errors import ConfigError, LuigiflowError
 from luigiflow._ops import overrides
