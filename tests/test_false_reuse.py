@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import luigi
+
 import luigiflow as lf
 from tests.conftest import luigiflow_cli as cli
 from tests.conftest import runs_of
@@ -146,6 +148,45 @@ def test_deleted_experiment_again_moves_on(client):
     run = task.find_run()
     assert run is not None and run.info.experiment_id not in deleted
     assert client.get_experiment(run.info.experiment_id).lifecycle_stage == "active"
+
+
+class Later(lf.MlflowTask):
+    """`Later(step=1)` runs after `Deleter`, which runs after `Later(step=0)`."""
+
+    step = luigi.IntParameter()
+
+    def requires(self):
+        return {"deleter": Deleter()} if self.step else {}
+
+    def run_task(self):
+        self.log_metric("step", self.step)
+
+
+class Deleter(lf.MlflowTask):
+    """Deletes the experiment of `Later` while the build that resolved it goes on."""
+
+    def requires(self):
+        return {"first": Later(step=0)}
+
+    def run_task(self):
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        client.delete_experiment(client.get_experiment_by_name("Later").experiment_id)
+        self.log_metric("deleted", 1)
+
+
+def test_experiment_deleted_during_a_build_is_not_written_to(client):
+    # A build resolves each experiment once; one deleted since goes on in a successor.
+    result = lf.build([Later(step=1)])
+    assert result.success, result.failed
+    first, second = result.runs[Later(step=0)], result.runs[Later(step=1)]
+    deleted = client.get_run(first).info.experiment_id
+    assert client.get_experiment(deleted).lifecycle_stage == "deleted"
+    moved = client.get_run(second)
+    assert moved.info.status == "FINISHED" and moved.info.lifecycle_stage == "active"
+    assert moved.info.experiment_id != deleted
+    assert client.get_experiment(moved.info.experiment_id).name == f"Later~{deleted}"
 
 
 # ----- item 15: a deleted upstream run is said to be deleted ---------------------------

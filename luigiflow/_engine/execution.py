@@ -42,8 +42,7 @@ from luigiflow._store.records import FAILED, FINISHED, KILLED, RunRecord, from_m
 def execute(task: TrackedTask) -> None:
     """Run `task` as one run, or reuse a run another worker finished or is finishing."""
     session = _session.of(task)
-    exp_id = session.store.experiment_id(task.get_experiment_name(), create=True)
-    assert exp_id is not None
+    exp_id = session.experiment_id(task.get_experiment_name())
     try:
         with interrupts.sigterm_raises():
             _execute(task, session, exp_id)
@@ -73,10 +72,15 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
     run_name = _run_name(task)
     client.refuse_writes_if_read_only(store.uri, f"creating a run of {task!r}")
     while True:
-        with client.translate_errors(f"creating a run of {task!r}", store.uri):
-            active = mlflow_compat.start_active_run(
-                client.get_client(store.uri), exp_id, run_name, tags, schema.PARENT_RUN_TAG
-            )
+        try:
+            active = _start(task, store, exp_id, run_name, tags)
+        except Exception as exc:
+            if not mlflow_compat.is_inactive_experiment_error(exc):
+                raise
+            # Deleted (in the UI, by `mlflow experiments delete`) since this build
+            # resolved it: never restored, its runs go on in its successor.
+            exp_id = session.experiment_id(task.get_experiment_name(), fresh=True)
+            active = _start(task, store, exp_id, run_name, tags)
         run_id = active.info.run_id
         session.record("started", task.task_id, run_id)
         heartbeat = liveness.Heartbeat(store, run_id)
@@ -108,6 +112,26 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
     )
 
 
+def _start(
+    task: TrackedTask, store: RunStore, exp_id: str, run_name: str, tags: dict[str, str]
+) -> Any:
+    """Create the run with its parameters and make it MLflow's active run.
+
+    Parameters are there from the start: they show while the task runs, and autologging
+    that later logs a parameter of the same name with another text only loses its own
+    value (MLflow params are write-once; autolog catches the refusal)."""
+    with client.translate_errors(f"creating a run of {task!r}", store.uri):
+        return mlflow_compat.start_active_run(
+            client.get_client(store.uri),
+            store,
+            exp_id,
+            run_name,
+            tags,
+            display_params(task),
+            schema.PARENT_RUN_TAG,
+        )
+
+
 def _reuse(task: TrackedTask, session: _session.Session, run: RunRecord) -> None:
     bind_run(task, run)
     session.completion.note_complete(task, run.info.run_id)
@@ -130,10 +154,6 @@ def _run(
     writer = RunWriter(run_id, artifact_uri, session.store.uri, exp_id, tags)
     task.__dict__[RUN_STATE] = writer
     try:
-        # Parameters first: they show while the task runs, and autologging that later
-        # logs a parameter of the same name with another text only loses its own value
-        # (MLflow params are write-once; autolog catches the refusal).
-        session.store.log_batch(run_id, params=display_params(task))
         _write_provenance_files(task, writer, params_json)
         if task.seed_random:
             provenance.seed_everything(task.seed)
@@ -313,20 +333,24 @@ def _finish(
     store = current.get_store(writer.uri)
     tags[schema.NOTE_TAG] = _description(task, writer.run_id, upstream)
     inputs = _dataset_inputs(upstream) + _data_inputs(writer.tags)
-    if inputs:
-        store.log_inputs(writer.run_id, inputs)
+    with client.translate_errors(f"finishing run {writer.run_id} of {task!r}", writer.uri):
+        # Values user code logged asynchronously land before the run ends.
+        mlflow_compat.flush_async_logging(client.get_client(writer.uri))
     # Saved metrics go at the highest step logged live and strictly later, so they are
     # the values the run shows (MLflow keeps the value of the highest step, then time).
-    store.log_batch(
+    # Results and status go together (one transaction on the embedded store).
+    store.finish_run(
         writer.run_id,
+        FINISHED,
         metrics=writer.metrics,
-        tags=tags,
         steps=writer.steps,
         timestamp_ms=max(int(time.time() * 1000), writer.last_metric_ms + 1),
+        tags=tags,
+        inputs=inputs,
     )
-    with client.translate_errors(f"finishing run {writer.run_id} of {task!r}", writer.uri):
-        if not mlflow_compat.end_active_run_if(writer.run_id, FINISHED):
-            store.terminate(writer.run_id, FINISHED)  # user code ended our run itself
+    # Off MLflow's active-run stack (user code may have ended the run itself already).
+    if not mlflow_compat.pop_active_run(writer.run_id):
+        mlflow_compat.end_active_run_if(writer.run_id, FINISHED)
 
 
 def _fail(task: TrackedTask, writer: RunWriter, exc: BaseException) -> None:

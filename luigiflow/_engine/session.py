@@ -36,6 +36,18 @@ class Session:
         self.recheck = Recheck(self.store, self.completion)
         self.claim = Claim(self.store, self.completion.counts)
         self.pid = os.getpid()
+        self._experiments: dict[str, str] = {}
+
+    def experiment_id(self, name: str, fresh: bool = False) -> str:
+        """The experiment runs of `name` are created in, resolved (or made) once per build:
+        each resolution is a request to a tracking server. `fresh` resolves it again (a
+        create found it deleted meanwhile: its runs go on in a successor)."""
+        exp_id = None if fresh else self._experiments.get(name)
+        if exp_id is None:
+            exp_id = self.store.experiment_id(name, create=True)
+            assert exp_id is not None
+            self._experiments[name] = exp_id
+        return exp_id
 
     def record(self, kind: str, task_id: str, run_id: str) -> None:
         """A task event (`started`, `executed`, `reused`) for whoever watches the build."""
@@ -61,6 +73,7 @@ class Session:
         self.recheck = Recheck(self.store, self.completion)
         self.claim = Claim(self.store, self.completion.counts)
         self.pid = os.getpid()
+        self._experiments = {}
 
 
 _active: Session | None = None

@@ -160,6 +160,7 @@ class MemoryStore:
         run_name: str,
         tags: Mapping[str, str],
         start_time: int | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> RunRecord:
         self.calls.append("create_run")
         run_id = uuid.uuid4().hex
@@ -172,11 +173,26 @@ class MemoryStore:
                 artifact_uri=f"memory://{run_id}",
                 run_name=run_name,
             ),
-            RunData(tags=dict(tags)),
+            RunData(tags=dict(tags), params=dict(params or {})),
         )
         with self._lock:
             self._runs[run_id] = run
         return run
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        metrics: Mapping[str, float],
+        steps: Mapping[str, int],
+        timestamp_ms: int,
+        tags: Mapping[str, str],
+        inputs: Sequence[DatasetRef],
+    ) -> None:
+        if inputs:
+            self.log_inputs(run_id, inputs)
+        self.log_batch(run_id, metrics=metrics, tags=tags, steps=steps, timestamp_ms=timestamp_ms)
+        self.terminate(run_id, status)
 
     def _replace(
         self, run_id: str, info: RunInfo | None = None, data: RunData | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from luigiflow import _settings
@@ -15,6 +16,9 @@ from luigiflow._core import redaction
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun, MlflowClient
+
+    from luigiflow._store.port import RunStore
+    from luigiflow._store.records import RunRecord
 
 _context: tuple[int, dict[str, str]] | None = None
 
@@ -73,12 +77,15 @@ def tune_sqlite(client: MlflowClient) -> None:
 
 def start_active_run(
     client: MlflowClient,
+    store: RunStore,
     experiment_id: str,
     run_name: str,
     tags: dict[str, str],
+    params: dict[str, str],
     parent_tag: str,
 ) -> ActiveRun:
-    """Create a run and make it MLflow's active run, as `mlflow.start_run` does.
+    """Create a run with its params through `store` and make it MLflow's active run, as
+    `mlflow.start_run` + `mlflow.log_params` do.
 
     `mlflow.start_run` re-resolves MLflow's context tags (user, source, git) and probes
     for Databricks on every call: about 1 ms a run, for values that never change within
@@ -87,7 +94,7 @@ def start_active_run(
     what this MLflow keeps, or system metrics are on (start_run starts their monitor),
     `mlflow.start_run` itself is used.
     """
-    active = _start_active_run(client, experiment_id, run_name, tags, parent_tag)
+    active = _start_active_run(client, store, experiment_id, run_name, tags, params, parent_tag)
     _guard(active.info.run_id)
     return active
 
@@ -123,9 +130,11 @@ def end_unended_killed() -> None:
 
 def _start_active_run(
     client: MlflowClient,
+    store: RunStore,
     experiment_id: str,
     run_name: str,
     tags: dict[str, str],
+    params: dict[str, str],
     parent_tag: str,
 ) -> ActiveRun:
     global _context
@@ -142,12 +151,14 @@ def _start_active_run(
     active_run_class = getattr(fluent, "ActiveRun", None)
     stack = stack_var.get() if stack_var is not None and hasattr(stack_var, "get") else None
     if not isinstance(stack, list) or active_run_class is None or _settings.system_metrics_on():
-        return mlflow.start_run(
+        started = mlflow.start_run(
             experiment_id=experiment_id,
             run_name=run_name,
             tags=tags,
             nested=mlflow.active_run() is not None,
         )
+        store.log_batch(started.info.run_id, params=params)
+        return started
     if _context is None or _context[0] != os.getpid():
         from mlflow.tracking.context.registry import resolve_tags
 
@@ -158,10 +169,123 @@ def _start_active_run(
     all_tags = {**_context[1], **tags}
     if stack:  # a run is active (build() called inside one): ours nests under it
         all_tags[parent_tag] = stack[-1].info.run_id
-    run = client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+    run = _to_mlflow_run(store.create_run(experiment_id, run_name, all_tags, params=params))
+    _prime_artifact_repo(client, run.info.run_id, run.info.artifact_uri)
     active: ActiveRun = active_run_class(run)
     stack.append(active)
     return active
+
+
+def _to_mlflow_run(record: RunRecord) -> Any:
+    """MLflow's `Run` for a record (what `ActiveRun` wraps)."""
+    from mlflow.entities import Param, Run, RunData, RunInfo, RunTag
+
+    info = record.info
+    return Run(
+        RunInfo(
+            run_id=info.run_id,
+            experiment_id=info.experiment_id,
+            user_id=record.data.tags.get("mlflow.user", "unknown"),
+            status=info.status,
+            start_time=info.start_time,
+            end_time=info.end_time,
+            lifecycle_stage=info.lifecycle_stage,
+            artifact_uri=info.artifact_uri,
+            run_name=info.run_name,
+        ),
+        RunData(
+            params=[Param(k, v) for k, v in record.data.params.items()],
+            tags=[RunTag(k, v) for k, v in record.data.tags.items()],
+        ),
+    )
+
+
+def _prime_artifact_repo(client: MlflowClient, run_id: str, artifact_uri: str) -> None:
+    """Put the new run's artifact repository in MLflow's cache, built as MLflow builds it.
+
+    MLflow's client otherwise asks the server for the run (one `runs/get`) on the first
+    artifact upload, for the artifact URI that `create_run` just returned."""
+    try:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.tracking._tracking_service import utils
+        from mlflow.utils.uri import add_databricks_profile_info_to_artifact_uri
+
+        cache = utils._artifact_repos_cache
+        tracking_uri = client._tracking_client.tracking_uri
+        uri = add_databricks_profile_info_to_artifact_uri(artifact_uri, tracking_uri)
+        repo = get_artifact_repository(uri, tracking_uri=tracking_uri)
+    except (ImportError, AttributeError, TypeError):
+        return  # another MLflow: its client looks the run up itself
+    if len(cache) > 1024:
+        cache.popitem(last=False)
+    cache[run_id] = repo
+
+
+def validated_batch(
+    metrics: Sequence[tuple[str, float, int, int]],
+    params: Mapping[str, str],
+    tags: Mapping[str, str],
+) -> tuple[dict[str, str], dict[str, str]] | None:
+    """Params and tags as MLflow's `log_batch` would store them (long tag values cut,
+    with MLflow's warning), raising MLflow's own error for a bad key or value; None
+    where this MLflow keeps its validators elsewhere."""
+    try:
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.utils.validation import (
+            _validate_batch_log_data,
+            _validate_param_keys_unique,
+        )
+    except ImportError:
+        return None
+    checked_params = [Param(k, v) for k, v in params.items()]
+    _validate_param_keys_unique(checked_params)
+    _, checked_params, checked_tags = _validate_batch_log_data(
+        [Metric(k, v, ts, step) for k, v, ts, step in metrics],
+        checked_params,
+        [RunTag(k, v) for k, v in tags.items()],
+    )
+    return (
+        {p.key: p.value for p in checked_params},
+        {t.key: t.value for t in checked_tags},
+    )
+
+
+def active_model_id() -> str | None:
+    """MLflow's active logged model: metrics logged while it is set are linked to it."""
+    try:
+        from mlflow.tracking.fluent import get_active_model_id
+    except ImportError:
+        return "unknown"  # cannot tell: let MLflow's client write the metrics
+    found = get_active_model_id()
+    return str(found) if found is not None else None
+
+
+def run_artifact_uri(artifact_location: str, run_id: str) -> str:
+    """Where MLflow puts a new run's artifacts in an experiment's artifact location."""
+    from mlflow.utils.uri import append_to_uri_path
+
+    return str(append_to_uri_path(artifact_location, run_id, "artifacts"))
+
+
+def not_found(message: str) -> Exception:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    return MlflowException(message, RESOURCE_DOES_NOT_EXIST)
+
+
+def invalid(message: str) -> Exception:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, INVALID_PARAMETER_VALUE)
+
+
+def is_inactive_experiment_error(exc: BaseException) -> bool:
+    """MLflow refused to create a run in an experiment that is deleted."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and "must be in the 'active' state" in str(exc)
 
 
 def end_active_run(status: str) -> None:
@@ -185,9 +309,74 @@ def end_active_run_if(run_id: str, status: str) -> bool:
     active = mlflow.active_run()
     if active is None or active.info.run_id != run_id:
         return False
-    _unended.discard(run_id)
-    mlflow.end_run(status)
+    if pop_active_run(run_id):
+        terminate(mlflow.MlflowClient(), run_id, status)
+    else:
+        _unended.discard(run_id)
+        mlflow.end_run(status)
     return True
+
+
+def pop_active_run(run_id: str) -> bool:
+    """Take `run_id` off MLflow's active-run stack as `mlflow.end_run` does, without
+    writing anything (the caller ends the run in the store). False, with nothing done,
+    where it is not the top of the stack or this MLflow keeps its fluent state otherwise.
+    """
+    from mlflow.tracking import fluent
+
+    stack_var = getattr(fluent, "_active_run_stack", None)
+    last_var = getattr(fluent, "_last_active_run_id", None)
+    run_id_env = getattr(fluent, "MLFLOW_RUN_ID", None)
+    monitors = getattr(fluent, "run_id_to_system_metrics_monitor", None)
+    stack = stack_var.get() if stack_var is not None and hasattr(stack_var, "get") else None
+    usable = (
+        isinstance(stack, list)
+        and bool(stack)
+        and stack[-1].info.run_id == run_id
+        and hasattr(last_var, "set")
+        and hasattr(run_id_env, "unset")
+        and isinstance(monitors, dict)
+    )
+    if not usable:
+        return False
+    assert isinstance(stack, list) and isinstance(monitors, dict)
+    _unended.discard(run_id)
+    run_id_env.unset()  # type: ignore[union-attr]
+    stack.pop()
+    last_var.set(run_id)  # type: ignore[union-attr]
+    monitor = monitors.pop(run_id, None)
+    if monitor is not None:
+        monitor.finish()
+    return True
+
+
+def flush_async_logging(client: MlflowClient) -> None:
+    """Hand values user code logged with `synchronous=False` to the store before the run
+    ends (what `set_terminated` does first)."""
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if store is not None and hasattr(store, "shut_down_async_logging"):
+        store.shut_down_async_logging()
+
+
+def terminate(client: MlflowClient, run_id: str, status: str) -> None:
+    """`set_terminated` without its `_log_url`: on a tracking server that fetches the run
+    (one `runs/get` a task) to print two "View run/experiment at" lines a task; the
+    build's own summary names the runs."""
+    import time
+
+    from mlflow.entities import RunStatus
+
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if store is None or not hasattr(store, "update_run_info"):
+        client.set_terminated(run_id, status)
+        return
+    flush_async_logging(client)
+    store.update_run_info(
+        run_id,
+        run_status=RunStatus.from_string(status),
+        end_time=int(time.time() * 1000),
+        run_name=None,
+    )
 
 
 def active_run_ids() -> list[str]:

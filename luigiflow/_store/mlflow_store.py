@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from luigiflow._errors import RunNotFoundError
 from luigiflow._store import client as _client
-from luigiflow._store import schema
+from luigiflow._store import mlflow_compat, schema
 from luigiflow._store.port import DatasetRef, ExperimentRecord, chunks
-from luigiflow._store.records import RunRecord, from_mlflow
+from luigiflow._store.records import RunData, RunRecord, from_mlflow
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -256,12 +256,32 @@ class MlflowStore:
         run_name: str,
         tags: Mapping[str, str],
         start_time: int | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> RunRecord:
         with _client.translate_errors(f"creating a run in experiment {experiment_id}", self.uri):
             run = self.client.create_run(
                 experiment_id, start_time=start_time, tags=dict(tags), run_name=run_name
             )
-        return from_mlflow(run)
+        record = from_mlflow(run)
+        if params:
+            self.log_batch(run.info.run_id, params=params)
+            record = RunRecord(record.info, RunData(record.data.tags, dict(params), {}))
+        return record
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        metrics: Mapping[str, float],
+        steps: Mapping[str, int],
+        timestamp_ms: int,
+        tags: Mapping[str, str],
+        inputs: Sequence[DatasetRef],
+    ) -> None:
+        if inputs:
+            self.log_inputs(run_id, inputs)
+        self.log_batch(run_id, metrics=metrics, tags=tags, steps=steps, timestamp_ms=timestamp_ms)
+        self.terminate(run_id, status)
 
     def log_batch(
         self,
@@ -320,7 +340,7 @@ class MlflowStore:
 
     def terminate(self, run_id: str, status: str) -> None:
         with _client.translate_errors(f"ending run {run_id}", self.uri):
-            self.client.set_terminated(run_id, status)
+            mlflow_compat.terminate(self.client, run_id, status)
 
     def delete_run(self, run_id: str) -> None:
         with _client.translate_errors(f"deleting run {run_id}", self.uri):

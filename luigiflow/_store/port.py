@@ -74,7 +74,21 @@ class RunStore(Protocol):
         run_name: str,
         tags: Mapping[str, str],
         start_time: int | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> RunRecord: ...
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        metrics: Mapping[str, float],
+        steps: Mapping[str, int],
+        timestamp_ms: int,
+        tags: Mapping[str, str],
+        inputs: Sequence[DatasetRef],
+    ) -> None:
+        """The run's inputs, metrics (each at its step in `steps`, else 0) and tags, then
+        its final status: everything a task's run records when its work is done."""
 
     def log_batch(
         self,

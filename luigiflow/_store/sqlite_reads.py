@@ -11,17 +11,18 @@ other revision is read through MLflow's client.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from luigiflow._errors import RunNotFoundError
-from luigiflow._store import schema, sqlite_file
+from luigiflow._store import client, schema, sqlite_file, sqlite_writes
 from luigiflow._store.mlflow_store import MlflowStore
-from luigiflow._store.port import ExperimentRecord, chunks
+from luigiflow._store.port import DatasetRef, ExperimentRecord, chunks
 from luigiflow._store.records import ACTIVE, FINISHED, RUNNING, RunData, RunInfo, RunRecord
 
 # MLflow schema revisions (alembic_version) these queries were checked against.
@@ -47,7 +48,8 @@ def readable(uri: str) -> bool:
 
 
 class SqliteStore(MlflowStore):
-    """The store port with reads in SQL on MLflow's tables; writes through MLflow."""
+    """The store port with reads in SQL on MLflow's tables; a task run's start and end
+    in one SQL transaction each (`sqlite_writes`); other writes through MLflow."""
 
     def __init__(self, uri: str) -> None:
         super().__init__(uri)
@@ -55,6 +57,49 @@ class SqliteStore(MlflowStore):
         assert path is not None
         self._path = str(path)
         self._local = threading.local()
+        self._writer = sqlite_writes.SqliteWriter(self._path, KNOWN_REVISIONS)
+        self.direct_writes = True  # off: every write through MLflow's client (tests)
+
+    # ----- writes -------------------------------------------------------------------
+    def create_run(
+        self,
+        experiment_id: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        start_time: int | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> RunRecord:
+        if self.direct_writes:
+            doing = f"creating a run in experiment {experiment_id}"
+            with (
+                contextlib.suppress(sqlite_writes.Unwritable),
+                client.translate_errors(doing, self.uri),
+            ):
+                return self._writer.create_run(
+                    experiment_id, run_name, tags, params or {}, start_time
+                )
+        return super().create_run(experiment_id, run_name, tags, start_time, params)
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        metrics: Mapping[str, float],
+        steps: Mapping[str, int],
+        timestamp_ms: int,
+        tags: Mapping[str, str],
+        inputs: Sequence[DatasetRef],
+    ) -> None:
+        if self.direct_writes:
+            rows = [(k, v, timestamp_ms, steps.get(k, 0)) for k, v in metrics.items()]
+            doing = f"recording results of run {run_id}"
+            with (
+                contextlib.suppress(sqlite_writes.Unwritable),
+                client.translate_errors(doing, self.uri),
+            ):
+                self._writer.finish_run(run_id, status, rows, tags, inputs)
+                return
+        super().finish_run(run_id, status, metrics, steps, timestamp_ms, tags, inputs)
 
     # Pickled with a task into a spawned worker: connections stay behind.
     def __getstate__(self) -> dict[str, Any]:

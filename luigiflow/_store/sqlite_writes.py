@@ -1,0 +1,285 @@
+"""The start and the end of a run on the embedded SQLite store, one transaction each.
+
+Each MLflow client call costs 2-3 ms on SQLite (an ORM session, the run read again
+with its tags, params and metrics, a commit), and recording a task took five: the
+run, its params, its inputs, its results, its status. Here a run is created with its
+params in one transaction, and ended with its inputs, metrics, tags and status in
+another, in SQL on MLflow's tables, as `SqlAlchemyStore` writes them:
+
+- values are checked by MLflow's own validators (`mlflow_compat.validated_batch`),
+  so a bad metric name fails as MLflow fails it, and a long tag is cut as MLflow cuts it;
+- `latest_metrics`, which the MLflow UI and metric filters read, is kept as MLflow
+  keeps it (the value of the highest step, then timestamp, then value);
+- an upstream artifact or data file is one `datasets` row per experiment, shared by
+  every run that read it, linked by one `inputs` row per run.
+
+Only for a database whose schema revision is one this module was checked against,
+read again inside each transaction; anything else (another revision, a run-name tag,
+an active MLflow logged model) raises `Unwritable` and the caller writes through
+MLflow's client. Ending a run in one transaction also means a run is never FINISHED
+without its results. tests/store/test_sqlite_writes.py builds the same graphs both
+ways and compares every row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from luigiflow._store import mlflow_compat, schema
+from luigiflow._store.port import DatasetRef
+from luigiflow._store.records import ACTIVE, RUNNING, RunData, RunInfo, RunRecord
+
+RUN_NAME_TAG = "mlflow.runName"
+USER_TAG = "mlflow.user"
+_MAX_FLOAT = 1.7976931348623157e308  # SQL has no infinity: MLflow stores +/-max
+
+
+_inherited: list[sqlite3.Connection] = []
+
+
+class Unwritable(Exception):
+    """This write must go through MLflow's client."""
+
+
+class SqliteWriter:
+    """luigiflow's own writes to one SQLite file, for known schema revisions."""
+
+    def __init__(self, path: str, revisions: frozenset[str]) -> None:
+        self.path = path
+        self.revisions = revisions
+        self._local = threading.local()
+
+    # Pickled with a task into a spawned worker: connections stay behind.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        # One connection per thread and process, never closed: closing a descriptor of
+        # the file drops every POSIX lock this process holds on it (see sqlite_file).
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            if conn is not None:  # the parent's, across a fork: never closed here either
+                _inherited.append(conn)
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA synchronous=NORMAL")  # as MLflow's engine (tune_sqlite)
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        # IMMEDIATE takes the write lock first: two writers queue instead of failing
+        # to upgrade a read lock, and check-then-insert (datasets) cannot race.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            if row is None or row[0] not in self.revisions:
+                raise Unwritable(f"schema revision {row and row[0]}")
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # ----- the start of a run -------------------------------------------------------
+    def create_run(
+        self,
+        experiment_id: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, str],
+        start_time: int | None = None,
+    ) -> RunRecord:
+        """A RUNNING run with its tags and params, as MLflow's `create_run` + `log_batch`."""
+        if RUN_NAME_TAG in tags and tags[RUN_NAME_TAG] != run_name:
+            raise Unwritable("run name and mlflow.runName differ")
+        checked = mlflow_compat.validated_batch([], params, {})
+        if checked is None:
+            raise Unwritable("MLflow's validators are not where they were")
+        params = checked[0]
+        run_id = uuid.uuid4().hex
+        start = start_time if start_time is not None else int(time.time() * 1000)
+        all_tags = dict(tags)
+        all_tags.setdefault(RUN_NAME_TAG, run_name)
+        user = all_tags.get(USER_TAG, "unknown")
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT artifact_location, lifecycle_stage FROM experiments "
+                "WHERE experiment_id = ?",
+                (int(experiment_id),),
+            ).fetchone()
+            if row is None:
+                raise mlflow_compat.not_found(f"No Experiment with id={experiment_id} exists")
+            if row[1] != ACTIVE:
+                raise mlflow_compat.invalid(
+                    f"The experiment {experiment_id} must be in the 'active' state. "
+                    f"Current state is {row[1]}."
+                )
+            artifact_uri = mlflow_compat.run_artifact_uri(row[0], run_id)
+            conn.execute(
+                "INSERT INTO runs (run_uuid, name, source_type, source_name, "
+                "entry_point_name, user_id, status, start_time, end_time, source_version, "
+                "lifecycle_stage, artifact_uri, experiment_id, deleted_time) "
+                "VALUES (?, ?, 'UNKNOWN', '', '', ?, ?, ?, NULL, '', ?, ?, ?, NULL)",
+                (run_id, run_name, user, RUNNING, start, ACTIVE, artifact_uri, int(experiment_id)),
+            )
+            conn.executemany(
+                "INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                [(k, v, run_id) for k, v in all_tags.items()],
+            )
+            conn.executemany(
+                "INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)",
+                [(k, v, run_id) for k, v in params.items()],
+            )
+        return RunRecord(
+            RunInfo(
+                run_id, str(experiment_id), RUNNING, start, None, artifact_uri, ACTIVE, run_name
+            ),
+            RunData(all_tags, dict(params), {}),
+        )
+
+    # ----- the end of a run ---------------------------------------------------------
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        metrics: Sequence[tuple[str, float, int, int]],
+        tags: Mapping[str, str],
+        inputs: Sequence[DatasetRef],
+        end_time: int | None = None,
+    ) -> None:
+        """Inputs, metrics `(key, value, timestamp, step)`, tags and the final status."""
+        if RUN_NAME_TAG in tags:
+            raise Unwritable("a run-name tag also renames the run")
+        if metrics and mlflow_compat.active_model_id() is not None:
+            raise Unwritable("metrics of an active logged model are linked to it")
+        checked = mlflow_compat.validated_batch(metrics, {}, tags)
+        if checked is None:
+            raise Unwritable("MLflow's validators are not where they were")
+        tags = checked[1]
+        end = end_time if end_time is not None else int(time.time() * 1000)
+        with self._transaction() as conn:
+            experiment_id = _active_run(conn, run_id)
+            _write_inputs(conn, experiment_id, run_id, inputs)
+            _write_metrics(conn, run_id, metrics)
+            conn.executemany(
+                "INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?) "
+                "ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value",
+                [(k, v, run_id) for k, v in tags.items()],
+            )
+            conn.execute(
+                "UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?",
+                (status, end, run_id),
+            )
+
+
+def _active_run(conn: sqlite3.Connection, run_id: str) -> int:
+    """The run's experiment id; MLflow's errors for a missing or deleted run."""
+    row = conn.execute(
+        "SELECT experiment_id, lifecycle_stage FROM runs WHERE run_uuid = ?", (run_id,)
+    ).fetchone()
+    if row is None:
+        raise mlflow_compat.not_found(f"Run with id={run_id} not found")
+    if row[1] != ACTIVE:
+        raise mlflow_compat.invalid(
+            f"The run {run_id} must be in the 'active' state. Current state is {row[1]}."
+        )
+    return int(row[0])
+
+
+def _write_inputs(
+    conn: sqlite3.Connection, experiment_id: int, run_id: str, inputs: Sequence[DatasetRef]
+) -> None:
+    """As MLflow's `log_inputs`: the first of each (name, digest); a dataset already
+    recorded in the experiment is linked, not copied."""
+    firsts: dict[tuple[str, str], DatasetRef] = {}
+    for ref in inputs:
+        firsts.setdefault((ref.name, ref.digest[:36]), ref)
+    for (name, digest), ref in firsts.items():
+        row = conn.execute(
+            "SELECT dataset_uuid FROM datasets WHERE experiment_id = ? AND name = ? AND digest = ?",
+            (experiment_id, name, digest),
+        ).fetchone()
+        if row is not None:
+            dataset_uuid = row[0]
+        else:
+            dataset_uuid = uuid.uuid4().hex
+            conn.execute(
+                "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, "
+                "dataset_source_type, dataset_source, dataset_schema, dataset_profile) "
+                "VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
+                (dataset_uuid, experiment_id, name, digest, ref.source_type, ref.source),
+            )
+        linked = conn.execute(
+            "SELECT 1 FROM inputs WHERE source_type = 'DATASET' AND source_id = ? "
+            "AND destination_type = 'RUN' AND destination_id = ?",
+            (dataset_uuid, run_id),
+        ).fetchone()
+        if linked is not None:
+            continue
+        input_uuid = uuid.uuid4().hex
+        conn.execute(
+            "INSERT INTO inputs (input_uuid, source_type, source_id, destination_type, "
+            "destination_id, step) VALUES (?, 'DATASET', ?, 'RUN', ?, 0)",
+            (input_uuid, dataset_uuid, run_id),
+        )
+        conn.execute(
+            "INSERT INTO input_tags (input_uuid, name, value) VALUES (?, ?, ?)",
+            (input_uuid, schema.INPUT_CONTEXT_TAG, ref.context),
+        )
+
+
+def _sanitized(value: float) -> tuple[float, int]:
+    """(stored value, is_nan) as MLflow stores a metric value."""
+    if math.isnan(value):
+        return 0.0, 1
+    if math.isinf(value):
+        return (_MAX_FLOAT if value > 0 else -_MAX_FLOAT), 0
+    return value, 0
+
+
+def _write_metrics(
+    conn: sqlite3.Connection, run_id: str, metrics: Sequence[tuple[str, float, int, int]]
+) -> None:
+    """Metric rows (one already there is kept, as MLflow keeps it) and `latest_metrics`:
+    per key the row with the highest (step, timestamp, value)."""
+    rows = {(key, *_sanitized(float(v)), int(ts), int(step)) for key, v, ts, step in metrics}
+    conn.executemany(
+        "INSERT OR IGNORE INTO metrics (key, value, is_nan, timestamp, step, run_uuid) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(*row, run_id) for row in rows],
+    )
+    newest: dict[str, tuple[int, int, float, int]] = {}
+    for key, value, is_nan, ts, step in rows:
+        candidate = (step, ts, value, is_nan)
+        if key not in newest or candidate[:3] > newest[key][:3]:
+            newest[key] = candidate
+    for key, (step, ts, value, is_nan) in sorted(newest.items()):
+        old = conn.execute(
+            "SELECT step, timestamp, value FROM latest_metrics WHERE run_uuid = ? AND key = ?",
+            (run_id, key),
+        ).fetchone()
+        if old is None:
+            conn.execute(
+                "INSERT INTO latest_metrics (key, value, timestamp, step, is_nan, run_uuid) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (key, value, ts, step, is_nan, run_id),
+            )
+        elif (step, ts, value) < tuple(old):
+            conn.execute(
+                "UPDATE latest_metrics SET value = ?, timestamp = ?, step = ?, is_nan = ? "
+                "WHERE run_uuid = ? AND key = ?",
+                (value, ts, step, is_nan, run_id, key),
+            )

@@ -1,0 +1,211 @@
+"""A task run's start and end written in SQL (`_store/sqlite_writes`) leave the same rows
+in MLflow's tables as MLflow's client writing them: the same graph is built on two
+stores, one each way, and every row is compared."""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import shutil
+import sqlite3
+from typing import Any
+
+import luigi
+import pytest
+
+import luigiflow as lf
+from luigiflow._store import current, schema, sqlite_reads, sqlite_writes
+
+
+class Data(lf.MlflowTask):
+    """Live metrics at steps, metrics and a param through MLflow's own API, NaN and
+    infinities, a unicode parameter, one artifact."""
+
+    label = luigi.Parameter(default="naïve ✓ 'quoted'")
+    artifacts = {"rows": "rows.json"}
+
+    def run_task(self) -> None:
+        import mlflow
+
+        self.log_metric("loss", 3.0, step=1)
+        self.log_metric("loss", 2.0, step=2)
+        mlflow.log_metric("user_metric", 1.5)
+        mlflow.log_param("user_param", "x")
+        metrics = {"nan": math.nan, "inf": math.inf, "ninf": -math.inf, "loss": 1.0, "z": 0.0}
+        self.save({"rows": [1, 2, 3]}, metrics=metrics)
+
+
+class Side(lf.MlflowTask):
+    """Two of these read the same upstream artifact: one dataset row, two inputs."""
+
+    side = luigi.Parameter()
+    data = lf.FileParameter(default="input.csv")
+    artifacts = {"part": "part.json"}
+
+    def requires(self) -> dict[str, Any]:
+        return {"data": Data()}
+
+    def run_task(self) -> None:
+        rows = self.input()["data"]["rows"].load()
+        self.save({"part": rows}, metrics={"size": len(rows)})
+
+
+class Tiny(lf.MlflowTask):
+    i = luigi.IntParameter()
+
+    def run_task(self) -> None:
+        self.log_metric("i", self.i)
+
+
+class Join(lf.MlflowTask):
+    """Several upstream runs in other experiments."""
+
+    def requires(self) -> dict[str, Any]:
+        ups: dict[str, Any] = {f"side_{s}": Side(side=s) for s in ("a", "b")}
+        ups.update({f"tiny_{i}": Tiny(i=i) for i in range(3)})
+        return ups
+
+    def run_task(self) -> None:
+        self.save({}, metrics={"joined": 1})
+
+
+class BadMetric(lf.MlflowTask):
+    """MLflow refuses this metric name: the run ends FAILED, the same either way."""
+
+    def run_task(self) -> None:
+        self.save({}, metrics={"bad$name": 1.0})
+
+
+TABLES = {
+    "runs": "name, source_type, source_name, entry_point_name, user_id, status, "
+    "source_version, lifecycle_stage, artifact_uri, experiment_id, deleted_time, "
+    "start_time IS NOT NULL, end_time IS NOT NULL, end_time >= start_time",
+    "tags": "run_uuid, key, value",
+    "params": "run_uuid, key, value",
+    "metrics": "run_uuid, key, value, step, is_nan",
+    "latest_metrics": "run_uuid, key, value, step, is_nan",
+    "datasets": "experiment_id, name, digest, dataset_source_type, dataset_source, "
+    "dataset_schema, dataset_profile, (SELECT COUNT(*) FROM inputs WHERE source_id = "
+    "dataset_uuid)",
+    "inputs": "source_type, (SELECT name || '@' || digest FROM datasets WHERE "
+    "dataset_uuid = source_id), destination_type, destination_id, step, (SELECT name || "
+    "'=' || value FROM input_tags t WHERE t.input_uuid = inputs.input_uuid)",
+}
+# Differ between any two builds: times, the worker's process, the run's own duration.
+VOLATILE = {schema.HEARTBEAT_TAG, schema.WORKER_TAG, schema.DURATION_TAG}
+
+
+def _dump(db: pathlib.Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the tables a run writes, with run ids, paths and times replaced."""
+    with sqlite3.connect(db) as conn:
+        names = dict(conn.execute("SELECT run_uuid, name FROM runs").fetchall())
+        stamps = {r[0] for r in conn.execute("SELECT timestamp FROM metrics")}
+        dumped = {}
+        for table, columns in TABLES.items():
+            rows = []
+            for row in conn.execute(f"SELECT {columns} FROM {table}"):
+                if table in ("tags",) and row[1] in VOLATILE:
+                    row = (*row[:2], "<volatile>")
+                rows.append(tuple(_plain(v, names, db.parent) for v in row))
+            dumped[table] = sorted(rows, key=repr)
+        dumped["metric times"] = [(len(stamps) > 0,)]
+    return dumped
+
+
+def _plain(value: Any, names: dict[str, str], root: pathlib.Path) -> Any:
+    if not isinstance(value, str):
+        return value
+    for run_id, name in names.items():  # whole, and as a dataset digest (16 characters)
+        value = value.replace(run_id, f"<{name}>").replace(run_id[:16], f"<{name}>")
+    return value.replace(str(root), "<root>")
+
+
+def _build_on(root: pathlib.Path, template_db: pathlib.Path, direct: bool) -> pathlib.Path:
+    root.mkdir()
+    db = root / "mlflow.db"
+    shutil.copy(template_db, db)
+    (root / "input.csv").write_text("a,b\n1,2\n")
+    os.chdir(root)
+    uri = f"sqlite:///{db}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    store = current.get_store(uri)
+    assert isinstance(store, sqlite_reads.SqliteStore)
+    store.direct_writes = direct
+    assert lf.build([Join()]).success
+    failed = lf.build([BadMetric()], raise_on_failure=False)
+    assert not failed.success
+    return db
+
+
+def test_a_run_written_in_sql_is_the_run_mlflow_writes(
+    tmp_path: pathlib.Path, template_db: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LUIGIFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")
+    direct = _dump(_build_on(tmp_path / "direct", template_db, direct=True))
+    through = _dump(_build_on(tmp_path / "mlflow", template_db, direct=False))
+    assert len(direct["runs"]) == 1 + 2 + 3 + 1 + 1
+    for table in direct:
+        assert direct[table] == through[table], table
+    # the cases the comparison is meant to cover did happen
+    metrics = {(r[1], r[4]) for r in direct["latest_metrics"] if r[0] == "<Data()>"}
+    assert ("nan", 1) in metrics and ("user_metric", 0) in metrics
+    assert any(r[-1] == 2 for r in direct["datasets"])  # one dataset, read by two runs
+    failed = [r for r in direct["runs"] if r[0] == "BadMetric()"]
+    assert failed[0][5] == "FAILED"
+
+
+def test_long_tags_and_odd_metrics_are_stored_as_mlflow_stores_them(store: str, client):
+    mlflow_way = current.get_store(store)
+    assert isinstance(mlflow_way, sqlite_reads.SqliteStore)
+    exp = mlflow_way.experiment_id("Odd", create=True)
+    assert exp is not None
+    values = {"long": "x" * 9000, "plain": "v"}
+    metrics = {"m": 2.0, "nan": math.nan, "big": 1e308 * 10}
+    written = []
+    for direct in (True, False):
+        mlflow_way.direct_writes = direct
+        run = mlflow_way.create_run(exp, f"r{direct}", {"a": "1"}, params={"p": "é" * 10})
+        mlflow_way.finish_run(run.run_id, "FINISHED", metrics, {"m": 3}, 1000, values, [])
+        got = client.get_run(run.run_id)
+        written.append((got.data.params, got.data.tags, got.data.metrics, got.info.status))
+        history = client.get_metric_history(run.run_id, "m")
+        written.append([(h.value, h.step, h.timestamp) for h in history])
+    (direct_run, direct_history, through_run, through_history) = written
+    assert direct_history == through_history == [(2.0, 3, 1000)]
+    assert len(direct_run[1]["long"]) == 8000  # cut by MLflow's rule
+    for mine, theirs in zip(direct_run, through_run, strict=True):
+        if isinstance(mine, dict):
+            mine = sorted((k, v) for k, v in mine.items() if k != "mlflow.runName")
+            theirs = sorted((k, v) for k, v in theirs.items() if k != "mlflow.runName")
+        assert repr(mine) == repr(theirs)  # repr: NaN equals itself
+
+
+def test_a_database_of_another_schema_revision_is_left_to_mlflow(store: str):
+    from luigiflow._store import sqlite_file
+
+    path = sqlite_file.sqlite_path(store)
+    writer = sqlite_writes.SqliteWriter(str(path), frozenset({"another-revision"}))
+    with pytest.raises(sqlite_writes.Unwritable):
+        writer.create_run("0", "r", {}, {})
+    with sqlite3.connect(path) as conn:  # and nothing was written
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
+
+
+def test_mlflows_client_reads_and_filters_runs_written_in_sql(store: str, client):
+    from tests.dags import Leaf
+
+    assert isinstance(current.get_store(store), sqlite_reads.SqliteStore)
+    result = lf.build([Leaf(size=4)])
+    run = client.get_run(result.runs[Leaf(size=4)])
+    assert run.info.status == "FINISHED" and run.data.params["size"] == "4"
+    found = client.search_runs(
+        [run.info.experiment_id], "params.size = '4' AND attributes.status = 'FINISHED'"
+    )
+    assert [r.info.run_id for r in found] == [run.info.run_id]
+    assert Leaf(size=4).load_output() is not None
