@@ -15,6 +15,7 @@ Then, each in a fresh process (peak RSS read from the kernel with `wait4`):
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sqlite3
@@ -162,6 +163,7 @@ def measure(runs: int, asked: int) -> dict[str, Any]:
     identities = json.loads(out.strip().splitlines()[-1])
     _seed(root / "mlflow.db", identities)
     seeded = time.perf_counter() - start
+    print(f"scale: store seeded with {runs:,} runs in {root}", file=sys.stderr)
     result: dict[str, Any] = {"runs": runs, "asked": asked, "seed_seconds": seeded}
     out, wall, rss = _run([sys.executable, "-c", COMPLETION, str(asked)], root, env)
     inner = json.loads(out.strip().splitlines()[-1])["seconds"]
@@ -202,7 +204,17 @@ def report(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="The scale scenario alone (scripts/bench runs it too)."
+    )
+    parser.add_argument("--runs", type=int, default=100_000, help="FINISHED runs seeded")
+    parser.add_argument("--tasks", type=int, default=10_000, help="finished tasks asked")
+    parser.add_argument("--json", action="store_true", help="print the raw numbers as JSON")
+    args = parser.parse_args()
+    result = measure(args.runs, args.tasks)
+    print(json.dumps(result, indent=2) if args.json else "\n".join(report(result)))
+
+
 if __name__ == "__main__":
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    asked = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    print("\n".join(report(measure(runs, asked))))
+    main()
