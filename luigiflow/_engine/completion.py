@@ -29,7 +29,7 @@ from typing import Any
 
 from luigiflow._engine.protocol import TrackedTask, is_tracked
 from luigiflow._store import schema, signatures
-from luigiflow._store.port import RunStore
+from luigiflow._store.port import IdentityReads, RunStore
 from luigiflow._store.records import FINISHED, RunRecord
 
 # Below this many tasks in one experiment, one exact query per task beats scanning
@@ -98,13 +98,19 @@ class Completion:
         """identity -> newest counting FINISHED run, for the `wanted` identities (default:
         every identity) of one experiment; only runs of wanted identities are verified.
 
-        Runs come newest first, so the scan stops once every wanted identity is answered.
+        Runs come newest first, so the scan stops once every wanted identity is answered;
+        a store that reads by identity (`IdentityReads`) sends only the wanted ones.
         After the newest SCAN_FIRST runs, a few identities still unanswered are asked
         one exact query each: in an experiment of 100,000 runs, asking about a handful of
         tasks must not read (or make a server send) every older run.
         """
         newest: dict[str, RunRecord] = {}
-        for count, run in enumerate(self.store.finished_runs(experiment_id), 1):
+        runs = self.store.finished_runs(experiment_id)
+        if wanted is not None and isinstance(self.store, IdentityReads):
+            # The store picks the runs of wanted identities itself: the other runs of
+            # the experiment are never built (most of them, in a large experiment).
+            runs = self.store.finished_runs_of(experiment_id, wanted)
+        for count, run in enumerate(runs, 1):
             identity = run.data.tags.get(schema.IDENTITY_TAG, "")
             fresh = identity != "" and identity not in newest
             if fresh and (wanted is None or identity in wanted) and self.counts(run):

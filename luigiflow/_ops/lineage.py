@@ -7,7 +7,10 @@ experiments, so two results are compared along their whole chains.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import itertools
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -16,6 +19,7 @@ from luigiflow._core.identity import decode_value, value_text
 from luigiflow._core.suggest import did_you_mean, listing
 from luigiflow._errors import ParameterError, RunNotFoundError
 from luigiflow._store import current, schema, signatures
+from luigiflow._store.port import IdentityReads, RunStore
 from luigiflow._store.records import RunRecord as Run
 
 STATUSES: dict[str, tuple[str, ...]] = {
@@ -36,30 +40,17 @@ def runs_of(name: str, where: dict[str, str] | None = None, status: str = "finis
     a parameter no run has is an error, not an empty answer.
     """
     store = current.get_store()
-    wanted = STATUSES[status]
-
-    def listed(exp_id: str) -> list[Run]:
-        if wanted == ("FINISHED",):
-            return list(store.finished_runs(exp_id))
-        return [
-            r
-            for r in store.all_runs(exp_id)
-            if r.info.status in wanted and r.info.lifecycle_stage == "active"
-        ]
-
     exp_id = store.experiment_id(name, create=False)
     runs: list[Run] = []
     if exp_id is not None:
-        runs = listed(exp_id)
+        runs = list(_listed(store, exp_id, status))
     else:
         names = []
         for exp in store.experiments():
             if exp.lifecycle_stage != "active":
                 continue
             names.append(exp.name)
-            runs.extend(
-                r for r in listed(exp.experiment_id) if r.data.tags.get(schema.FAMILY_TAG) == name
-            )
+            runs.extend(_listed(store, exp.experiment_id, status, family=name))
         runs.sort(key=lambda r: r.info.start_time, reverse=True)
         if not runs:
             raise RunNotFoundError(
@@ -76,6 +67,85 @@ def runs_of(name: str, where: dict[str, str] | None = None, status: str = "finis
             )
         runs = [r for r in runs if _param_matches(r, key, value)]
     return runs
+
+
+def _listed(store: RunStore, exp_id: str, status: str, family: str | None = None) -> Iterator[Run]:
+    """Runs of one experiment with a status `runs_of` lists (of one family), newest first."""
+    wanted = STATUSES[status]
+    if wanted == ("FINISHED",):
+        runs: Iterator[Run] = store.finished_runs(exp_id)
+    else:
+        runs = (
+            r
+            for r in store.all_runs(exp_id)
+            if r.info.status in wanted and r.info.lifecycle_stage == "active"
+        )
+    if family is None:
+        return runs
+    return (r for r in runs if r.data.tags.get(schema.FAMILY_TAG) == family)
+
+
+def run_listing(
+    name: str,
+    where: dict[str, str] | None = None,
+    status: str = "finished",
+    sort_by: str | None = None,
+    ascending: bool = False,
+    limit: int | None = None,
+    sweep_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """The rows `luigiflow runs` shows (see `runs_of` and `run_rows`): runs linked by the
+    sweep `sweep_id` only, sorted by metric `sort_by` (missing last), at most `limit`."""
+    if limit and not (where or sort_by or sweep_id):
+        newest = _newest_rows(name, status, limit)
+        if newest is not None:
+            return newest
+    found = runs_of(name, where, status)
+    if sweep_id:
+        from luigiflow._ops.sweep import record as _sweep
+
+        linked = set(_sweep.leaf_runs(sweep_id))
+        found = [r for r in found if r.info.run_id in linked]
+    if sort_by:
+        check_metric(name, sort_by, found)
+    rows = run_rows(found)
+    if sort_by:
+        missing = [r for r in rows if sort_by not in r["metrics"]]
+        present = [r for r in rows if sort_by in r["metrics"]]
+        present.sort(key=lambda r: r["metrics"][sort_by], reverse=not ascending)
+        rows = present + missing
+    return rows[:limit] if limit else rows
+
+
+def _newest_rows(name: str, status: str, limit: int) -> list[dict[str, Any]] | None:
+    """The newest `limit` rows of `runs_of(name, None, status)`, read from the head of the
+    store's listing, with duplicates counted by the store: `runs --limit 20` in an
+    experiment of 100,000 runs builds 20 runs, not 100,000. None: a store that cannot
+    count runs by identity (`IdentityReads`), or nothing to list (`runs_of` says why)."""
+    store = current.get_store()
+    if not isinstance(store, IdentityReads):
+        return None
+    exp_id = store.experiment_id(name, create=False)
+    if exp_id is not None:
+        exp_ids, family = [exp_id], None
+    else:
+        exps = [e for e in store.experiments() if e.lifecycle_stage == "active"]
+        exp_ids, family = [e.experiment_id for e in exps], name
+    streams = [_listed(store, e, status, family) for e in exp_ids]
+    # Stable like runs_of's sort: equal start times keep the experiments' order.
+    merged = heapq.merge(*streams, key=lambda r: r.info.start_time, reverse=True)
+    runs = list(itertools.islice(merged, limit))
+    if not runs and family is not None:
+        return None
+    counts: dict[str, int] = {}
+    if "FINISHED" in STATUSES[status]:
+        # An identity names one family (it is hashed in): counting by identity in each
+        # experiment counts what runs_of would list.
+        identities = {i for r in runs if (i := r.data.tags.get(schema.IDENTITY_TAG, ""))}
+        for e in exp_ids if identities else []:
+            for identity, count in store.finished_counts(e, identities).items():
+                counts[identity] = counts.get(identity, 0) + count
+    return run_rows(runs, counts)
 
 
 def check_metric(name: str, metric: str, runs: list[Run]) -> None:
@@ -136,10 +206,16 @@ def _param_matches(run: Run, key: str, text: str) -> bool:
     return bool(decode_value(encoded) == wanted)
 
 
-def run_rows(runs: list[Run]) -> list[dict[str, Any]]:
-    """One flat record per run: id, start, identity, duplicate flag, params, metrics."""
-    seen: dict[str, int] = {}
-    for run in runs:
+def run_rows(
+    runs: list[Run], finished_counts: Mapping[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """One flat record per run: id, start, identity, duplicate flag, params, metrics.
+
+    A run is a duplicate when its identity has more than one FINISHED run: among `runs`,
+    or as `finished_counts` (identity -> FINISHED runs) says when `runs` are only a part.
+    """
+    seen: dict[str, int] = dict(finished_counts or {})
+    for run in runs if finished_counts is None else []:
         if run.info.status != "FINISHED":  # retries of a failed task are no duplicates
             continue
         identity = run.data.tags.get(schema.IDENTITY_TAG, "")

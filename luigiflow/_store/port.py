@@ -4,9 +4,9 @@ from memory for the fast unit tier. Both pass one contract suite (tests/store)."
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from luigiflow._store.records import RunRecord
 
@@ -108,6 +108,24 @@ class RunStore(Protocol):
     def terminate(self, run_id: str, status: str) -> None: ...
 
     def delete_run(self, run_id: str) -> None: ...
+
+
+@runtime_checkable
+class IdentityReads(Protocol):
+    """Reads by identity that a store may answer without reading every run of the
+    experiment (the SQL path on SQLite does). In an experiment of 100,000 runs, asking
+    about 1,000 tasks must not build 100,000 runs with their tags; a store without
+    these is read through `finished_runs`, with the same answers."""
+
+    def finished_runs_of(
+        self, experiment_id: str, identities: Collection[str]
+    ) -> Iterator[RunRecord]:
+        """`finished_runs(experiment_id)`, only the runs whose identity is one of these."""
+        ...
+
+    def finished_counts(self, experiment_id: str, identities: Collection[str]) -> dict[str, int]:
+        """identity -> how many runs of `finished_runs(experiment_id)` carry it (absent: 0)."""
+        ...
 
 
 def chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

@@ -12,11 +12,12 @@ other revision is read through MLflow's client.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from luigiflow._errors import RunNotFoundError
@@ -42,6 +43,7 @@ def readable(uri: str) -> bool:
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            conn.execute("SELECT value FROM json_each('[]')")  # JSON1: reads by identity
     except sqlite3.Error:
         return False
     return row is not None and row[0] in KNOWN_REVISIONS
@@ -165,6 +167,29 @@ class SqliteStore(MlflowStore):
             for r in rows
         ]
 
+    def _stream(
+        self, where: str, args: Sequence[Any], on_tags: str = "", tag_args: Sequence[Any] = ()
+    ) -> Iterator[RunRecord]:
+        """Runs matching `where` (on their attributes) and `on_tags` (a condition on their
+        tags, which MLflow never changes), newest first, built ID_CHUNK at a time.
+
+        Only the ordered run ids are held (under 100 bytes a run), never every run with
+        its tags: a scan that stops early reads little, and memory stays flat however
+        many runs an experiment holds. No statement stays open between chunks (an open
+        read would hold SQLite's shared lock and block a writer while the caller works);
+        each chunk checks `where` again, so a run deleted meanwhile is not returned.
+        """
+        ids = [
+            row[0]
+            for row in self._conn().execute(
+                f"SELECT run_uuid FROM runs WHERE {where} {on_tags} {_NEWEST_FIRST}",
+                [*args, *tag_args],
+            )
+        ]
+        for chunk in chunks(ids, ID_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            yield from self._records(f"{where} AND run_uuid IN ({marks})", [*args, *chunk])
+
     # ----- reads --------------------------------------------------------------------
     def _experiment_by_name(self, name: str) -> ExperimentRecord | None:
         row = (
@@ -208,10 +233,34 @@ class SqliteStore(MlflowStore):
         if ended_since_ms is not None:
             where += " AND end_time >= ?"
             args.append(int(ended_since_ms))
-        if not_worker is not None:  # MLflow's `!=` on a tag: runs having the tag, other value
-            where += " AND run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND value != ?)"
-            args += [schema.WORKER_TAG, not_worker]
-        return iter(self._records(where, args))
+        if not_worker is None:
+            return self._stream(where, args)
+        # MLflow's `!=` on a tag: runs having the tag, with another value.
+        on_tags = "AND run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND value != ?)"
+        return self._stream(where, args, on_tags, [schema.WORKER_TAG, not_worker])
+
+    def finished_runs_of(
+        self, experiment_id: str, identities: Collection[str]
+    ) -> Iterator[RunRecord]:
+        return self._stream(
+            "experiment_id = ? AND status = ? AND lifecycle_stage = ?",
+            [int(experiment_id), FINISHED, ACTIVE],
+            "AND run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? "
+            "AND value IN (SELECT value FROM json_each(?)))",
+            [schema.IDENTITY_TAG, json.dumps(sorted(identities))],
+        )
+
+    def finished_counts(self, experiment_id: str, identities: Collection[str]) -> dict[str, int]:
+        # Driven from the identity tags (one pass over them); each match checked on `runs`.
+        wanted = json.dumps(sorted(identities))
+        rows = self._conn().execute(
+            "SELECT tags.value, COUNT(*) FROM tags JOIN runs ON runs.run_uuid = tags.run_uuid "
+            "WHERE tags.key = ? AND tags.value IN (SELECT value FROM json_each(?)) "
+            "AND runs.experiment_id = ? AND runs.status = ? AND runs.lifecycle_stage = ? "
+            "GROUP BY tags.value",
+            [schema.IDENTITY_TAG, wanted, int(experiment_id), FINISHED, ACTIVE],
+        )
+        return {value: count for value, count in rows}
 
     def fetch_finished(self, experiment_id: str, run_ids: Sequence[str]) -> list[RunRecord]:
         found: list[RunRecord] = []
@@ -240,7 +289,7 @@ class SqliteStore(MlflowStore):
         return self._records(where, args, limit=1000)
 
     def all_runs(self, experiment_id: str) -> Iterator[RunRecord]:
-        return iter(self._records("experiment_id = ?", [int(experiment_id)]))
+        return self._stream("experiment_id = ?", [int(experiment_id)])
 
     def get_run(self, run_id: str) -> RunRecord:
         """One run by id, or by the unique start of its id (tables show 8 characters)."""

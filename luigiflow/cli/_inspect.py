@@ -41,22 +41,7 @@ def runs(
             raise LuigiflowError(f"--where {item!r} must look like PARAM=VALUE")
         filters[key] = value
     check_store(existing=True)
-    found = _history.runs_of(name, filters, status)
-    if sweep_id:
-        from luigiflow._ops.sweep import record as _sweep
-
-        linked = set(_sweep.leaf_runs(sweep_id))
-        found = [r for r in found if r.info.run_id in linked]
-    if sort_by:
-        _history.check_metric(name, sort_by, found)
-    rows = _history.run_rows(found)
-    if sort_by:
-        missing = [r for r in rows if sort_by not in r["metrics"]]
-        present = [r for r in rows if sort_by in r["metrics"]]
-        present.sort(key=lambda r: r["metrics"][sort_by], reverse=not ascending)
-        rows = present + missing
-    if limit:
-        rows = rows[:limit]
+    rows = _history.run_listing(name, filters, status, sort_by, ascending, limit, sweep_id)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return

@@ -9,8 +9,9 @@ import time
 import pytest
 
 from luigiflow._errors import RunNotFoundError
+from luigiflow._store import schema
 from luigiflow._store.mlflow_store import MlflowStore
-from luigiflow._store.port import RunStore
+from luigiflow._store.port import IdentityReads, RunStore
 from luigiflow._store.records import RunRecord
 from tests.conftest import add_run
 from tests.dags import Fan, Source
@@ -97,3 +98,23 @@ def assert_same_reads(ours: RunStore, theirs: MlflowStore) -> None:
             store.get_run("f" * 32)
     finished = [r.info.run_id for r in theirs.finished_runs(exp)]
     assert sorted(r.info.run_id for r in ours.fetch_finished(exp, ids)) == sorted(finished)
+    if isinstance(ours, IdentityReads):
+        assert_same_identity_reads(ours, theirs, exp)
+
+
+def assert_same_identity_reads(ours: IdentityReads, theirs: MlflowStore, exp: str) -> None:
+    """Reads by identity answer as filtering and counting MLflow's own listing does."""
+    finished = list(theirs.finished_runs(exp))
+    identities = {r.data.tags.get(schema.IDENTITY_TAG, "") for r in finished}
+    counts: dict[str, int] = {}
+    for run in finished:
+        key = run.data.tags.get(schema.IDENTITY_TAG, "")
+        counts[key] = counts.get(key, 0) + 1
+    for wanted in (set(), identities, {Fan(index=5).identity, "no such identity"}):
+        a = list(ours.finished_runs_of(exp, wanted))
+        b = [r for r in finished if r.data.tags.get(schema.IDENTITY_TAG) in wanted]
+        assert [r.info.run_id for r in a] == [r.info.run_id for r in b]
+        for x, y in zip(a, b, strict=True):
+            same(x, y)
+        assert ours.finished_counts(exp, wanted) == {k: counts[k] for k in wanted if k in counts}
+    assert counts[Fan(index=5).identity] == 2  # the duplicate is among them

@@ -19,7 +19,10 @@ def mixed(store: str):
     return store
 
 
-def test_every_read_matches_mlflows_client(mixed: str):
+# 2: runs come a chunk at a time (streamed), each chunk built on its own.
+@pytest.mark.parametrize("chunk", [sqlite_reads.ID_CHUNK, 2])
+def test_every_read_matches_mlflows_client(mixed: str, chunk: int, monkeypatch):
+    monkeypatch.setattr(sqlite_reads, "ID_CHUNK", chunk)
     assert sqlite_reads.readable(mixed)
     assert_same_reads(sqlite_reads.SqliteStore(mixed), MlflowStore(mixed))
 
