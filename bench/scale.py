@@ -9,6 +9,9 @@ count as complete (the same tags; artifacts shared with the template run).
 Then, each in a fresh process (peak RSS read from the kernel with `wait4`):
 - completion: `lf.build` of `asked` finished `Cell` tasks (nothing runs; all of it is
   luigiflow's own share: a build whose roots are complete never starts Luigi's scheduler);
+  the asked cells are the oldest runs, so a scan newest first would read every run;
+- the same forced through Luigi's scheduler, luigiflow's share (its batch answers and
+  each task's `complete()`) timed apart from Luigi's;
 - `luigiflow runs Cell --limit 20`;
 - `luigiflow plan` of a 1,001-task graph (1,000 reused cells under one new aggregate).
 """
@@ -66,14 +69,29 @@ COMPLETION = """
 import json, sys, time
 sys.path.insert(0, ".")
 import luigiflow as lf
+from luigiflow import _task
+from luigiflow._engine import completion
 from scale_tasks import Cell
 
+own = [0.0]
+if sys.argv[2] == "luigi":
+    # Through Luigi's scheduler although every root is complete (a build skips it then),
+    # with luigiflow's own share timed: the batch answers and each task's complete().
+    completion.Completion.known_complete = lambda self, task: False
+    for cls, name in ((_task.MlflowTask, "complete"), (completion.Completion, "prefetch")):
+        def timed(*args, _original=getattr(cls, name), **kwargs):
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                own[0] += time.perf_counter() - start
+        setattr(cls, name, timed)
 tasks = [Cell(i=i) for i in range(int(sys.argv[1]))]
 start = time.perf_counter()
 result = lf.build(tasks, log_level="CRITICAL", progress=False)
 seconds = time.perf_counter() - start
 assert not result.executed, "every asked task should be complete"
-print(json.dumps({"seconds": seconds}))
+print(json.dumps({"seconds": seconds, "luigiflow": own[0]}))
 """
 
 
@@ -165,13 +183,21 @@ def measure(runs: int, asked: int) -> dict[str, Any]:
     seeded = time.perf_counter() - start
     print(f"scale: store seeded with {runs:,} runs in {root}", file=sys.stderr)
     result: dict[str, Any] = {"runs": runs, "asked": asked, "seed_seconds": seeded}
-    out, wall, rss = _run([sys.executable, "-c", COMPLETION, str(asked)], root, env)
+    out, wall, rss = _run([sys.executable, "-c", COMPLETION, str(asked), "own"], root, env)
     inner = json.loads(out.strip().splitlines()[-1])["seconds"]
     result["completion"] = {
         "wall": wall,
         "build_seconds": inner,
         "rss_mib": rss,
         "ms_per_task": inner * 1000 / asked,
+    }
+    out, wall, rss = _run([sys.executable, "-c", COMPLETION, str(asked), "luigi"], root, env)
+    timed = json.loads(out.strip().splitlines()[-1])
+    result["completion via Luigi"] = {
+        "wall": wall,
+        "build_seconds": timed["seconds"],
+        "luigiflow_seconds": timed["luigiflow"],
+        "rss_mib": rss,
     }
     luigiflow = str(bin_dir / "luigiflow")
     _, wall, rss = _run([luigiflow, "runs", "Cell", "--limit", "20"], root, env)
@@ -196,6 +222,15 @@ def report(result: dict[str, Any]) -> list[str]:
         f"| {c['build_seconds']:.3f} ({c['ms_per_task']:.3f} ms/task) | {c['rss_mib']:.0f} |"
     )
     lines.append(f"| same, whole process | {c['wall']:.3f} | |")
+    v = result.get("completion via Luigi")
+    if v:
+        share = v["luigiflow_seconds"]
+        lines.append(
+            f"| same through Luigi's scheduler (forced; a build of complete roots skips it) "
+            f"| {v['build_seconds']:.3f} ({v['build_seconds'] * 1000 / result['asked']:.3f} "
+            f"ms/task), luigiflow's share {share:.3f} ({share * 1000 / result['asked']:.3f} "
+            f"ms/task), Luigi {v['build_seconds'] - share:.3f} | {v['rss_mib']:.0f} |"
+        )
     for name in ("runs --limit 20", "plan (1,001 tasks)"):
         lines.append(
             f"| `luigiflow {name}` | {result[name]['wall']:.3f} | {result[name]['rss_mib']:.0f} |"
