@@ -92,19 +92,17 @@ def run_listing(
     sort_by: str | None = None,
     ascending: bool = False,
     limit: int | None = None,
-    sweep_id: str | None = None,
+    linked: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The rows `luigiflow runs` shows (see `runs_of` and `run_rows`): runs linked by the
-    sweep `sweep_id` only, sorted by metric `sort_by` (missing last), at most `limit`."""
-    if limit and not (where or sort_by or sweep_id):
+    """The rows `luigiflow runs` shows (see `runs_of` and `run_rows`): only the runs with
+    ids in `linked` (a sweep's) if given, sorted by metric `sort_by` (missing last), at
+    most `limit`."""
+    if limit and not where and not sort_by and linked is None:
         newest = _newest_rows(name, status, limit)
         if newest is not None:
             return newest
     found = runs_of(name, where, status)
-    if sweep_id:
-        from luigiflow._ops.sweep import record as _sweep
-
-        linked = set(_sweep.leaf_runs(sweep_id))
+    if linked is not None:
         found = [r for r in found if r.info.run_id in linked]
     if sort_by:
         check_metric(name, sort_by, found)

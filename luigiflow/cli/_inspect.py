@@ -41,7 +41,12 @@ def runs(
             raise LuigiflowError(f"--where {item!r} must look like PARAM=VALUE")
         filters[key] = value
     check_store(existing=True)
-    rows = _history.run_listing(name, filters, status, sort_by, ascending, limit, sweep_id)
+    linked = None
+    if sweep_id:
+        from luigiflow._ops.sweep import record as _sweep
+
+        linked = set(_sweep.leaf_runs(sweep_id))
+    rows = _history.run_listing(name, filters, status, sort_by, ascending, limit, linked)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
