@@ -28,7 +28,7 @@ from luigiflow._engine.protocol import bind_run, bound_run, is_tracked
 from luigiflow._errors import BuildError, BuildInterrupted, LuigiflowError
 from luigiflow._ops import stopped
 from luigiflow._ops.graph import walk_graph
-from luigiflow._store import client, schema
+from luigiflow._store import client, current, schema
 from luigiflow._store.records import RunRecord
 from luigiflow._task import MlflowTask
 
@@ -151,6 +151,7 @@ def build(
             _ = task.identity
             bind_run(task, None)  # a run bound by an earlier build
 
+    current.prepare_for_writes()
     sink = tempfile.mkdtemp(prefix="luigiflow-build-")
     session = _session.Session(sink=_events.EventSink(sink))
     forced = [t.identity for t in force if is_tracked(t)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from luigiflow._store import rest_reads, sqlite_reads
+from luigiflow._store import client, rest_reads, sqlite_file, sqlite_reads
 from luigiflow._store.client import tracking_uri
 from luigiflow._store.mlflow_store import MlflowStore
 
@@ -31,3 +31,18 @@ def get_store(uri: str | None = None) -> MlflowStore:
         with _lock:
             store = _stores.setdefault(key, made)
     return store
+
+
+def prepare_for_writes(uri: str | None = None) -> None:
+    """Before a build: an embedded store that does not exist yet is created and migrated
+    now (under its creation lock, as the first write would), so that the build's store
+    port is the SQL one from its first read and write, not MLflow's client."""
+    uri = uri or tracking_uri()
+    path = sqlite_file.sqlite_path(uri)
+    if path is None or path.exists():
+        return
+    client.get_client(uri)
+    with _lock:
+        made = _stores.get((os.getpid(), uri))
+        if made is not None and type(made) is MlflowStore:
+            del _stores[(os.getpid(), uri)]
