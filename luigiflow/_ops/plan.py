@@ -103,7 +103,7 @@ class _Planner:
         self.rerun = rerun
         self.found: dict[luigi.Task, Run | None] = {}
         self.entries: dict[tuple[str, bool], PlanEntry] = {}
-        self.family_runs: dict[tuple[str, str], list[Run]] = {}
+        self.family_runs: dict[tuple[str, str], list[_Past]] = {}
         self.stale: dict[luigi.Task, bool] = {}
 
     def decide(self, task: luigi.Task, needed: bool) -> PlanEntry:
@@ -188,11 +188,9 @@ class _Planner:
         running = [n for n, e in entry.upstream.items() if e.status == WILL_RUN]
         if running:
             entry.reasons.append(f"upstream will run: {', '.join(running)}")
-        ignored = [
-            r
-            for r in self._runs_of_family(task)
-            if r.data.tags.get(schema.IDENTITY_TAG) == task.identity and not signatures.trusted(r)
-        ]
+        same = [p.run_id for p in self._runs_of_family(task) if p.identity == task.identity]
+        fetched = self.store.get_runs(same) if same else {}
+        ignored = [fetched[i] for i in same if i in fetched and not signatures.trusted(fetched[i])]
         for run in ignored:  # with a team key: runs of this identity not signed with it
             kind = signatures.status(run)
             entry.reasons.append(
@@ -261,25 +259,53 @@ class _Planner:
                 entry.reasons.append(f"{prefix}{what}")
 
     def _nearest_run(self, task: MlflowTask) -> Run | None:
-        runs = self._runs_of_family(task)
-        if not runs:
+        pasts = self._runs_of_family(task)
+        if not pasts:
             return None
-        # Fewest differing parameters wins; the newest among equals (runs are newest first).
-        return min(runs, key=lambda r: len(_param_changes(task, r)))
+        # Fewest differing parameters wins (counted as `_param_changes` lists them); the
+        # newest among equals (runs are newest first). Only the winner is read whole.
+        new = task.encoded_params()
+        names = [name for name, param in task.get_params() if param.significant]
 
-    def _runs_of_family(self, task: MlflowTask) -> list[Run]:
+        def changes(past: _Past) -> int:
+            old = past.params
+            return sum(
+                1
+                for n in names
+                if old.get(n) != redaction.REDACTED_ENCODED and old.get(n) != new.get(n)
+            )
+
+        nearest = min(pasts, key=changes).run_id
+        return self.store.get_runs([nearest]).get(nearest)
+
+    def _runs_of_family(self, task: MlflowTask) -> list[_Past]:
         key = (task.get_experiment_name(), task.get_task_family())
         if key not in self.family_runs:
             exp_id = self.store.experiment_id(key[0], create=False)
-            runs: list[Run] = []
+            pasts: list[_Past] = []
             if exp_id is not None:
-                runs = [
-                    r
+                pasts = [
+                    _Past(
+                        r.info.run_id,
+                        r.data.tags.get(schema.IDENTITY_TAG, ""),
+                        recorded_params(r) or {},
+                    )
                     for r in self.store.finished_runs(exp_id)
                     if r.data.tags.get(schema.FAMILY_TAG) == key[1]
                 ]
-            self.family_runs[key] = runs
+            self.family_runs[key] = pasts
         return self.family_runs[key]
+
+
+@dataclass(frozen=True)
+class _Past:
+    """What the plan keeps of one FINISHED run of a family to explain why a task will run:
+    not the run with all its tags (a family can hold 100,000 runs; the plan's memory
+    stays small), only what picks the nearest run and the runs of the task's identity."""
+
+    run_id: str
+    identity: str
+    params: dict[str, Any]  # as recorded (encoded); {} for a run that recorded none
 
 
 def _encoded_version(task: MlflowTask) -> Any:

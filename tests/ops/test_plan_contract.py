@@ -43,3 +43,12 @@ def test_plan_says_a_run_of_an_older_store_format_runs_again(session):
     [reason] = entry.reasons
     assert old.info.run_id in reason and "store format 1" in reason
     assert f"store format {schema.STORE_FORMAT}" in reason
+
+
+def test_the_nearest_run_has_fewest_changed_parameters_and_is_the_newest_among_equals(session):
+    add_run(session.store, Middle(size=3, factor=2), start_time=1_000)  # 1 change, older
+    add_run(session.store, Middle(size=4, factor=7), start_time=2_000)  # 1 change, newer
+    add_run(session.store, Middle(size=9, factor=9), start_time=3_000)  # 2 changes, newest
+    [entry] = make_plan([Middle(size=3, factor=7)], session=session)
+    assert entry.status == WILL_RUN
+    assert [(c.name, c.old, c.new) for c in entry.changed] == [("size", "4", "3")]
