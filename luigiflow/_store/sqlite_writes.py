@@ -277,7 +277,7 @@ def _write_metrics(
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (key, value, ts, step, is_nan, run_id),
             )
-        elif (step, ts, value) < tuple(old):
+        elif (step, ts, value) > tuple(old):
             conn.execute(
                 "UPDATE latest_metrics SET value = ?, timestamp = ?, step = ?, is_nan = ? "
                 "WHERE run_uuid = ? AND key = ?",

@@ -209,3 +209,20 @@ def test_mlflows_client_reads_and_filters_runs_written_in_sql(store: str, client
     )
     assert [r.info.run_id for r in found] == [run.info.run_id]
     assert Leaf(size=4).load_output() is not None
+
+
+def test_a_run_started_and_finished_through_the_port_reads_back(run_store):
+    # The same contract for the in-memory store of the fast tier and the SQL one.
+    from luigiflow._store.port import DatasetRef
+
+    exp = run_store.experiment_id("Port", create=True)
+    assert exp is not None
+    run = run_store.create_run(exp, "Port()", {schema.IDENTITY_TAG: "abc"}, params={"alpha": "0.5"})
+    assert run.info.status == "RUNNING" and run.data.params == {"alpha": "0.5"}
+    inputs = [DatasetRef("up.model", "d1", "runs:/x/model.pkl")]
+    run_store.finish_run(run.run_id, "FINISHED", {"loss": 0.25}, {"loss": 7}, 5, {"t": "v"}, inputs)
+    done = run_store.get_run(run.run_id)
+    assert done.info.status == "FINISHED" and done.info.end_time is not None
+    assert done.data.params == {"alpha": "0.5"} and done.data.metrics == {"loss": 0.25}
+    assert done.data.tags["t"] == "v" and done.data.tags[schema.IDENTITY_TAG] == "abc"
+    assert [r.run_id for r in run_store.runs_with_identity(exp, "abc", 5)] == [run.run_id]
