@@ -102,12 +102,20 @@ def environment() -> dict[str, str]:
         "host": socket.gethostname(),
         "cpu_count": str(os.cpu_count()),
     }
+    return env | package_versions()
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    """`version.<package>` of the foundation packages installed: the part of `environment`
+    a plan compares, without `platform.platform()` (it runs `uname -p` in a subprocess)."""
+    versions = {}
     for package in ("luigiflow", "luigi", "mlflow", "numpy", "pandas", "scikit-learn", "torch"):
         try:
-            env[f"version.{package}"] = metadata.version(package)
+            versions[f"version.{package}"] = metadata.version(package)
         except metadata.PackageNotFoundError:
             continue
-    return env
+    return versions
 
 
 @functools.lru_cache(maxsize=1)

@@ -349,7 +349,7 @@ def _code_changes(task: MlflowTask, run: Run) -> list[str]:
 def _environment_changes(run: Run) -> list[str]:
     """Foundation package versions that differ from those recorded on the run."""
     recorded = _json_env(run)
-    now = provenance.environment()
+    now = provenance.package_versions()
     changes = []
     for key in sorted(k for k in set(recorded) | set(now) if k.startswith("version.")):
         if key in recorded and recorded.get(key) != now.get(key):

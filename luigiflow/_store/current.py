@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from luigiflow._store import client, rest_reads, sqlite_file, sqlite_reads
+from luigiflow._store import client, sqlite_file, sqlite_reads
 from luigiflow._store.client import tracking_uri
 from luigiflow._store.mlflow_store import MlflowStore
 
@@ -24,10 +24,11 @@ def get_store(uri: str | None = None) -> MlflowStore:
         made: MlflowStore
         if sqlite_reads.readable(uri):
             made = sqlite_reads.SqliteStore(uri)
-        elif rest_reads.usable(uri):
-            made = rest_reads.RestStore(uri)
         else:
-            made = MlflowStore(uri)
+            # Imported here: a local store needs no HTTP client.
+            from luigiflow._store import rest_reads
+
+            made = rest_reads.RestStore(uri) if rest_reads.usable(uri) else MlflowStore(uri)
         with _lock:
             store = _stores.setdefault(key, made)
     return store

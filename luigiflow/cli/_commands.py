@@ -16,7 +16,7 @@ from rich.tree import Tree
 from luigiflow import _settings
 from luigiflow._errors import LuigiflowError, TrackingError
 from luigiflow._ops import lineage
-from luigiflow._store import client, rest_reads, sqlite_file
+from luigiflow._store import client, sqlite_file
 from luigiflow.cli import _render
 from luigiflow.cli._render import make_console, num
 
@@ -38,6 +38,8 @@ def check_store(existing: bool = False) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     if uri.startswith(("http://", "https://")):
+        from luigiflow._store import rest_reads  # a local store needs no HTTP client
+
         # With MLflow's TLS settings, on the connection the reads will go on to use.
         rest_reads.check_reachable(uri)
 
@@ -98,13 +100,15 @@ def run(
     rerun: Sequence[str] = (),
 ) -> None:
     import luigiflow as lf
-    from luigiflow._ops import plan as _plan
 
     roots, config = _roots(module, task_words, config_path, pipeline_path, dvc_path)
     check_store()
     console = make_console()
     force = []
     if rerun_changed or rerun:
+        # Only here: the plan (and CommandTask, which it imports) is not needed to build.
+        from luigiflow._ops import plan as _plan
+
         force = _plan.tasks_to_force(
             _plan.make_plan(roots, rerun_changed=rerun_changed, rerun=rerun)
         )
