@@ -100,10 +100,12 @@ def _load() -> str:
 
 def help_time(repeats: int = 5) -> float:
     exe = Path(sys.executable).with_name("luigiflow")
+    env = user_seen.as_installed(dict(os.environ))
+    subprocess.run([str(exe), "--help"], env=env, capture_output=True, check=True)  # untimed
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run([str(exe), "--help"], capture_output=True, check=True)
+        subprocess.run([str(exe), "--help"], env=env, capture_output=True, check=True)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
