@@ -61,12 +61,16 @@ def runs_of(name: str, where: dict[str, str] | None = None, status: str = "finis
     known = {k for r in runs for k in r.data.params}
     for key, value in (where or {}).items():
         if runs and key not in known:
-            raise ParameterError(
-                f"runs of {name} have no parameter {key!r}{did_you_mean(key, known)} "
-                f"(parameters: {listing(known)})"
-            )
+            raise _no_such_param(name, key, known)
         runs = [r for r in runs if _param_matches(r, key, value)]
     return runs
+
+
+def _no_such_param(name: str, key: str, known: set[str]) -> ParameterError:
+    return ParameterError(
+        f"runs of {name} have no parameter {key!r}{did_you_mean(key, known)} "
+        f"(parameters: {listing(known)})"
+    )
 
 
 def _listed(store: RunStore, exp_id: str, status: str, family: str | None = None) -> Iterator[Run]:
@@ -96,11 +100,14 @@ def run_listing(
 ) -> list[dict[str, Any]]:
     """The rows `luigiflow runs` shows (see `runs_of` and `run_rows`): only the runs with
     ids in `linked` (a sweep's) if given, sorted by metric `sort_by` (missing last), at
-    most `limit`."""
-    if limit and not where and not sort_by and linked is None:
-        newest = _newest_rows(name, status, limit)
-        if newest is not None:
-            return newest
+    most `limit`. With a limit, no more than `limit` runs are held whole at a time."""
+    if limit:
+        quick = not where and not sort_by and linked is None
+        rows = _newest_rows(name, status, limit) if quick else None
+        if rows is None:
+            rows = _streamed_rows(name, where or {}, status, sort_by, ascending, limit, linked)
+        if rows is not None:
+            return rows
     found = runs_of(name, where, status)
     if linked is not None:
         found = [r for r in found if r.info.run_id in linked]
@@ -115,6 +122,19 @@ def run_listing(
     return rows[:limit] if limit else rows
 
 
+def _merged(store: RunStore, name: str, status: str) -> tuple[Iterator[Run], list[str], bool]:
+    """What `runs_of` lists before its filters, as one stream newest first; the ids of the
+    experiments read; whether `name` is a family (no experiment has that name)."""
+    exp_id = store.experiment_id(name, create=False)
+    if exp_id is not None:
+        return _listed(store, exp_id, status), [exp_id], False
+    exp_ids = [e.experiment_id for e in store.experiments() if e.lifecycle_stage == "active"]
+    streams = [_listed(store, e, status, name) for e in exp_ids]
+    # Stable like runs_of's sort: equal start times keep the experiments' order.
+    merged = heapq.merge(*streams, key=lambda r: r.info.start_time, reverse=True)
+    return merged, exp_ids, True
+
+
 def _newest_rows(name: str, status: str, limit: int) -> list[dict[str, Any]] | None:
     """The newest `limit` rows of `runs_of(name, None, status)`, read from the head of the
     store's listing, with duplicates counted by the store: `runs --limit 20` in an
@@ -123,17 +143,9 @@ def _newest_rows(name: str, status: str, limit: int) -> list[dict[str, Any]] | N
     store = current.get_store()
     if not isinstance(store, IdentityReads):
         return None
-    exp_id = store.experiment_id(name, create=False)
-    if exp_id is not None:
-        exp_ids, family = [exp_id], None
-    else:
-        exps = [e for e in store.experiments() if e.lifecycle_stage == "active"]
-        exp_ids, family = [e.experiment_id for e in exps], name
-    streams = [_listed(store, e, status, family) for e in exp_ids]
-    # Stable like runs_of's sort: equal start times keep the experiments' order.
-    merged = heapq.merge(*streams, key=lambda r: r.info.start_time, reverse=True)
+    merged, exp_ids, family = _merged(store, name, status)
     runs = list(itertools.islice(merged, limit))
-    if not runs and family is not None:
+    if not runs and family:
         return None
     counts: dict[str, int] = {}
     if "FINISHED" in STATUSES[status]:
@@ -146,14 +158,82 @@ def _newest_rows(name: str, status: str, limit: int) -> list[dict[str, Any]] | N
     return run_rows(runs, counts)
 
 
+def _streamed_rows(
+    name: str,
+    where: dict[str, str],
+    status: str,
+    sort_by: str | None,
+    ascending: bool,
+    limit: int,
+    linked: set[str] | None,
+) -> list[dict[str, Any]] | None:
+    """`run_listing` with a limit, in one pass over the store's listing: the rows (and
+    errors) of filtering and sorting the whole listing, holding at most `limit` runs
+    whole, plus a metric value per run for a sort and an identity per FINISHED run for
+    the duplicate counts. None: nothing to list (`runs_of` says why)."""
+    store = current.get_store()
+    merged, _, family = _merged(store, name, status)
+    keys = list(where)
+    known: set[str] = set()  # parameters of every listed run (runs_of's `known`)
+    reached = [False] * len(keys)  # reached[k]: a run passed the filters before keys[k]
+    metrics: set[str] = set()  # metrics of the runs kept (check_metric's `known`)
+    counts: dict[str, int] = {}  # identity -> FINISHED runs kept (run_rows' `seen`)
+    listed = found = False
+    head: list[Run] = []  # unsorted: the first `limit` runs kept
+    present: list[tuple[str, float]] = []  # sorted: (run id, value), in listing order
+    missing: list[Run] = []  # sorted: the first `limit` runs without the metric
+    for run in merged:
+        listed = True
+        known.update(run.data.params)
+        passed = True
+        for k, key in enumerate(keys):
+            reached[k] = True
+            if not _param_matches(run, key, where[key]):
+                passed = False
+                break
+        if not passed or (linked is not None and run.info.run_id not in linked):
+            continue
+        found = True
+        metrics.update(run.data.metrics)
+        if run.info.status == "FINISHED":  # retries of a failed task are no duplicates
+            identity = run.data.tags.get(schema.IDENTITY_TAG, "")
+            counts[identity] = counts.get(identity, 0) + 1
+        if sort_by is None:
+            if len(head) < limit:
+                head.append(run)
+        elif sort_by in run.data.metrics:
+            present.append((run.info.run_id, run.data.metrics[sort_by]))
+        elif len(missing) < limit:
+            missing.append(run)
+    if not listed and family:
+        return None
+    for k, key in enumerate(keys):
+        if reached[k] and key not in known:
+            raise _no_such_param(name, key, known)
+    if sort_by is not None:
+        if found and sort_by not in metrics:
+            raise _no_such_metric(name, sort_by, metrics)
+        # The same sort as run_listing's over the same values in the same order (NaN
+        # included): the same runs come first. Only those are read again, whole.
+        present.sort(key=lambda p: p[1], reverse=not ascending)
+        ids = [run_id for run_id, _ in present[:limit]]
+        fetched = store.get_runs(ids) if ids else {}
+        head = [fetched[i] for i in ids if i in fetched] + missing[: limit - len(ids)]
+    return run_rows(head, counts)
+
+
 def check_metric(name: str, metric: str, runs: list[Run]) -> None:
     """A metric to sort by must exist on some run: a misspelt one is an error."""
     known = {k for r in runs for k in r.data.metrics}
     if runs and metric not in known:
-        raise ParameterError(
-            f"runs of {name} have no metric {metric!r}{did_you_mean(metric, known)} "
-            f"(metrics: {listing(known)})"
-        )
+        raise _no_such_metric(name, metric, known)
+
+
+def _no_such_metric(name: str, metric: str, known: set[str]) -> ParameterError:
+    return ParameterError(
+        f"runs of {name} have no metric {metric!r}{did_you_mean(metric, known)} "
+        f"(metrics: {listing(known)})"
+    )
 
 
 def _recorded(run: Run) -> dict[str, Any]:

@@ -83,3 +83,55 @@ def test_a_name_that_is_nothing_says_so_on_the_short_path_too(stores):
     ours, _, monkeypatch = stores
     with pytest.raises(RunNotFoundError, match="no experiment and no task family named 'Fann'"):
         _listing(ours, monkeypatch, "Fann", limit=20)
+
+
+QUOTE = 'it\'s "odd" ünïcode'
+SHAPES = [
+    {"where": {"quote": QUOTE}},
+    {"where": {"quote": QUOTE, "empty": ""}},
+    {"sort_by": "score"},
+    {"sort_by": "score", "ascending": True},
+    {"sort_by": "bad"},  # NaN everywhere: the order a sort leaves them in
+    {"sort_by": "score", "where": {"empty": ""}},
+    {"linked": "every other run"},
+    {"linked": "every other run", "sort_by": "score", "status": "all"},
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("limit", [1, 2, 5, 100])
+@pytest.mark.parametrize("which", ["sql", "mlflow"])
+def test_filtered_and_sorted_rows_with_a_limit_are_the_head_of_the_whole(
+    stores, shape, limit, which
+):
+    ours, theirs, monkeypatch = stores
+    store = ours if which == "sql" else theirs
+    kwargs = dict(shape)
+    if kwargs.get("linked"):
+        listed = _listing(store, monkeypatch, "Fan", status=kwargs.get("status", "finished"))
+        kwargs["linked"] = {r["run_id"] for r in listed[::2]}
+    whole = _listing(store, monkeypatch, "Fan", **kwargs)
+    assert whole, "the shape selects some runs"
+    assert _listing(store, monkeypatch, "Fan", limit=limit, **kwargs) == whole[:limit]
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "error"),
+    [
+        ("Fan", {"where": {"qoute": "x"}}, "have no parameter 'qoute'"),
+        ("Fan", {"where": {"quote": QUOTE, "qoute": "x"}}, "have no parameter 'qoute'"),
+        ("Fan", {"sort_by": "scor"}, "have no metric 'scor'"),
+        ("Scattered", {"where": {"index": "1"}}, "have no parameter 'index'"),
+        ("Fann", {"sort_by": "score"}, "no experiment and no task family named 'Fann'"),
+    ],
+)
+def test_mistakes_read_the_same_with_a_limit(stores, name, shape, error):
+    from luigiflow._errors import LuigiflowError
+
+    ours, _, monkeypatch = stores
+    messages = []
+    for limit in (None, 2):
+        with pytest.raises(LuigiflowError, match=error) as caught:
+            _listing(ours, monkeypatch, name, limit=limit, **shape)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
