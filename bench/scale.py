@@ -98,18 +98,35 @@ print(json.dumps({"seconds": seconds, "luigiflow": own[0]}))
 """
 
 
+# A process's peak RSS (ru_maxrss) counts the pages of the process it was forked from:
+# forked from this bench process (tens of MiB), every small reading would be its size.
+# A bare launcher (a few MiB) starts each timed command and reports its time and peak.
+_LAUNCH = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+code = subprocess.call(sys.argv[2:])
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+with open(sys.argv[1], "w") as out:
+    out.write(f"{seconds} {peak}")
+sys.exit(code)
+"""
+
+
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[str, float, float]:
     """stdout, wall seconds and peak RSS (MiB) of one process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = proc.stdout.read(), proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.decode()[-3000:]}")
-    return out.decode(), seconds, usage.ru_maxrss / 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        usage = Path(tmp) / "usage"
+        proc = subprocess.run(
+            [sys.executable, "-S", "-c", _LAUNCH, str(usage), *cmd],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.decode()[-3000:]}")
+        seconds, peak = usage.read_text().split()
+    return proc.stdout.decode(), float(seconds), int(peak) / 1024
 
 
 def _seed(db: Path, identities: dict[str, str]) -> None:
