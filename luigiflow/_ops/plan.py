@@ -24,7 +24,8 @@ from luigiflow._errors import TaskNotFoundError
 from luigiflow._ops.graph import walk_graph
 from luigiflow._store import artifacts as _artifacts
 from luigiflow._store import schema, signatures
-from luigiflow._store.port import RunStore
+from luigiflow._store.port import RunStore, TagReads
+from luigiflow._store.records import RunData
 from luigiflow._store.records import RunRecord as Run
 from luigiflow._task import MlflowTask
 
@@ -284,13 +285,22 @@ class _Planner:
             exp_id = self.store.experiment_id(key[0], create=False)
             pasts: list[_Past] = []
             if exp_id is not None:
+                runs: Iterable[Run] = ()
+                if isinstance(self.store, TagReads):  # only the tags read below
+                    tags = (schema.FAMILY_TAG, schema.IDENTITY_TAG, schema.PARAMS_TAG)
+                    runs = (
+                        Run(info, RunData(only, {}, {}))
+                        for info, only in self.store.finished_tags(exp_id, tags)
+                    )
+                else:
+                    runs = self.store.finished_runs(exp_id)
                 pasts = [
                     _Past(
                         r.info.run_id,
                         r.data.tags.get(schema.IDENTITY_TAG, ""),
                         recorded_params(r) or {},
                     )
-                    for r in self.store.finished_runs(exp_id)
+                    for r in runs
                     if r.data.tags.get(schema.FAMILY_TAG) == key[1]
                 ]
             self.family_runs[key] = pasts

@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from luigiflow._store.records import RunRecord
+from luigiflow._store.records import RunInfo, RunRecord
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,20 @@ class IdentityReads(Protocol):
 
     def finished_counts(self, experiment_id: str, identities: Collection[str]) -> dict[str, int]:
         """identity -> how many runs of `finished_runs(experiment_id)` carry it (absent: 0)."""
+        ...
+
+
+@runtime_checkable
+class TagReads(Protocol):
+    """A few tags of every FINISHED run of an experiment, without building the runs'
+    params, metrics and other tags (the SQL path on SQLite does): `plan` explaining a new
+    task of a family of 100,000 runs reads three tags of each. A store without it is read
+    through `finished_runs`, with the same answers."""
+
+    def finished_tags(
+        self, experiment_id: str, keys: Collection[str]
+    ) -> Iterator[tuple[RunInfo, dict[str, str]]]:
+        """`finished_runs(experiment_id)` as (info, the run's tags among `keys`)."""
         ...
 
 

@@ -120,9 +120,14 @@ class SqliteStore(MlflowStore):
         return conn
 
     def _records(
-        self, where: str, args: Sequence[Any], limit: int | None = None
+        self,
+        where: str,
+        args: Sequence[Any],
+        limit: int | None = None,
+        only_tags: Sequence[str] | None = None,
     ) -> list[RunRecord]:
-        """Runs matching `where` (on table `runs`), newest first, with tags/params/metrics."""
+        """Runs matching `where` (on table `runs`), newest first, with tags/params/metrics
+        (with `only_tags`: those tags, no params nor metrics)."""
         conn = self._conn()
         sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} {_NEWEST_FIRST}"
         if limit is not None:
@@ -136,6 +141,14 @@ class SqliteStore(MlflowStore):
         metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
         for chunk in chunks(ids, ID_CHUNK):
             marks = ",".join("?" * len(chunk))
+            if only_tags is not None:
+                for rid, key, value in conn.execute(
+                    "SELECT run_uuid, key, value FROM tags WHERE key IN "
+                    f"(SELECT value FROM json_each(?)) AND run_uuid IN ({marks})",
+                    [json.dumps(list(only_tags)), *chunk],
+                ):
+                    tags[rid][key] = value
+                continue
             for rid, key, value in conn.execute(
                 f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({marks})", chunk
             ):
@@ -168,7 +181,12 @@ class SqliteStore(MlflowStore):
         ]
 
     def _stream(
-        self, where: str, args: Sequence[Any], on_tags: str = "", tag_args: Sequence[Any] = ()
+        self,
+        where: str,
+        args: Sequence[Any],
+        on_tags: str = "",
+        tag_args: Sequence[Any] = (),
+        only_tags: Sequence[str] | None = None,
     ) -> Iterator[RunRecord]:
         """Runs matching `where` (on their attributes) and `on_tags` (a condition on their
         tags, which MLflow never changes), newest first, built ID_CHUNK at a time.
@@ -188,7 +206,9 @@ class SqliteStore(MlflowStore):
         ]
         for chunk in chunks(ids, ID_CHUNK):
             marks = ",".join("?" * len(chunk))
-            yield from self._records(f"{where} AND run_uuid IN ({marks})", [*args, *chunk])
+            yield from self._records(
+                f"{where} AND run_uuid IN ({marks})", [*args, *chunk], only_tags=only_tags
+            )
 
     # ----- reads --------------------------------------------------------------------
     def _experiment_by_name(self, name: str) -> ExperimentRecord | None:
@@ -249,6 +269,16 @@ class SqliteStore(MlflowStore):
             "AND value IN (SELECT value FROM json_each(?)))",
             [schema.IDENTITY_TAG, json.dumps(sorted(identities))],
         )
+
+    def finished_tags(
+        self, experiment_id: str, keys: Collection[str]
+    ) -> Iterator[tuple[RunInfo, dict[str, str]]]:
+        runs = self._stream(
+            "experiment_id = ? AND status = ? AND lifecycle_stage = ?",
+            [int(experiment_id), FINISHED, ACTIVE],
+            only_tags=sorted(keys),
+        )
+        return ((run.info, run.data.tags) for run in runs)
 
     def finished_counts(self, experiment_id: str, identities: Collection[str]) -> dict[str, int]:
         # Driven from the identity tags (one pass over them); each match checked on `runs`.

@@ -11,7 +11,7 @@ import pytest
 from luigiflow._errors import RunNotFoundError
 from luigiflow._store import schema
 from luigiflow._store.mlflow_store import MlflowStore
-from luigiflow._store.port import IdentityReads, RunStore
+from luigiflow._store.port import IdentityReads, RunStore, TagReads
 from luigiflow._store.records import RunRecord
 from tests.conftest import add_run
 from tests.dags import Fan, Source
@@ -100,6 +100,12 @@ def assert_same_reads(ours: RunStore, theirs: MlflowStore) -> None:
     assert sorted(r.info.run_id for r in ours.fetch_finished(exp, ids)) == sorted(finished)
     if isinstance(ours, IdentityReads):
         assert_same_identity_reads(ours, theirs, exp)
+    if isinstance(ours, TagReads):
+        for keys in ([], [schema.IDENTITY_TAG, schema.PARAMS_TAG, "no.such.tag"]):
+            assert list(ours.finished_tags(exp, keys)) == [
+                (r.info, {k: v for k, v in r.data.tags.items() if k in keys})
+                for r in theirs.finished_runs(exp)
+            ]
 
 
 def assert_same_identity_reads(ours: IdentityReads, theirs: MlflowStore, exp: str) -> None:
