@@ -204,6 +204,12 @@ def test_deleted_upstream_run_is_reported_as_deleted(client, tmp_path):
     out = cli("run", "--module", "tests.dags", "Leaf", "--size", "5", cwd=tmp_path).stdout
     [row] = [line for line in out.splitlines() if "Middle(" in line]
     assert "deleted" in row and "reused" not in row, out
+    # the counts agree with the rows: a deleted run was not reused
+    assert "executed 0, reused 2, failed 0, run deleted 1" in out, out
+    again = lf.build([task])
+    assert middle not in again.reused and again.runs[middle] == middle_run
+    source = middle.requires_dict()["source"]
+    assert sorted(map(repr, again.reused)) == sorted(map(repr, [task, source]))
     shown = cli("show", leaf_run, cwd=tmp_path).stdout
     [line] = [line for line in shown.splitlines() if middle_run in line]
     assert "DELETED" in line and "FINISHED" not in line, shown

@@ -182,6 +182,46 @@ def test_reproduce_reports_code_difference(client, tmp_path):
     assert "working tree has uncommitted changes" in out.stdout
 
 
+def test_reproduce_and_diff_name_an_upstream_whose_code_changed(client, tmp_path):
+    project = make_project(tmp_path)
+    cli(project, "run", "--module", "mypipe", "After")
+    [after] = runs_of(client, "After")
+    [step] = runs_of(client, "Step")
+    old_fp = json.loads(step.data.tags["luigiflow.task"])["code_fingerprint"]
+    source = project / "mypipe.py"
+    source.write_text(source.read_text().replace("factor = 10  # BODY", "factor = 20  # BODY"))
+    upstream = f"upstream Step (run {step.info.run_id[:8]}): source changed"
+
+    # Nothing rebuilt yet: the chain differs, but the recorded upstream run is still the
+    # one the build consumes, so --force re-executes After on the recorded inputs.
+    plain = cli(project, "reproduce", after.info.run_id)
+    assert "code and inputs match" not in plain.stdout
+    assert upstream in plain.stdout, plain.stdout
+    forced = cli(project, "reproduce", after.info.run_id, "--force")
+    assert upstream in forced.stdout and "re-executed as run" in forced.stdout
+    assert f"on the recorded upstream run(s): step {step.info.run_id[:8]}" in forced.stdout
+    assert "NO" not in forced.stdout
+
+    # Rebuilt with the changed code: a forced reproduce would consume the NEW Step run,
+    # which is not a reproduction; it refuses, naming the upstream and what to do.
+    cli(project, "run", "--module", "mypipe", "After", "--rerun-changed")
+    afters = len(runs_of(client, "After"))
+    new_step = runs_of(client, "Step", "FINISHED")[-1]
+    refused = cli(project, "reproduce", after.info.run_id, "--force", check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    error = refused.stderr.strip().splitlines()
+    assert len(error) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"upstream Step (run {step.info.run_id[:8]})" in error[0]
+    assert new_step.info.run_id[:8] in error[0] and "git checkout" in error[0]
+    assert len(runs_of(client, "After")) == afters  # nothing executed
+
+    new_after = runs_of(client, "After", "FINISHED")[-1]
+    new_fp = json.loads(new_step.data.tags["luigiflow.task"])["code_fingerprint"]
+    diff = cli(project, "diff", new_after.info.run_id, after.info.run_id).stdout
+    assert "no parameter" not in diff
+    assert f"code changed: Step {new_fp[:12]} -> {old_fp[:12]}" in diff, diff
+
+
 def test_seed_differs_between_identities_and_matches_across_processes(store):
     code = "from tests.dags import Leaf; print(Leaf(size={}).seed)"
     seeds = [

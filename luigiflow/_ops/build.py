@@ -29,7 +29,7 @@ from luigiflow._errors import BuildError, BuildInterrupted, LuigiflowError
 from luigiflow._ops import stopped
 from luigiflow._ops.graph import walk_graph
 from luigiflow._store import client, current, schema
-from luigiflow._store.records import RunRecord
+from luigiflow._store.records import ACTIVE, RunRecord
 from luigiflow._task import MlflowTask
 
 
@@ -78,7 +78,9 @@ class BuildResult:
 
     @property
     def reused(self) -> list[luigi.Task]:
-        """Tasks whose FINISHED run already existed (not executed by this build)."""
+        """Tasks whose FINISHED run already existed (not executed by this build); an
+        upstream whose consumed run was deleted since has that run in `runs`, but is not
+        reused."""
         self._resolve()
         return self._reused
 
@@ -419,4 +421,6 @@ def _fill_reused_runs(
             tag = consumed.get(name)
             if dep not in runs and tag and tag in known:
                 runs[dep] = tag
-                reused.append(dep)
+                # A run deleted since it was consumed is named (lineage), not reused.
+                if known[tag].info.lifecycle_stage == ACTIVE:
+                    reused.append(dep)

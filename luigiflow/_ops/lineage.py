@@ -428,6 +428,8 @@ class StepDiff:
     data: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = field(
         default_factory=dict
     )
+    # the task's code fingerprint (task facts) on each side, when they differ
+    code: tuple[str | None, str | None] | None = None
 
 
 @dataclass
@@ -473,7 +475,16 @@ def diff(run_a: str, run_b: str) -> ChainDiff:
             for key in sorted(set(da) | set(db)):
                 if da.get(key) != db.get(key):
                     step.data[key] = (da.get(key), db.get(key))
-            if not step.params and not step.data and step.family_a == step.family_b:
+            fa = schema.task_facts(a.run.data.tags).get("code_fingerprint")
+            fb = schema.task_facts(b.run.data.tags).get("code_fingerprint")
+            if fa != fb:
+                step.code = (fa, fb)
+            if (
+                not step.params
+                and not step.data
+                and step.code is None
+                and step.family_a == step.family_b
+            ):
                 continue  # other run, same parameters and data: the difference lies upstream
         steps.append(step)
     ma, mb = root_a.run.data.metrics, root_b.run.data.metrics

@@ -119,7 +119,7 @@ class _Planner:
             return entry
         run = self.found.get(task)
         code_changed = run is not None and _code_changed(task, run)
-        changes = _code_changes(task, run) if code_changed and run is not None else []
+        changes = code_changes(task, run) if code_changed and run is not None else []
         what = f": {', '.join(changes)}" if changes else ""
         if run is not None and not self._stale(task):
             entry = PlanEntry(task, REUSED, run.info.run_id, code_changed=code_changed)
@@ -239,7 +239,7 @@ class _Planner:
         ):
             if task.code_in_identity and _code_changed(task, nearest):
                 entry.code_changed = True
-                entry.code_changes = _code_changes(task, nearest)
+                entry.code_changes = code_changes(task, nearest)
                 what = ", ".join(entry.code_changes) or "the task's code"
                 entry.reasons.append(f"{prefix}code changed (code_in_identity is on): {what}")
             else:
@@ -349,7 +349,8 @@ def recorded_code_parts(run: Run) -> dict[str, str] | None:
     return parts if isinstance(parts, dict) else None
 
 
-def _code_changes(task: MlflowTask, run: Run) -> list[str]:
+def code_changes(task: MlflowTask, run: Run) -> list[str]:
+    """The pieces of code ("file: name") edited since `run` recorded them."""
     recorded = recorded_code_parts(run)
     if recorded is None:
         return []

@@ -9,11 +9,17 @@ import luigi
 
 from luigiflow._core import provenance, redaction
 from luigiflow._core.identity import decode_value
-from luigiflow._errors import ParameterError, RunNotFoundError, TaskNotFoundError
+from luigiflow._errors import (
+    LuigiflowError,
+    ParameterError,
+    RunNotFoundError,
+    TaskNotFoundError,
+)
 from luigiflow._ops import lineage
 from luigiflow._ops.modules import import_module, task_class
-from luigiflow._ops.plan import recorded_params
+from luigiflow._ops.plan import code_changes, make_plan, recorded_params
 from luigiflow._store import artifacts, schema
+from luigiflow._store.records import ACTIVE
 from luigiflow._store.records import RunRecord as Run
 from luigiflow._task import MlflowTask
 
@@ -90,7 +96,8 @@ def _define_from_notebook(run: Run, relpath: str) -> None:
 
 
 def differences(run: Run, task: MlflowTask) -> list[str]:
-    """How the code and inputs here differ from what made `run` (empty: same)."""
+    """How the code and inputs here differ from what made `run` (empty: same), along the
+    recorded chain: each upstream run whose task's code or identity differs is named."""
     tags = run.data.tags
     found = []
     recorded_git = schema.git_of(tags)
@@ -105,16 +112,114 @@ def differences(run: Run, task: MlflowTask) -> list[str]:
         found.append("the recorded run was made from a dirty tree (see its luigiflow/git.diff)")
     if current_git.get("dirty") == "True":
         found.append("the working tree has uncommitted changes")
+    found.extend(_step_differences(run, task, f"{task.get_task_family()} "))
+    deleted: list[str] = []
+    for lines in upstream_differences(run, task, deleted).values():
+        found.extend(lines)
+    return found + deleted
+
+
+def _step_differences(run: Run, task: MlflowTask, label: str) -> list[str]:
+    """One recorded run against its task's current definition: code and identity
+    (`label` starts each line)."""
+    tags = run.data.tags
+    found = []
     recorded_fp = schema.task_facts(tags).get("code_fingerprint")
     current_fp = provenance.code_fingerprint(type(task))
     if recorded_fp and recorded_fp != current_fp:
-        found.append(f"{task.get_task_family()} source changed: {recorded_fp} -> {current_fp}")
+        parts = code_changes(task, run)
+        what = f" ({', '.join(parts)})" if parts else ""
+        found.append(f"{label}source changed{what}: {recorded_fp[:12]} -> {current_fp[:12]}")
     if tags.get(schema.IDENTITY_TAG) != task.identity:
         found.append(
-            "identity differs (version, a data file or an upstream definition changed): "
-            f"{tags.get(schema.IDENTITY_TAG, '?')[:12]} -> {task.identity[:12]}"
+            f"{label}identity differs (version, a data file or an upstream definition "
+            f"changed): {tags.get(schema.IDENTITY_TAG, '?')[:12]} -> {task.identity[:12]}"
         )
     return found
+
+
+def upstream_differences(
+    run: Run, task: MlflowTask, deleted: list[str] | None = None
+) -> dict[str, list[str]]:
+    """Per upstream name of `task`: how the recorded chain below it (the runs `run`
+    consumed, and theirs) differs from the current definitions in code or identity
+    (empty list: same). Recorded runs since deleted, which cannot be compared, are
+    added to `deleted`."""
+    root = lineage.lineage(run.info.run_id)
+    seen: set[str] = set()  # a run shared along the chain is reported once
+    gone = [] if deleted is None else deleted
+    return {
+        name: _chain_differences(root, name, dep, seen, gone)
+        for name, dep in _tracked_deps(task).items()
+    }
+
+
+def _tracked_deps(task: MlflowTask) -> dict[str, MlflowTask]:
+    return {n: d for n, d in task.requires_dict().items() if isinstance(d, MlflowTask)}
+
+
+def _chain_differences(
+    parent: lineage.LineageNode, name: str, task: MlflowTask, seen: set[str], deleted: list[str]
+) -> list[str]:
+    family = task.get_task_family()
+    recorded_id = schema.upstream_ids(parent.run.data.tags).get(name)
+    if recorded_id is None:
+        return [f"upstream {family} ({name}) is required now but {parent.family} did not record it"]
+    node = parent.upstream.get(name)
+    label = f"upstream {family} (run {recorded_id[:8]})"
+    if node is None or node.run.info.lifecycle_stage != ACTIVE:
+        deleted.append(f"{label}: the recorded run was deleted, so it cannot be compared")
+        return []
+    if recorded_id in seen:
+        return []
+    seen.add(recorded_id)
+    found = _step_differences(node.run, task, label + ": ")
+    for child_name, dep in _tracked_deps(task).items():
+        found.extend(_chain_differences(node, child_name, dep, seen, deleted))
+    return found
+
+
+def forced_inputs(run: Run, task: MlflowTask) -> str | None:
+    """What a forced re-execution of `task` consumes, in one line (None: no upstream).
+
+    A reproduction re-executes the task on the inputs its run recorded. When an
+    upstream's code or identity changed since and another run of it completes it now
+    (or none does, so it would run with the current code), re-executing only the task
+    on top of that would be a new experiment reported as a reproduction: refused,
+    saying which upstream differs and what to do.
+    """
+    recorded = schema.upstream_ids(run.data.tags)
+    changed = upstream_differences(run, task)
+    [plan] = make_plan([task], rerun=[task.get_task_family()])
+    same, other = [], []
+    for name, entry in plan.upstream.items():
+        if not isinstance(entry.task, MlflowTask):
+            continue
+        was = recorded.get(name, "")
+        if entry.run_id is not None and entry.run_id == was:
+            same.append(f"{name} {was[:8]}")
+            continue
+        now = f"run {entry.run_id[:8]}" if entry.run_id else "a new run of the current code"
+        if changed.get(name):
+            commit = schema.git_of(run.data.tags).get("commit")
+            restore = (
+                f"check out the code that made it (git checkout {commit[:12]})"
+                if commit
+                else "restore the code that made it"
+            )
+            raise LuigiflowError(
+                f"cannot reproduce run {run.info.run_id[:8]} with --force: "
+                f"{changed[name][0]}; {entry.task.get_task_family()} is now completed by "
+                f"{now}, not the recorded run {was[:8]}, so {task.get_task_family()} would "
+                f"run on other inputs than recorded: {restore} and reproduce there, or "
+                "reproduce without --force to compare with the current code's result"
+            )
+        other.append(f"{name} {now} (recorded {was[:8] or 'none'}: same code and parameters)")
+    if not same and not other:
+        return None
+    uses = [f"the recorded upstream run(s): {', '.join(same)}"] if same else []
+    uses += [f"other upstream run(s): {', '.join(other)}"] if other else []
+    return f"--force re-executes {task.get_task_family()} on " + "; on ".join(uses)
 
 
 def load_run(run_id: str) -> Run:

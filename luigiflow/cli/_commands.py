@@ -126,9 +126,10 @@ def run(
     runs = lineage.get_runs([i for i in ids if i]) if ids else {}
     title = repr(roots[0]) if len(roots) == 1 else f"{len(roots)} tasks from {config_path}"
     console.print(_render.build_summary(result, runs, f"luigiflow run {title}"))
+    deleted = _render.deleted_runs(result, runs)
     console.print(
         f"executed {len(result.executed)}, reused {len(result.reused)}, "
-        f"failed {len(result.failed)}",
+        f"failed {len(result.failed)}" + (f", run deleted {len(deleted)}" if deleted else ""),
         highlight=False,
     )
     for root in roots:
@@ -303,9 +304,12 @@ def reproduce(run_id: str, force: bool, workers: int, module: str | None = None)
     if found:
         console.print("differences from the recorded run:", highlight=False)
         for line in found:
-            console.print(f"  - {line}", highlight=False)
+            console.print(f"  - {line}", highlight=False, soft_wrap=True)
     else:
         console.print("code and inputs match the recorded run", highlight=False)
+    inputs = _reproduce.forced_inputs(original, task) if force else None
+    if inputs:
+        console.print(inputs, highlight=False, soft_wrap=True)
     result = lf.build(
         [task],
         workers=workers,

@@ -257,7 +257,7 @@ def diff(run_a: str, run_b: str) -> None:
     console = make_console()
     console.print(f"A = {run_a} ({result.root_a.family})\nB = {run_b} ({result.root_b.family})")
     if not result.steps:
-        console.print("no parameter or data file differs along the two chains")
+        console.print("no parameter, data file or code differs along the two chains")
     for step in result.steps:
         if step.run_a is None:
             console.print(
@@ -275,6 +275,13 @@ def diff(run_a: str, run_b: str) -> None:
         console.print(title)
         for key, (old, new) in step.params.items():
             console.print(f"    {escape(key)}: {escape(str(old))} -> {escape(str(new))}")
+        if step.code is not None:
+            fa, fb = step.code
+            console.print(
+                f"    code changed: {escape(step.family_a or step.family_b or '?')} "
+                f"{(fa or '(not recorded)')[:12]} -> {(fb or '(not recorded)')[:12]}",
+                highlight=False,
+            )
         for key, (da, db) in step.data.items():
             path = (db or da or {}).get("path", key)
             console.print(

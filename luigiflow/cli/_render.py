@@ -69,6 +69,18 @@ def build_summary(result: Any, runs: dict[str, Any], title: str) -> Table:
     return table
 
 
+def deleted_runs(result: Any, runs: dict[str, Any]) -> list[Any]:
+    """Tasks of the build whose run (consumed by a reused downstream run) was deleted."""
+    return [
+        task
+        for task in result.tasks
+        if task not in result.executed
+        and task not in result.failed
+        and task in result.runs
+        and _deleted(runs.get(result.runs[task]))
+    ]
+
+
 def _deleted(run: Any) -> bool:
     return run is not None and run.info.lifecycle_stage == DELETED
 
