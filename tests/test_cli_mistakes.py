@@ -65,3 +65,29 @@ def test_a_read_command_in_a_folder_without_a_store_creates_nothing(command, tmp
     [line] = out.stderr.strip().splitlines()
     assert line.startswith("TrackingError: no tracking store at") and "mlflow.db" in line
     assert list(tmp_path.iterdir()) == []  # no mlflow.db, no lock file
+
+
+def test_a_value_of_the_wrong_type_names_the_option_and_the_expected_form(tmp_path):
+    (tmp_path / "typed.py").write_text(
+        "import luigi\nimport luigiflow as lf\n\n\nclass Total(lf.MlflowTask):\n"
+        '    artifacts = {"o": "o.json"}\n    n = luigi.IntParameter(default=1)\n'
+        "    factor = luigi.FloatParameter(default=1.0)\n"
+        "    flag = luigi.BoolParameter(default=False)\n"
+        "    day = luigi.DateParameter(default=None)\n\n    def run_task(self):\n"
+        '        self.save({"o": 1})\n'
+    )
+    words = ["--n", "abc", "--factor", "x1", "--flag=maybe", "--day", "2026-13-01"]
+    out = cli(
+        "run", "--module", "typed.py", "Total", *words, cwd=tmp_path, env=local_env(), check=False
+    )
+    assert out.returncode == 1
+    line = out.stderr.strip().splitlines()[-1]  # after "typed.py imported as module typed"
+    assert line.startswith("ParameterError: Total: "), out.stderr
+    for expected in (
+        "--n expects an integer, got 'abc'",
+        "--factor expects a number, got 'x1'",
+        "--flag expects a bool (true or false), got 'maybe'",
+        "--day expects a date (YYYY-MM-DD), got '2026-13-01'",
+    ):
+        assert expected in line, line
+    assert "invalid literal" not in line and "ValueError" not in line

@@ -28,8 +28,8 @@ class FileParameter(luigi.Parameter):
 # Expected Python types per Luigi parameter class, checked most-specific first.
 _EXPECTED_TYPES: list[tuple[type, tuple[type, ...], str]] = [
     (luigi.BoolParameter, (bool,), "a bool"),
-    (luigi.IntParameter, (int,), "an int"),
-    (luigi.FloatParameter, (int, float), "a float"),
+    (luigi.IntParameter, (int,), "an integer"),
+    (luigi.FloatParameter, (int, float), "a number"),
     (luigi.DateSecondParameter, (dt.datetime,), "a datetime"),
     (luigi.DateMinuteParameter, (dt.datetime,), "a datetime"),
     (luigi.DateHourParameter, (dt.datetime,), "a datetime"),
@@ -61,14 +61,23 @@ def from_text(param: luigi.Parameter, value: str) -> tuple[Any, str | None]:
     Returns (value, None), or (the string, what is wrong) when it does not parse.
     Plain `luigi.Parameter`s keep their strings.
     """
-    wanted = next((w for c, _t, w in _EXPECTED_TYPES if isinstance(param, c)), None)
+    wanted = expected_text(param)
     if wanted is None:
         return value, None
     try:
         return param.parse(value), None
     except Exception:  # Luigi raises ValueError, KeyError, json errors...
-        form = next((f for c, f in TEXT_FORMS if isinstance(param, c)), "")
-        return value, f"cannot read {value!r} as {wanted}" + (f" ({form})" if form else "")
+        return value, f"cannot read {value!r} as {wanted}"
+
+
+def expected_text(param: luigi.Parameter) -> str | None:
+    """What a typed parameter's text must be, for an error when Luigi's `parse` fails
+    ("an integer", "a date (YYYY-MM-DD)"); None for a parameter Luigi keeps as text."""
+    wanted = next((w for c, _t, w in _EXPECTED_TYPES if isinstance(param, c)), None)
+    if wanted is None:
+        return None
+    form = next((f for c, f in TEXT_FORMS if isinstance(param, c)), "")
+    return wanted + (f" ({form})" if form else "")
 
 
 def check_value(param: luigi.Parameter, value: Any) -> str | None:

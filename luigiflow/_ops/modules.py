@@ -19,7 +19,7 @@ import luigi
 import luigi.task_register
 
 from luigiflow._core import failures
-from luigiflow._core.parameters import TEXT_FORMS, param_text
+from luigiflow._core.parameters import TEXT_FORMS, expected_text, param_text
 from luigiflow._core.suggest import did_you_mean
 from luigiflow._engine import luigi_compat
 from luigiflow._errors import ParameterError, TaskDefinitionError, TaskNotFoundError
@@ -177,7 +177,12 @@ def parse_param_words(
         try:
             parsed = param.parse(raw)
         except Exception as exc:  # Luigi raises ValueError, TypeError, json errors...
-            problems.append(f"--{key} {raw!r}: {type(exc).__name__}: {exc}")
+            wanted = expected_text(param)
+            problems.append(
+                f"--{key} expects {wanted}, got {raw!r}"
+                if wanted
+                else f"--{key} {raw!r}: {type(exc).__name__}: {exc}"
+            )
             continue
         if not owner:
             values[attr] = parsed
