@@ -108,6 +108,23 @@ def test_deleted_experiment_is_not_restored_in_a_new_process(client, tmp_path):
     old_run = lf.build([task]).runs[task]
     old = client.get_experiment_by_name("Source")
     client.delete_experiment(old.experiment_id)  # what the MLflow UI's delete does
+    # before any rebuild, `runs` says the experiment was deleted and how to see its runs
+    gone = cli("runs", "Source", cwd=tmp_path, check=False)
+    assert gone.returncode == 1 and "Traceback" not in gone.stderr, gone.stderr
+    [line] = gone.stderr.strip().splitlines()
+    assert f"experiment 'Source' (id {old.experiment_id}) was deleted" in line, line
+    assert f"'Source~{old.experiment_id}'" in line and "no task family" not in line
+    listing = line.split("to see its runs: ")[1].split(" (")[0]
+    assert listing.startswith("mlflow runs list"), line
+    shown = subprocess.run(
+        [sys.executable, "-m", "mlflow", *listing.split()[1:]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert old_run in shown.stdout, shown.stdout + shown.stderr
     out = cli("run", "--module", "tests.dags", "Source", "--size", "7", cwd=tmp_path)
     assert "executed 1, reused 0" in out.stdout, out.stdout
     assert client.get_experiment(old.experiment_id).lifecycle_stage == "deleted"

@@ -19,7 +19,8 @@ from luigiflow._core.identity import decode_value, value_text
 from luigiflow._core.suggest import did_you_mean, listing
 from luigiflow._errors import ParameterError, RunNotFoundError
 from luigiflow._store import current, schema, signatures
-from luigiflow._store.port import IdentityReads, RunStore
+from luigiflow._store.port import ExperimentRecord, IdentityReads, RunStore
+from luigiflow._store.records import ACTIVE
 from luigiflow._store.records import RunRecord as Run
 
 STATUSES: dict[str, tuple[str, ...]] = {
@@ -53,6 +54,7 @@ def runs_of(name: str, where: dict[str, str] | None = None, status: str = "finis
             runs.extend(_listed(store, exp.experiment_id, status, family=name))
         runs.sort(key=lambda r: r.info.start_time, reverse=True)
         if not runs:
+            _refuse_if_deleted(name, store.experiments(), store.uri)
             raise RunNotFoundError(
                 f"no experiment and no task family named {name!r} in {store.uri}"
                 f"{did_you_mean(name, names)} (luigiflow runs takes the experiment or the "
@@ -220,6 +222,26 @@ def _streamed_rows(
         fetched = store.get_runs(ids) if ids else {}
         head = [fetched[i] for i in ids if i in fetched] + missing[: limit - len(ids)]
     return run_rows(head, counts)
+
+
+def _refuse_if_deleted(name: str, experiments: list[ExperimentRecord], uri: str) -> None:
+    """Say so when `name` is an experiment a user deleted (its runs went with it) and no
+    run has made its successor yet (a build would: see `schema.successor_experiment`)."""
+    by_name = {e.name: e for e in experiments}
+    deleted, current = None, name
+    while current in by_name and by_name[current].lifecycle_stage != ACTIVE:
+        deleted = by_name[current]
+        current = schema.successor_experiment(name, deleted.experiment_id)
+    if deleted is None:
+        return
+    exp_id = deleted.experiment_id
+    raise RunNotFoundError(
+        f"experiment {deleted.name!r} (id {exp_id}) was deleted in {uri}, with its runs: "
+        f"they are never reused, and the next run of {name} goes to a new experiment "
+        f"{current!r}; to see its runs: mlflow runs list --experiment-id {exp_id} "
+        f"--view deleted_only (mlflow experiments restore --experiment-id {exp_id} brings "
+        "them back)"
+    )
 
 
 def check_metric(name: str, metric: str, runs: list[Run]) -> None:
