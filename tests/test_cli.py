@@ -154,7 +154,7 @@ def test_run_failure_exit_code_and_one_line(client, tmp_path):
         ),
         (
             ["plan", "--module", "tests.dags", "Leaf", "--size", "abc"],
-            "ParameterError: Leaf: --size 'abc'",
+            "ParameterError: Leaf: --size expects an integer, got 'abc'",
         ),
         (["show", "0123456789abcdef0123456789abcdef"], "RunNotFoundError: run '0123456789abcdef"),
         (["runs", "NoSuchExperiment"], "RunNotFoundError: no experiment and no task family"),
