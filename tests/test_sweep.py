@@ -89,7 +89,7 @@ def test_config_mistakes_are_reported_together(client, tmp_path):
     assert line.startswith("ConfigError:") and "4 problem(s)" in line
     assert "xgboost" in line and "logreg" in line and "knn" in line  # known names listed
     assert "colour" in line and "[steps.Nope]: unknown step" in line
-    assert "[steps.Split] test_size" in line
+    assert "[steps.Split] test_size: expects a number, got 'a quarter'" in line, line
     assert [e.name for e in client.search_experiments()] == ["Default"]
 
 

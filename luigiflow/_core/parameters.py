@@ -120,7 +120,12 @@ def checked_config_value(param: luigi.Parameter, raw: Any, where: str, problems:
     try:
         value = from_config(param, raw)
     except Exception as exc:  # Luigi raises ValueError, TypeError, json errors...
-        problems.append(f"{where}: {raw!r} is not valid: {exc}")
+        wanted = expected_text(param) if isinstance(raw, str) else None
+        problems.append(
+            f"{where}: expects {wanted}, got {raw!r}"
+            if wanted
+            else f"{where}: {raw!r} is not valid: {exc}"
+        )
         return None
     problem = check_value(param, value)
     if problem:
