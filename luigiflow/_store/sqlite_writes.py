@@ -80,18 +80,24 @@ class SqliteWriter:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        # IMMEDIATE takes the write lock first: two writers queue instead of failing
-        # to upgrade a read lock, and check-then-insert (datasets) cannot race.
-        conn.execute("BEGIN IMMEDIATE")
+        if conn.in_transaction:  # one an interrupt left open (see below): never ours to keep
+            conn.execute("ROLLBACK")
+        # An interrupt during SQLite's busy wait is raised as soon as BEGIN returns, and a
+        # COMMIT can fail busy: both inside the try, or the connection (never closed) would
+        # keep the write lock and lock every other writer out of the store.
         try:
+            # IMMEDIATE takes the write lock first: two writers queue instead of failing
+            # to upgrade a read lock, and check-then-insert (datasets) cannot race.
+            conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
             if row is None or row[0] not in self.revisions:
                 raise Unwritable(f"schema revision {row and row[0]}")
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     # ----- the start of a run -------------------------------------------------------
     def create_run(

@@ -226,3 +226,50 @@ def test_a_run_started_and_finished_through_the_port_reads_back(run_store):
     assert done.data.params == {"alpha": "0.5"} and done.data.metrics == {"loss": 0.25}
     assert done.data.tags["t"] == "v" and done.data.tags[schema.IDENTITY_TAG] == "abc"
     assert [r.run_id for r in run_store.runs_with_identity(exp, "abc", 5)] == [run.run_id]
+
+
+def test_an_interrupt_while_waiting_for_the_write_lock_leaves_no_transaction_open(store: str):
+    """Ctrl-C while another writer holds the store: SQLite's busy wait cannot be cut short,
+    so the interrupt is raised as soon as `BEGIN IMMEDIATE` returns. The transaction it
+    began must not stay open on the writer's connection (never closed): it held the write
+    lock, so every other process got "database is locked" and every later build in this
+    process (a notebook) "cannot start a transaction within a transaction"."""
+    import signal
+    import sys
+    import threading
+
+    from luigiflow._store import sqlite_file
+
+    path = str(sqlite_file.sqlite_path(store))
+    writer = sqlite_writes.SqliteWriter(path, sqlite_reads.KNOWN_REVISIONS)
+    exp = current.get_store(store).experiment_id("Interrupted", create=True)
+    assert exp is not None
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write in progress
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()
+
+    def interrupt_while_waiting() -> None:
+        # The main thread is blocked inside BEGIN IMMEDIATE: its frame is _transaction's.
+        while (frame := sys._current_frames().get(main)) is None or (
+            frame.f_code.co_name != "_transaction"
+        ):
+            threading.Event().wait(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+        holder.execute("ROLLBACK")  # the other writer is done: BEGIN returns
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        helper = threading.Thread(target=interrupt_while_waiting)
+        helper.start()
+        with pytest.raises(KeyboardInterrupt):
+            writer.create_run(exp, "Interrupted()", {}, {})
+        helper.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # not "database is locked"
+    other.execute("ROLLBACK")
+    run = writer.create_run(exp, "Interrupted()", {}, {"p": "1"})  # the next build writes
+    writer.finish_run(run.run_id, "FINISHED", [], {}, [])
+    assert current.get_store(store).get_run(run.run_id).info.status == "FINISHED"
