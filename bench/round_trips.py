@@ -98,7 +98,7 @@ def measure(runs: int, asked: int, chain: int = 5, delay_ms: float = 20.0) -> di
             env["MLFLOW_TRACKING_URI"] = proxied
             recorder.clear()
             start = time.perf_counter()
-            scale._run([sys.executable, "-c", scale.COMPLETION, str(asked)], root, env)
+            scale._run([sys.executable, "-c", scale.COMPLETION, str(asked), "own"], root, env)
             result["completion"] = {
                 "wall": time.perf_counter() - start,
                 "requests": recorder.count(),
@@ -106,7 +106,7 @@ def measure(runs: int, asked: int, chain: int = 5, delay_ms: float = 20.0) -> di
             }
             recorder.clear()
             start = time.perf_counter()
-            scale._run([sys.executable, "-c", scale.COMPLETION, str(FEW)], root, env)
+            scale._run([sys.executable, "-c", scale.COMPLETION, str(FEW), "own"], root, env)
             result["few"] = {"wall": time.perf_counter() - start, "requests": recorder.count()}
             build = ["run", "--module", "chain_tasks", "Step", "--i", str(chain - 1)]
             for name, tag in (("executed", "a"), ("noop", "a")):

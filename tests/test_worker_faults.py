@@ -6,6 +6,7 @@ signals, a real SQLite store (and a real `mlflow server` where uploads are invol
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
@@ -143,6 +144,40 @@ def test_sigkilled_worker_child_makes_build_raise(client, tmp_path):
 
 
 # ----- item 8: a task that ends its own run --------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:  # a zombie is gone too
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_worker_children_die_with_a_sigkilled_build(client, tmp_path):
+    # Orphaned, a child would go on writing while the next process to open the store
+    # resets the WAL under it (its SQLite locks were its parent's): results lost.
+    markers = tmp_path / "markers"
+    proc = _start(
+        _run_cmd("Nappers", "--markers", str(markers), "--seconds", "150", "--workers", "2"),
+        tmp_path,
+        _env(tmp_path),
+    )
+    try:
+        _wait_for([markers / "left", markers / "right"], proc)
+        children = [int((markers / n).read_text()) for n in ("left", "right")]
+        os.kill(proc.pid, signal.SIGKILL)  # the build's own process only (OOM killer)
+        proc.communicate(timeout=60)
+        deadline = time.time() + 45  # they sleep 150 s
+        while any(_alive(pid) for pid in children):
+            assert time.time() < deadline, "worker children outlived the killed build"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not runs_of(client, "Napper", "FINISHED")
 
 
 def test_task_that_ends_its_own_run_then_raises_is_never_finished(client, monkeypatch):

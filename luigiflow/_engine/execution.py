@@ -41,6 +41,8 @@ from luigiflow._store.records import FAILED, FINISHED, KILLED, RunRecord, from_m
 
 def execute(task: TrackedTask) -> None:
     """Run `task` as one run, or reuse a run another worker finished or is finishing."""
+    if luigi_compat.in_worker_process():
+        interrupts.die_with_parent()
     session = _session.of(task)
     exp_id = session.experiment_id(task.get_experiment_name())
     try:
