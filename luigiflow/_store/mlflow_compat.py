@@ -250,6 +250,20 @@ def validated_batch(
     )
 
 
+def latest_metric_positions(client: MlflowClient, run_id: str) -> dict[str, tuple[int, int]]:
+    """Per metric key of the run, the (step, timestamp) of the value it shows."""
+    run = client.get_run(run_id)
+    found = getattr(run.data, "_metric_objs", None)
+    if isinstance(found, list):
+        return {m.key: (int(m.step), int(m.timestamp or 0)) for m in found}
+    positions = {}
+    for key in run.data.metrics:  # another MLflow: its history, one request per key
+        history = client.get_metric_history(run_id, key)
+        newest = max(history, key=lambda m: (m.step, m.timestamp, m.value))
+        positions[key] = (int(newest.step), int(newest.timestamp or 0))
+    return positions
+
+
 def active_model_id() -> str | None:
     """MLflow's active logged model: metrics logged while it is set are linked to it."""
     try:

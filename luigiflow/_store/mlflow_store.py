@@ -278,9 +278,24 @@ class MlflowStore:
         tags: Mapping[str, str],
         inputs: Sequence[DatasetRef],
     ) -> None:
+        from mlflow.entities import Metric, RunTag
+
         if inputs:
             self.log_inputs(run_id, inputs)
-        self.log_batch(run_id, metrics=metrics, tags=tags, steps=steps, timestamp_ms=timestamp_ms)
+        # Each saved value goes above any the run already has for its key (user code's
+        # `mlflow.log_metric`, autologging), so it is the value the run shows.
+        with _client.translate_errors(f"reading metrics of run {run_id}", self.uri):
+            latest = mlflow_compat.latest_metric_positions(self.client, run_id) if metrics else {}
+        placed = []
+        for key, value in metrics.items():
+            step, ts = steps.get(key, 0), timestamp_ms
+            if key in latest:
+                step, ts = max(step, latest[key][0]), max(ts, latest[key][1] + 1)
+            placed.append(Metric(key, value, ts, step))
+        with _client.translate_errors(f"recording results of run {run_id}", self.uri):
+            self.client.log_batch(
+                run_id, metrics=placed, tags=[RunTag(k, v) for k, v in tags.items()]
+            )
         self.terminate(run_id, status)
 
     def log_batch(

@@ -87,8 +87,9 @@ class RunStore(Protocol):
         tags: Mapping[str, str],
         inputs: Sequence[DatasetRef],
     ) -> None:
-        """The run's inputs, metrics (each at its step in `steps`, else 0) and tags, then
-        its final status: everything a task's run records when its work is done."""
+        """The run's inputs, metrics (each at its step in `steps`, else 0, and above any
+        value the run already has for the key: it is the value the run shows) and tags,
+        then its final status: everything a task's run records when its work is done."""
 
     def log_batch(
         self,

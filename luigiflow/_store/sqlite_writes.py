@@ -260,8 +260,18 @@ def _write_metrics(
     conn: sqlite3.Connection, run_id: str, metrics: Sequence[tuple[str, float, int, int]]
 ) -> None:
     """Metric rows (one already there is kept, as MLflow keeps it) and `latest_metrics`:
-    per key the row with the highest (step, timestamp, value)."""
-    rows = {(key, *_sanitized(float(v)), int(ts), int(step)) for key, v, ts, step in metrics}
+    per key the row with the highest (step, timestamp, value). A value the run already has
+    at a later step or time (user code's `mlflow.log_metric`, autologging) is topped: the
+    saved value goes at its step and strictly later, so it is the value the run shows."""
+    rows = set()
+    for key, v, ts, step in metrics:
+        old = conn.execute(
+            "SELECT step, timestamp FROM latest_metrics WHERE run_uuid = ? AND key = ?",
+            (run_id, key),
+        ).fetchone()
+        if old is not None:
+            step, ts = max(int(step), int(old[0])), max(int(ts), int(old[1] or 0) + 1)
+        rows.add((key, *_sanitized(float(v)), int(ts), int(step)))
     conn.executemany(
         "INSERT OR IGNORE INTO metrics (key, value, is_nan, timestamp, step, run_uuid) "
         "VALUES (?, ?, ?, ?, ?, ?)",

@@ -31,8 +31,10 @@ class Data(lf.MlflowTask):
         self.log_metric("loss", 3.0, step=1)
         self.log_metric("loss", 2.0, step=2)
         mlflow.log_metric("user_metric", 1.5)
+        mlflow.log_metric("curve", 5.0, step=9)  # a training curve, then a saved final value
         mlflow.log_param("user_param", "x")
         metrics = {"nan": math.nan, "inf": math.inf, "ninf": -math.inf, "loss": 1.0, "z": 0.0}
+        metrics["curve"] = 0.5
         self.save({"rows": [1, 2, 3]}, metrics=metrics)
 
 
@@ -155,6 +157,8 @@ def test_a_run_written_in_sql_is_the_run_mlflow_writes(
     # the cases the comparison is meant to cover did happen
     metrics = {(r[1], r[4]) for r in direct["latest_metrics"] if r[0] == "<Data()>"}
     assert ("nan", 1) in metrics and ("user_metric", 0) in metrics
+    shown = {r[1]: (r[2], r[3]) for r in direct["latest_metrics"] if r[0] == "<Data()>"}
+    assert shown["curve"] == (0.5, 9) and shown["loss"] == (1.0, 2)  # what the task saved
     assert any(r[-1] == 2 for r in direct["datasets"])  # one dataset, read by two runs
     failed = [r for r in direct["runs"] if r[0] == "BadMetric()"]
     assert failed[0][5] == "FAILED"
