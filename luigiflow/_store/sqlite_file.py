@@ -18,8 +18,11 @@ import contextlib
 import errno
 import os
 import pathlib
+import sqlite3
+import threading
 import urllib.parse
 from collections.abc import Iterator
+from typing import Any
 
 from luigiflow._errors import TrackingError
 
@@ -141,3 +144,45 @@ def creation_lock(path: pathlib.Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+# Connections a forked child inherited from its parent: kept, never closed there either.
+_inherited: list[sqlite3.Connection] = []
+
+
+class LocalConnections:
+    """One connection to a store file per thread and process, never closed.
+
+    Closing a descriptor of the file drops every POSIX lock this process holds on it
+    (see `judge`), and a forked child must not close (or use) its parent's connection:
+    it opens its own. Pickled with a task into a spawned worker, connections stay behind.
+    """
+
+    def __init__(self, path: str, read_only: bool) -> None:
+        self.path = path
+        self.read_only = read_only
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "read_only": self.read_only}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path, self.read_only = state["path"], state["read_only"]
+        self._local = threading.local()
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            if conn is not None:
+                _inherited.append(conn)
+            conn = self._open()
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        if self.read_only:
+            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        # Autocommit: transactions are begun explicitly (see sqlite_writes).
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        conn.execute("PRAGMA synchronous=NORMAL")  # as MLflow's engine (tune_sqlite)
+        return conn

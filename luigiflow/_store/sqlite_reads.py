@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sqlite3
-import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -58,7 +56,7 @@ class SqliteStore(MlflowStore):
         path = sqlite_file.sqlite_path(uri)
         assert path is not None
         self._path = str(path)
-        self._local = threading.local()
+        self._connections = sqlite_file.LocalConnections(self._path, read_only=True)
         self._writer = sqlite_writes.SqliteWriter(self._path, KNOWN_REVISIONS)
         self.direct_writes = True  # off: every write through MLflow's client (tests)
 
@@ -103,21 +101,8 @@ class SqliteStore(MlflowStore):
                 return
         super().finish_run(run_id, status, metrics, steps, timestamp_ms, tags, inputs)
 
-    # Pickled with a task into a spawned worker: connections stay behind.
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_local"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
-
     def _conn(self) -> sqlite3.Connection:
-        # One connection per thread and process (a forked worker opens its own).
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=30)
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
+        return self._connections.get()
 
     def _records(
         self,

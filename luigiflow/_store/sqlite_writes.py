@@ -25,24 +25,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
 
-from luigiflow._store import mlflow_compat, schema
+from luigiflow._store import mlflow_compat, schema, sqlite_file
 from luigiflow._store.port import DatasetRef
 from luigiflow._store.records import ACTIVE, RUNNING, RunData, RunInfo, RunRecord
 
 RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
 _MAX_FLOAT = 1.7976931348623157e308  # SQL has no infinity: MLflow stores +/-max
-
-
-_inherited: list[sqlite3.Connection] = []
 
 
 class Unwritable(Exception):
@@ -55,31 +49,11 @@ class SqliteWriter:
     def __init__(self, path: str, revisions: frozenset[str]) -> None:
         self.path = path
         self.revisions = revisions
-        self._local = threading.local()
-
-    # Pickled with a task into a spawned worker: connections stay behind.
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_local"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
-
-    def _conn(self) -> sqlite3.Connection:
-        # One connection per thread and process, never closed: closing a descriptor of
-        # the file drops every POSIX lock this process holds on it (see sqlite_file).
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            if conn is not None:  # the parent's, across a fork: never closed here either
-                _inherited.append(conn)
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA synchronous=NORMAL")  # as MLflow's engine (tune_sqlite)
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
+        self._connections = sqlite_file.LocalConnections(path, read_only=False)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
+        conn = self._connections.get()
         if conn.in_transaction:  # one an interrupt left open (see below): never ours to keep
             conn.execute("ROLLBACK")
         # An interrupt during SQLite's busy wait is raised as soon as BEGIN returns, and a
