@@ -60,7 +60,7 @@ def tune_sqlite(client: MlflowClient) -> None:
     """
     from sqlalchemy import event
 
-    engine = getattr(getattr(client._tracking_client, "store", None), "engine", None)
+    engine = getattr(_backend(client), "engine", None)
     if engine is None or getattr(engine, "_luigiflow_tuned", False):
         return
 
@@ -147,10 +147,9 @@ def _start_active_run(
     if mlflow.get_tracking_uri() != uri:
         mlflow.set_tracking_uri(uri)
 
-    stack_var = getattr(fluent, "_active_run_stack", None)
     active_run_class = getattr(fluent, "ActiveRun", None)
-    stack = stack_var.get() if stack_var is not None and hasattr(stack_var, "get") else None
-    if not isinstance(stack, list) or active_run_class is None or _settings.system_metrics_on():
+    stack = _fluent_stack()
+    if stack is None or active_run_class is None or _settings.system_metrics_on():
         started = mlflow.start_run(
             experiment_id=experiment_id,
             run_name=run_name,
@@ -331,6 +330,20 @@ def end_active_run_if(run_id: str, status: str) -> bool:
     return True
 
 
+def _fluent_stack() -> list[Any] | None:
+    """MLflow's stack of active runs (this context's), or None where it keeps no such list."""
+    from mlflow.tracking import fluent
+
+    stack_var = getattr(fluent, "_active_run_stack", None)
+    stack = stack_var.get() if stack_var is not None and hasattr(stack_var, "get") else None
+    return stack if isinstance(stack, list) else None
+
+
+def _backend(client: MlflowClient) -> Any:
+    """The tracking store object behind MLflow's client, or None."""
+    return getattr(getattr(client, "_tracking_client", None), "store", None)
+
+
 def pop_active_run(run_id: str) -> bool:
     """Take `run_id` off MLflow's active-run stack as `mlflow.end_run` does, without
     writing anything (the caller ends the run in the store). False, with nothing done,
@@ -338,13 +351,12 @@ def pop_active_run(run_id: str) -> bool:
     """
     from mlflow.tracking import fluent
 
-    stack_var = getattr(fluent, "_active_run_stack", None)
     last_var = getattr(fluent, "_last_active_run_id", None)
     run_id_env = getattr(fluent, "MLFLOW_RUN_ID", None)
     monitors = getattr(fluent, "run_id_to_system_metrics_monitor", None)
-    stack = stack_var.get() if stack_var is not None and hasattr(stack_var, "get") else None
+    stack = _fluent_stack()
     usable = (
-        isinstance(stack, list)
+        stack is not None
         and bool(stack)
         and stack[-1].info.run_id == run_id
         and hasattr(last_var, "set")
@@ -353,7 +365,7 @@ def pop_active_run(run_id: str) -> bool:
     )
     if not usable:
         return False
-    assert isinstance(stack, list) and isinstance(monitors, dict)
+    assert stack is not None and isinstance(monitors, dict)
     _unended.discard(run_id)
     run_id_env.unset()  # type: ignore[union-attr]
     stack.pop()
@@ -367,7 +379,7 @@ def pop_active_run(run_id: str) -> bool:
 def flush_async_logging(client: MlflowClient) -> None:
     """Hand values user code logged with `synchronous=False` to the store before the run
     ends (what `set_terminated` does first)."""
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    store = _backend(client)
     if store is not None and hasattr(store, "shut_down_async_logging"):
         store.shut_down_async_logging()
 
@@ -380,7 +392,7 @@ def terminate(client: MlflowClient, run_id: str, status: str) -> None:
 
     from mlflow.entities import RunStatus
 
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    store = _backend(client)
     if store is None or not hasattr(store, "update_run_info"):
         client.set_terminated(run_id, status)
         return
