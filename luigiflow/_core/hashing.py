@@ -12,6 +12,7 @@ import os
 import pathlib
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 
 from luigiflow import _settings
@@ -51,19 +52,26 @@ def tree_size(path: pathlib.Path) -> int:
     return total
 
 
+# A file whose ctime is this close to now may still change within the same timestamp
+# tick (2 s on FAT, 1 s on HFS+ and some NFS servers) without its stat key changing:
+# its digest is computed but not cached ("racily clean", as git calls it).
+RACY_WINDOW_NS = 2_000_000_000
 _hash_lock = threading.Lock()
 _memory_hashes: dict[str, str] = {}
 
 
 def _stat_key(path: pathlib.Path, st: os.stat_result) -> str:
-    return f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_dev}"
+    # ctime too: `cp -p` or `touch -r` onto the same inode keeps size and mtime, but
+    # every write or metadata change moves ctime, and no user call can set it back.
+    return f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}"
 
 
 def content_hash(value: str | os.PathLike[str]) -> str:
-    """sha256 content digest of a file or folder, cached by path, size, mtime and inode.
+    """sha256 content digest of a file or folder, cached by path, size, mtime, ctime and
+    inode.
 
     The cache lives in memory and on disk, so an unchanged large data file is read
-    once, not on every build.
+    once, not on every build. A file changed within `RACY_WINDOW_NS` is hashed each time.
     """
     path = pathlib.Path(os.fspath(value)).resolve()
     if path.is_dir():
@@ -78,6 +86,8 @@ def content_hash(value: str | os.PathLike[str]) -> str:
             _memory_hashes[key] = disk[key]
             return disk[key]
     digest = file_digest(path)
+    if time.time_ns() - max(st.st_ctime_ns, st.st_mtime_ns) <= RACY_WINDOW_NS:
+        return digest
     with _hash_lock:
         _memory_hashes[key] = digest
         _store_disk_cache(key, digest)
