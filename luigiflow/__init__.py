@@ -19,6 +19,7 @@ from types import ModuleType as _ModuleType
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
+from luigiflow._core import platform as _platform
 from luigiflow._errors import (
     ArtifactError,
     BuildError,
@@ -33,6 +34,10 @@ from luigiflow._errors import (
     TrackingError,
 )
 from luigiflow._settings import tracking_uri
+
+# On purpose: Windows is refused here, in one line, rather than failing later inside a
+# build (docs/platforms.md).
+_platform.check_supported()
 
 if _TYPE_CHECKING:
     from luigiflow._command import CommandTask

@@ -63,6 +63,10 @@ class TaskFailedError(LuigiflowError):
     """Stands in for a task exception that could not cross a process boundary."""
 
 
+class UnsupportedPlatformError(LuigiflowError):
+    """luigiflow refuses to run on an operating system it is not tested on (Windows)."""
+
+
 class WorkerDiedError(LuigiflowError):
     """The process running a task died without a word (SIGKILL, the OOM killer)."""
 

@@ -36,6 +36,7 @@ HTTP_RETRY_DEFAULTS = {
 SIGNING_KEY = "LUIGIFLOW_SIGNING_KEY"
 SIGNING_KEY_FILE = "LUIGIFLOW_SIGNING_KEY_FILE"
 MIN_KEY_LENGTH = 16
+UNSUPPORTED_PLATFORM = "LUIGIFLOW_UNSUPPORTED_PLATFORM"
 
 
 def tracking_uri() -> str:
@@ -122,6 +123,11 @@ def _check_cache_dir() -> None:
             f"{CACHE_DIR}={raw!r} is not a folder luigiflow can create ({existing} is a "
             f"file); set {CACHE_DIR} to a folder path, or unset it"
         )
+
+
+def unsupported_platform_allowed() -> bool:
+    """The user asked to try luigiflow on an operating system it refuses (Windows)."""
+    return os.environ.get(UNSUPPORTED_PLATFORM) == "1"
 
 
 def system_metrics_on() -> bool:

@@ -4,48 +4,29 @@ changes afterwards.
 - A file luigiflow handed out inside the run's staging area (`artifact_path_for`) is
   already luigiflow's own: it is moved (a rename, zero copy) or is already in place.
 - Any other file belongs to the user, who may rewrite it later: it is cloned
-  copy-on-write where the filesystem offers it (reflink: Btrfs, XFS, APFS...), else
-  copied. It is never hard-linked: a hard link is the same bytes under two names, so
-  rewriting the user's file would rewrite the stored artifact.
+  copy-on-write where Linux and the filesystem offer it (reflink: Btrfs, XFS), else
+  copied (macOS included: APFS clones are not used). It is never hard-linked: a hard
+  link is the same bytes under two names, so rewriting the user's file would rewrite the
+  stored artifact.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import pathlib
 import shutil
-import sys
+
+from luigiflow._core import platform
 
 IN_PLACE = "in place"  # written where it belongs: nothing to do
 MOVE = "move"
 REFLINK = "reflink"
 COPY = "copy"
 
-# Linux's FICLONE ioctl: _IOW(0x94, 9, int). Filesystems without reflink refuse it.
-_FICLONE = 0x40049409
-_NO_CLONE = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EPERM}
-
-
-def _reflink(source: pathlib.Path, dest: pathlib.Path) -> bool:
-    """Clone `source` to `dest` copy-on-write; False where the filesystem cannot."""
-    if sys.platform != "linux":
-        return False
-    import fcntl
-
-    with open(source, "rb") as src, open(dest, "wb") as dst:
-        try:
-            fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
-        except OSError as exc:
-            if exc.errno in _NO_CLONE:
-                return False
-            raise
-    return True
-
 
 def copy_file(source: pathlib.Path, dest: pathlib.Path) -> str:
     """Clone or copy one file; returns how (`reflink` or `copy`)."""
-    if _reflink(source, dest):
+    if platform.clone_file(source, dest):
         return REFLINK
     shutil.copyfile(source, dest)  # sendfile/copy_file_range: no pass through Python
     return COPY

@@ -2,28 +2,28 @@
 
 A script may write into its inputs or overwrite its outputs in place on its next run;
 a hard link or symlink would carry that change into a stored artifact. So files are
-reflinked (copy-on-write clones, free on Btrfs/XFS/APFS) or, where the filesystem
-cannot, copied.
+reflinked on Linux (copy-on-write clones, free on Btrfs/XFS) or, where the system or
+filesystem cannot (macOS's APFS included), copied.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pathlib
 import shutil
 
-_FICLONE = 0x40049409  # Linux ioctl: make dst a copy-on-write clone of src
+from luigiflow._core import platform
 
 
 def _clone_or_copy(src: str, dst: str) -> str:
     try:
-        with open(src, "rb") as fin, open(dst, "wb") as fout:
-            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
-        shutil.copystat(src, dst)
+        if platform.clone_file(pathlib.Path(src), pathlib.Path(dst)):
+            shutil.copystat(src, dst)
+            return dst
     except OSError:
-        shutil.copy2(src, dst)
+        pass
+    shutil.copy2(src, dst)
     return dst
 
 

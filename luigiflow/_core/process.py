@@ -22,6 +22,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+from luigiflow._core import platform
+
 # A shell string runs through `sh -c` (as DVC does); a list is the argument vector.
 Step = str | Sequence[str]
 
@@ -130,9 +132,9 @@ def _echo(terminal: Any, data: bytes) -> None:
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the child's process group, then SIGKILL what is left after a grace period."""
-    for sig, wait_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, STOP_GRACE_S)):
+    for sig, wait_s in ((signal.SIGTERM, STOP_GRACE_S), (platform.KILL_SIGNAL, STOP_GRACE_S)):
         try:
-            os.killpg(proc.pid, sig)
+            platform.signal_group(proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             break
         try:
@@ -142,7 +144,7 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
         if sig == signal.SIGTERM:
             # The leader is gone; stragglers in its group get the same end.
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                platform.signal_group(proc.pid, platform.KILL_SIGNAL)
         break
 
 

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from luigiflow._core import platform
 from luigiflow._errors import BuildInterrupted
 
 
@@ -67,35 +68,24 @@ def signum_of(exc: BaseException) -> int:
     return int(getattr(exc, "signum", signal.SIGINT))
 
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
 def die_with_parent() -> None:
-    """End this Luigi worker process (SIGKILL, from the kernel) when the build's process
-    ends, even by SIGKILL or the OOM killer.
+    """End this Luigi worker process (as SIGKILL would) when the build's process ends,
+    even by SIGKILL or the OOM killer.
 
     Orphaned, it would go on writing into the embedded store while the next process to
     open it resets the WAL under it (a forked child's SQLite locks are its parent's):
     commits it was told succeeded are lost, or the file is damaged. Its run stays
-    RUNNING and is retired KILLED like any dead worker's. Linux only (prctl).
+    RUNNING and is retired KILLED like any dead worker's. Linux: the kernel's
+    PR_SET_PDEATHSIG; macOS: a watchdog thread (`platform.die_with_parent`).
     """
-    import ctypes
     import multiprocessing
     import os
-    import sys
 
     parent = multiprocessing.parent_process()
-    if not sys.platform.startswith("linux") or parent is None:
+    if parent is None or parent.pid is None:
         return
     if not parent.is_alive():
-        os._exit(128 + signal.SIGKILL)
+        os._exit(128 + platform.KILL_SIGNAL)
     if os.getppid() != parent.pid:
         return  # started by a forkserver: it goes when the build does; locks are its own
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            return
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent.pid:  # the build died before the request took effect
-        os._exit(128 + signal.SIGKILL)
+    platform.die_with_parent(parent.pid, parent.is_alive)

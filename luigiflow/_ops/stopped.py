@@ -22,6 +22,7 @@ import time
 
 import luigi
 
+from luigiflow._core import platform
 from luigiflow._engine import events as _events
 from luigiflow._engine import luigi_compat
 from luigiflow._engine import session as _session
@@ -144,5 +145,5 @@ def _wait_for_workers() -> None:
     for child in _luigi_workers():  # still there: they had their chance
         if child.pid is not None:
             with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
-                os.kill(child.pid, signal.SIGKILL)
+                os.kill(child.pid, platform.KILL_SIGNAL)
         child.join(5)

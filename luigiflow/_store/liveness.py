@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterable
 
 from luigiflow import _settings
+from luigiflow._core import platform
 from luigiflow._store import schema
 from luigiflow._store.port import RunStore
 from luigiflow._store.records import KILLED, RUNNING, RunRecord
@@ -84,13 +85,8 @@ def worker_is_gone(run: RunRecord) -> bool:
         return False
     if not pid_text.isdigit() or int(pid_text) == os.getpid():
         return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+    # Unknown (None, on Windows) is not gone: the heartbeat's age decides.
+    return platform.process_exists(int(pid_text)) is False
 
 
 def is_abandoned(run: RunRecord, now: float | None = None) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from luigiflow import _settings
-from luigiflow._core import redaction
+from luigiflow._core import platform, redaction
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun, MlflowClient
@@ -463,4 +463,4 @@ def _dispose_inherited_engines() -> None:
         engine.dispose(close=False)
 
 
-os.register_at_fork(after_in_child=_dispose_inherited_engines)
+platform.at_fork_in_child(_dispose_inherited_engines)

@@ -15,7 +15,6 @@ SQLite's `immutable` flag: reads work, and any write says "read-only store".
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import pathlib
 import sqlite3
@@ -24,6 +23,7 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+from luigiflow._core import platform
 from luigiflow._errors import TrackingError
 
 _HEADER = b"SQLite format 3\x00"
@@ -71,7 +71,7 @@ def _header(path: pathlib.Path) -> tuple[bytes, int]:
     if fd is None:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         _held[key] = fd
-    return os.pread(fd, 100, 0), os.fstat(fd).st_size
+    return platform.read_at(fd, 100, 0), os.fstat(fd).st_size
 
 
 def judge(path: pathlib.Path) -> None:
@@ -125,25 +125,8 @@ def read_only_error(path: pathlib.Path, doing: str) -> TrackingError:
 @contextlib.contextmanager
 def creation_lock(path: pathlib.Path) -> Iterator[None]:
     """Hold an exclusive lock on `<db>.lock` (blocking) while the store is made ready."""
-    import fcntl
-
-    lock_path = path.with_name(path.name + ".lock")
-    fd = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        # Where nothing can be written, nobody can be creating the store either.
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise
-    if fd is None:
+    with platform.exclusive_lock(path.with_name(path.name + ".lock")):
         yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 # Connections a forked child inherited from its parent: kept, never closed there either.
