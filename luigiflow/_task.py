@@ -256,6 +256,21 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
     def complete(self) -> bool:
         return self.find_run() is not None
 
+    @classmethod
+    def bulk_complete(cls, parameter_tuples: Any) -> list[Any]:
+        """Those of `parameter_tuples` whose task is complete, decided in one batch.
+
+        Luigi's range tools (`RangeDaily`, `RangeHourly`, ...) call this instead of
+        reading output paths; `cls` may be a `functools.partial` of the class with
+        the range's other parameters bound, as Luigi passes it.
+        """
+        given = list(parameter_tuples)  # Luigi may pass a one-shot iterator
+        tasks = [_task_of(cls, values) for values in given]
+        if not tasks:
+            return []
+        _session.of(tasks[0]).completion.prefetch(tasks)
+        return [values for values, task in zip(given, tasks) if task.complete()]
+
     def deps(self) -> list[luigi.Task]:
         # Luigi calls deps() right before asking each dependency complete(): decide
         # them all in one batch here (see _lookup for the freshness rule).
@@ -518,3 +533,13 @@ class ArtifactTarget(luigi.Target):
 
     def __repr__(self) -> str:
         return f"ArtifactTarget({self.task.task_id}, {self.name!r})"
+
+
+def _task_of(cls: Any, values: Any) -> luigi.Task:
+    # The shapes Luigi's own MixinNaiveBulkComplete accepts: positional values, keyword
+    # values, or one value.
+    if isinstance(values, (list, tuple)):
+        return cls(*values)
+    if isinstance(values, dict):
+        return cls(**values)
+    return cls(values)
