@@ -269,7 +269,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         if not tasks:
             return []
         _session.of(tasks[0]).completion.prefetch(tasks)
-        return [values for values, task in zip(given, tasks) if task.complete()]
+        return [values for values, task in zip(given, tasks, strict=True) if task.complete()]
 
     def deps(self) -> list[luigi.Task]:
         # Luigi calls deps() right before asking each dependency complete(): decide

@@ -49,9 +49,11 @@ def test_range_daily_through_luigi_build_executes_only_new_days(store: str, clie
 
 def test_range_hourly_through_lf_build(store: str, client) -> None:
     start = datetime.datetime(2026, 1, 1, 0)
-    result = lf.build([RangeHourly(of=HourlyEvents, start=start, stop=start.replace(hour=20), now=NOW)])
+    first = RangeHourly(of=HourlyEvents, start=start, stop=start.replace(hour=20), now=NOW)
+    result = lf.build([first])
     assert len(result.executed) == 20
-    grown = lf.build([RangeHourly(of=HourlyEvents, start=start, stop=start.replace(day=2, hour=8), now=NOW)])
+    longer = RangeHourly(of=HourlyEvents, start=start, stop=start.replace(day=2, hour=8), now=NOW)
+    grown = lf.build([longer])
     assert len(grown.executed) == 12
     assert len(runs_of(client, "HourlyEvents", "FINISHED")) == 32
 
@@ -59,17 +61,39 @@ def test_range_hourly_through_lf_build(store: str, client) -> None:
 @pytest.mark.slow
 def test_range_daily_through_the_luigi_and_luigiflow_commands(store: str, client, tmp_path) -> None:
     luigi_cmd = [
-        sys.executable, "-m", "luigi", "--module", "tests.luigi_users.daily_tasks",
-        "RangeDaily", "--of", "DailyEvents", "--start", START.isoformat(),
-        "--stop", _stop(DAYS).isoformat(), "--now", str(NOW), "--local-scheduler",
+        sys.executable,
+        "-m",
+        "luigi",
+        "--module",
+        "tests.luigi_users.daily_tasks",
+        "RangeDaily",
+        "--of",
+        "DailyEvents",
+        "--start",
+        START.isoformat(),
+        "--stop",
+        _stop(DAYS).isoformat(),
+        "--now",
+        str(NOW),
+        "--local-scheduler",
     ]
     out = subprocess.run(luigi_cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(runs_of(client, "DailyEvents", "FINISHED")) == DAYS
     out = luigiflow_cli(
-        "run", "--module", "tests.luigi_users.daily_tasks", "RangeDaily",
-        "--of", "DailyEvents", "--start", START.isoformat(),
-        "--stop", _stop(DAYS + 3).isoformat(), "--now", str(NOW), cwd=REPO,
+        "run",
+        "--module",
+        "tests.luigi_users.daily_tasks",
+        "RangeDaily",
+        "--of",
+        "DailyEvents",
+        "--start",
+        START.isoformat(),
+        "--stop",
+        _stop(DAYS + 3).isoformat(),
+        "--now",
+        str(NOW),
+        cwd=REPO,
     )
     assert "executed 3" in out.stdout, out.stdout
     assert len(runs_of(client, "DailyEvents", "FINISHED")) == DAYS + 3
