@@ -90,6 +90,11 @@ class BuildResult:
             return task in self._runs
         return task in self._known or bool(bound_run(task) or task.find_run())
 
+    def plain_complete(self, task: luigi.Task) -> bool:
+        """Whether a plain Luigi task of the graph (a WrapperTask, a range tool) is
+        complete after the build, as Luigi's complete() says."""
+        return not is_tracked(task) and not self.failed.get(task) and bool(task.complete())
+
     @property
     def success(self) -> bool:
         return not self.failed

@@ -17,6 +17,7 @@ import luigi
 from luigiflow._command.task import CommandTask
 from luigiflow._core import fingerprint, provenance, redaction
 from luigiflow._core.identity import decode_value, encode_value
+from luigiflow._core.labels import task_label
 from luigiflow._core.parameters import param_text
 from luigiflow._engine import execution
 from luigiflow._engine import session as _session
@@ -112,9 +113,7 @@ class _Planner:
         if key in self.entries:
             return self.entries[key]
         if not isinstance(task, MlflowTask):
-            entry = PlanEntry(task, REUSED if task.complete() else WILL_RUN)
-            if entry.status == WILL_RUN:
-                entry.reasons.append("its Luigi output does not exist")
+            entry = self._decide_plain(task, needed)
             self.entries[key] = entry
             return entry
         run = self.found.get(task)
@@ -167,6 +166,27 @@ class _Planner:
             else:
                 self._explain(task, entry)
         self.entries[key] = entry
+        return entry
+
+    def _decide_plain(self, task: luigi.Task, needed: bool) -> PlanEntry:
+        # A plain Luigi task (a WrapperTask, a range tool, any luigi.Task) is decided as
+        # Luigi decides it, by its complete(); the luigiflow tasks below it are shown
+        # too, since Luigi walks into an incomplete task's requirements.
+        complete = task.complete()
+        entry = PlanEntry(task, REUSED if complete else WILL_RUN)
+        for name, dep in _named_requirements(task).items():
+            entry.upstream[name] = self.decide(dep, needed=needed and not complete)
+        if complete:
+            entry.reasons.append("complete (a plain Luigi task)")
+        elif isinstance(task, luigi.WrapperTask) or not luigi.task.flatten(task.output()):
+            pending = [n for n, e in entry.upstream.items() if e.status == WILL_RUN]
+            entry.reasons.append(
+                f"its requirements will run: {', '.join(pending)}"
+                if pending
+                else "its Luigi complete() is false"
+            )
+        else:
+            entry.reasons.append("its Luigi output does not exist")
         return entry
 
     def _stale(self, task: luigi.Task) -> bool:
@@ -408,6 +428,14 @@ def _param_changes(task: MlflowTask, run: Run) -> list[ParamChange]:
 def _show(name: str, param: luigi.Parameter, value: Any) -> Any:
     """A value as the user would type it (Luigi's own serialization); secrets redacted."""
     return redaction.REDACTED if redaction.looks_secret(name) else param_text(param, value)
+
+
+def _named_requirements(task: luigi.Task) -> dict[str, luigi.Task]:
+    """A plain Luigi task's requirements by name: the dict's keys, else the task label."""
+    required = task.requires()
+    if isinstance(required, dict):
+        return {str(k): t for k, v in required.items() for t in luigi.task.flatten(v)}
+    return {task_label(t): t for t in luigi.task.flatten(required)}
 
 
 def make_plan(

@@ -56,6 +56,8 @@ def build_summary(result: Any, runs: dict[str, Any], title: str) -> Table:
             status = "run deleted"
         elif task in result.runs:
             status = "reused"
+        elif result.plain_complete(task):
+            status = "complete"  # a plain Luigi task (WrapperTask, range tool): no run
         else:
             status = "not run"
         run_id = result.runs.get(task) or _failed_run(result, task)
