@@ -75,6 +75,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        _refuse_luigi_style(cls)
         validate_class(
             cls,
             reserved=_reserved_names(),
@@ -543,3 +544,19 @@ def _task_of(cls: Any, values: Any) -> luigi.Task:
     if isinstance(values, dict):
         return cls(**values)
     return cls(values)
+
+
+def _refuse_luigi_style(cls: type) -> None:
+    # A task written the Luigi way runs its run() outside any MLflow run and writes
+    # outputs luigiflow never records, so it can never become complete: say what to
+    # change when the class is defined instead of failing every build.
+    luigi_style = [name for name in ("run", "output") if name in cls.__dict__]
+    if not luigi_style:
+        return
+    defined = " and ".join(f"{name}()" for name in luigi_style)
+    raise TaskDefinitionError(
+        f"task class {cls.__name__}: it defines Luigi's {defined}; a luigiflow task does "
+        "its work in run_task() (rename run() to run_task()) and declares its outputs as "
+        "artifacts = {name: filename}, written with self.save({name: value}) "
+        "instead of output()"
+    )

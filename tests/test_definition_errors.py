@@ -37,3 +37,20 @@ def test_missing_run_task_is_refused_unless_the_class_is_abstract():
 
         class StillNoWork(Base):  # abstract is not inherited
             pass
+
+
+def test_a_task_written_the_luigi_way_says_what_to_change():
+    with pytest.raises(lf.TaskDefinitionError) as caught:
+
+        class LuigiStyle(lf.MlflowTask):
+            def output(self):
+                return luigi.LocalTarget("out.txt")
+
+            def run(self):
+                with self.output().open("w") as f:
+                    f.write("done")
+
+    message = str(caught.value)
+    assert "\n" not in message
+    for needed in ("LuigiStyle", "run() and output()", "run_task()", "artifacts", "self.save"):
+        assert needed in message, message
