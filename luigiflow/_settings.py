@@ -11,6 +11,7 @@ import contextlib
 import os
 import pathlib
 import sys
+import urllib.parse
 
 from luigiflow._core.redaction import looks_secret
 from luigiflow._errors import ConfigError, LuigiflowError, TrackingError
@@ -45,7 +46,9 @@ def tracking_uri() -> str:
     if uri:
         _check_tracking_uri(uri)
         return uri
-    return "sqlite:///" + os.path.join(os.getcwd(), "mlflow.db")
+    # Quoted as MLflow quotes a path (SQLAlchemy unquotes it): a folder named `proj%20x`,
+    # or holding `?` or `#`, is that folder, not its percent-decoded neighbour.
+    return "sqlite:///" + urllib.parse.quote(os.path.join(os.getcwd(), "mlflow.db"))
 
 
 # Stores MLflow 3 tracks runs in (a `+driver` suffix is SQLAlchemy's, e.g. postgresql+psycopg2).

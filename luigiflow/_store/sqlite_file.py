@@ -47,13 +47,18 @@ def is_read_only(path: pathlib.Path) -> bool:
     return folder.exists() and not os.access(folder, os.W_OK)
 
 
+def file_uri(path: str | pathlib.Path, query: str) -> str:
+    """SQLite's URI filename for `path` (`%`, `?` and `#` in folder names escaped)."""
+    return f"file:{urllib.parse.quote(str(path))}?{query}"
+
+
 def read_only_uri(path: pathlib.Path) -> str:
     """A SQLAlchemy URI that reads `path` without ever creating or locking a file.
 
     `immutable=1` is needed on a read-only mount: a store left in WAL mode could not
     otherwise be opened (SQLite would have to create its `-shm` file).
     """
-    return f"sqlite:///file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1&uri=true"
+    return "sqlite:///" + file_uri(path, "mode=ro&immutable=1&uri=true")
 
 
 # Descriptors of store files this process read, never closed: closing *any* descriptor of a
@@ -164,7 +169,7 @@ class LocalConnections:
 
     def _open(self) -> sqlite3.Connection:
         if self.read_only:
-            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            return sqlite3.connect(file_uri(self.path, "mode=ro"), uri=True, timeout=30)
         # Autocommit: transactions are begun explicitly (see sqlite_writes).
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         conn.execute("PRAGMA synchronous=NORMAL")  # as MLflow's engine (tune_sqlite)

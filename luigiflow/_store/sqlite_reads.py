@@ -39,7 +39,7 @@ def readable(uri: str) -> bool:
     if path is None or not path.is_file() or path.stat().st_size == 0:
         return False
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
+        with sqlite3.connect(sqlite_file.file_uri(path, "mode=ro"), uri=True, timeout=30) as conn:
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
             conn.execute("SELECT value FROM json_each('[]')")  # JSON1: reads by identity
     except sqlite3.Error:
