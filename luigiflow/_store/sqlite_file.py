@@ -25,6 +25,7 @@ from typing import Any
 
 from luigiflow._core import platform
 from luigiflow._errors import TrackingError
+from luigiflow._store import sqlite_schema
 
 _HEADER = b"SQLite format 3\x00"
 
@@ -165,7 +166,15 @@ class LocalConnections:
                 _inherited.append(conn)
             conn = self._open()
             self._local.conn, self._local.pid = conn, os.getpid()
+            self._local.judged = sqlite_schema.Judged()
         return conn
+
+    def verdict(self) -> sqlite_schema.Verdict:
+        """What the SQL paths may do on the schema this thread's connection sees now
+        (kept per connection, judged again when the schema or its revision changes)."""
+        conn = self.get()
+        judged: sqlite_schema.Judged = self._local.judged
+        return judged.verdict(conn)
 
     def _open(self) -> sqlite3.Connection:
         if self.read_only:

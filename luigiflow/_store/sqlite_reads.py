@@ -3,29 +3,30 @@
 `import mlflow` costs about 2 s; a no-op build, `plan`, `runs` and `show` only read.
 `SqliteStore` answers every read of the store port with plain SQL on MLflow's schema
 and leaves writes (and anything it does not know) to `MlflowStore`, which imports
-mlflow on first use. It is used only for a database whose schema revision is one this
-module was checked against (`KNOWN_REVISIONS`, the differential test in
-tests/store/test_sqlite_reads.py compares every answer with MLflow's client); any
-other revision is read through MLflow's client.
+mlflow on first use. It is used for a database that has the tables and columns these
+queries name (`sqlite_schema`, judged again whenever the schema changes, e.g. MLflow
+migrating the file mid-build; the differential test in tests/store/test_sqlite_reads.py
+compares every answer with MLflow's client); a store that lacks one is read through
+MLflow's client.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import sqlite3
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from typing import Any
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from luigiflow._errors import RunNotFoundError
-from luigiflow._store import client, schema, sqlite_file, sqlite_writes
+from luigiflow._store import client, schema, sqlite_file, sqlite_schema, sqlite_writes
 from luigiflow._store.mlflow_store import MlflowStore
 from luigiflow._store.port import DatasetRef, ExperimentRecord, chunks
 from luigiflow._store.records import ACTIVE, FINISHED, RUNNING, RunData, RunInfo, RunRecord
 
-# MLflow schema revisions (alembic_version) these queries were checked against.
-KNOWN_REVISIONS = frozenset({"dc11669786a5"})
 ID_CHUNK = 500
 _RUN_COLUMNS = (
     "run_uuid, experiment_id, status, start_time, end_time, artifact_uri, lifecycle_stage, name"
@@ -33,18 +34,34 @@ _RUN_COLUMNS = (
 _NEWEST_FIRST = "ORDER BY start_time DESC, run_uuid ASC"
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
 def readable(uri: str) -> bool:
-    """The URI names an existing SQLite store of a known schema revision."""
+    """The URI names an existing SQLite store with every table and column the reads use."""
     path = sqlite_file.sqlite_path(uri)
     if path is None or not path.is_file() or path.stat().st_size == 0:
         return False
     try:
-        with sqlite3.connect(sqlite_file.file_uri(path, "mode=ro"), uri=True, timeout=30) as conn:
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-            conn.execute("SELECT value FROM json_each('[]')")  # JSON1: reads by identity
+        conn = sqlite3.connect(sqlite_file.file_uri(path, "mode=ro"), uri=True, timeout=30)
+        try:
+            return sqlite_schema.judge(conn).readable
+        finally:
+            conn.close()
     except sqlite3.Error:
         return False
-    return row is not None and row[0] in KNOWN_REVISIONS
+
+
+def _in_sql(method: _F) -> _F:
+    """A read answered in SQL while the schema has what it names, else by MLflow's client."""
+
+    @functools.wraps(method)
+    def read(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        if self._verdict().readable:
+            return method(self, *args, **kwargs)
+        return getattr(MlflowStore, method.__name__)(self, *args, **kwargs)
+
+    return read  # type: ignore[return-value]
 
 
 class SqliteStore(MlflowStore):
@@ -57,7 +74,7 @@ class SqliteStore(MlflowStore):
         assert path is not None
         self._path = str(path)
         self._connections = sqlite_file.LocalConnections(self._path, read_only=True)
-        self._writer = sqlite_writes.SqliteWriter(self._path, KNOWN_REVISIONS)
+        self._writer = sqlite_writes.SqliteWriter(self._path)
         self.direct_writes = True  # off: every write through MLflow's client (tests)
 
     # ----- writes -------------------------------------------------------------------
@@ -103,6 +120,10 @@ class SqliteStore(MlflowStore):
 
     def _conn(self) -> sqlite3.Connection:
         return self._connections.get()
+
+    def _verdict(self) -> sqlite_schema.Verdict:
+        """The schema's verdict for this thread's connection (judged again on a change)."""
+        return self._connections.verdict()
 
     def _records(
         self,
@@ -196,6 +217,7 @@ class SqliteStore(MlflowStore):
             )
 
     # ----- reads --------------------------------------------------------------------
+    @_in_sql
     def _experiment_by_name(self, name: str) -> ExperimentRecord | None:
         row = (
             self._conn()
@@ -207,12 +229,14 @@ class SqliteStore(MlflowStore):
         )
         return None if row is None else ExperimentRecord(str(row[0]), row[1], row[2])
 
+    @_in_sql
     def experiments(self) -> list[ExperimentRecord]:
         rows = self._conn().execute(
             "SELECT experiment_id, name, lifecycle_stage FROM experiments ORDER BY experiment_id"
         )
         return [ExperimentRecord(str(e), n, s) for e, n, s in rows]
 
+    @_in_sql
     def find_finished(
         self, experiment_id: str, identity: str, not_before_ms: int | None = None
     ) -> RunRecord | None:
@@ -227,6 +251,7 @@ class SqliteStore(MlflowStore):
         found = self._records(where, args, limit=1)
         return found[0] if found else None
 
+    @_in_sql
     def finished_runs(
         self,
         experiment_id: str,
@@ -247,6 +272,13 @@ class SqliteStore(MlflowStore):
     def finished_runs_of(
         self, experiment_id: str, identities: Collection[str]
     ) -> Iterator[RunRecord]:
+        if not self._verdict().readable:  # MLflow's client has no read by identity
+            wanted = set(identities)
+            return (
+                run
+                for run in MlflowStore.finished_runs(self, experiment_id)
+                if run.data.tags.get(schema.IDENTITY_TAG) in wanted
+            )
         return self._stream(
             "experiment_id = ? AND status = ? AND lifecycle_stage = ?",
             [int(experiment_id), FINISHED, ACTIVE],
@@ -258,6 +290,11 @@ class SqliteStore(MlflowStore):
     def finished_tags(
         self, experiment_id: str, keys: Collection[str]
     ) -> Iterator[tuple[RunInfo, dict[str, str]]]:
+        if not self._verdict().readable:
+            return (
+                (run.info, {k: v for k, v in run.data.tags.items() if k in keys})
+                for run in MlflowStore.finished_runs(self, experiment_id)
+            )
         runs = self._stream(
             "experiment_id = ? AND status = ? AND lifecycle_stage = ?",
             [int(experiment_id), FINISHED, ACTIVE],
@@ -266,6 +303,9 @@ class SqliteStore(MlflowStore):
         return ((run.info, run.data.tags) for run in runs)
 
     def finished_counts(self, experiment_id: str, identities: Collection[str]) -> dict[str, int]:
+        if not self._verdict().readable:
+            runs = self.finished_runs_of(experiment_id, identities)
+            return dict(Counter(run.data.tags[schema.IDENTITY_TAG] for run in runs))
         # Driven from the identity tags (one pass over them); each match checked on `runs`.
         wanted = json.dumps(sorted(identities))
         rows = self._conn().execute(
@@ -277,6 +317,7 @@ class SqliteStore(MlflowStore):
         )
         return {value: count for value, count in rows}
 
+    @_in_sql
     def fetch_finished(self, experiment_id: str, run_ids: Sequence[str]) -> list[RunRecord]:
         found: list[RunRecord] = []
         for chunk in chunks([r for r in run_ids if r.isalnum()], ID_CHUNK):
@@ -287,6 +328,7 @@ class SqliteStore(MlflowStore):
             )
         return found
 
+    @_in_sql
     def runs_with_identity(self, experiment_id: str, identity: str, limit: int) -> list[RunRecord]:
         return self._records(
             "experiment_id = ? AND lifecycle_stage = ? AND run_uuid IN "
@@ -295,6 +337,7 @@ class SqliteStore(MlflowStore):
             limit=limit,
         )
 
+    @_in_sql
     def running_runs(self, experiment_id: str, not_worker: str | None = None) -> list[RunRecord]:
         where = "experiment_id = ? AND status = ? AND lifecycle_stage = ?"
         args: list[Any] = [int(experiment_id), RUNNING, ACTIVE]
@@ -303,9 +346,11 @@ class SqliteStore(MlflowStore):
             args += [schema.WORKER_TAG, not_worker]
         return self._records(where, args, limit=1000)
 
+    @_in_sql
     def all_runs(self, experiment_id: str) -> Iterator[RunRecord]:
         return self._stream("experiment_id = ?", [int(experiment_id)])
 
+    @_in_sql
     def get_run(self, run_id: str) -> RunRecord:
         """One run by id, or by the unique start of its id (tables show 8 characters)."""
         found = self._records("run_uuid = ?", [run_id]) if run_id.isalnum() else []
@@ -323,6 +368,7 @@ class SqliteStore(MlflowStore):
             )
         return found[0]
 
+    @_in_sql
     def get_runs(self, run_ids: Sequence[str]) -> dict[str, RunRecord]:
         result: dict[str, RunRecord] = {}
         ids = [r for r in dict.fromkeys(run_ids) if r.isalnum()]

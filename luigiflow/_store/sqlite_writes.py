@@ -13,8 +13,9 @@ another, in SQL on MLflow's tables, as `SqlAlchemyStore` writes them:
 - an upstream artifact or data file is one `datasets` row per experiment, shared by
   every run that read it, linked by one `inputs` row per run.
 
-Only for a database whose schema revision is one this module was checked against,
-read again inside each transaction; anything else (another revision, a run-name tag,
+Only for a database that has every column these statements name and no other required
+one (`sqlite_schema`, judged again inside each transaction when the schema or its
+revision changed); anything else (a missing or unknown required column, a run-name tag,
 an active MLflow logged model) raises `Unwritable` and the caller writes through
 MLflow's client. Ending a run in one transaction also means a run is never FINISHED
 without its results. tests/store/test_sqlite_writes.py builds the same graphs both
@@ -44,11 +45,10 @@ class Unwritable(Exception):
 
 
 class SqliteWriter:
-    """luigiflow's own writes to one SQLite file, for known schema revisions."""
+    """luigiflow's own writes to one SQLite file whose schema has what they write."""
 
-    def __init__(self, path: str, revisions: frozenset[str]) -> None:
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.revisions = revisions
         self._connections = sqlite_file.LocalConnections(path, read_only=False)
 
     @contextlib.contextmanager
@@ -63,9 +63,9 @@ class SqliteWriter:
             # IMMEDIATE takes the write lock first: two writers queue instead of failing
             # to upgrade a read lock, and check-then-insert (datasets) cannot race.
             conn.execute("BEGIN IMMEDIATE")
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-            if row is None or row[0] not in self.revisions:
-                raise Unwritable(f"schema revision {row and row[0]}")
+            verdict = self._connections.verdict()
+            if not verdict.writable:
+                raise Unwritable(f"schema revision {verdict.revision}: {verdict.why_not}")
             yield conn
             conn.execute("COMMIT")
         except BaseException:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pathlib
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 
-from luigiflow._store import sqlite_reads
+from luigiflow._store import sqlite_file, sqlite_reads
 from luigiflow._store.mlflow_store import MlflowStore
 from tests.conftest import REPO
 from tests.store.mixed import assert_same_reads, populate
@@ -27,15 +29,48 @@ def test_every_read_matches_mlflows_client(mixed: str, chunk: int, monkeypatch):
     assert_same_reads(sqlite_reads.SqliteStore(mixed), MlflowStore(mixed))
 
 
-def test_an_unknown_schema_revision_is_read_through_mlflow(mixed: str):
-    import sqlite3
-
-    from luigiflow._store import sqlite_file
-
+def test_a_newer_unknown_revision_with_the_same_columns_is_read_in_sql(
+    mixed: str, tmp_path: pathlib.Path
+):
+    """The SQL path is chosen by the tables and columns it reads, not by one revision:
+    an MLflow release whose migrations touch other tables keeps it (issue 23)."""
     path = sqlite_file.sqlite_path(mixed)
+    assert path is not None
+    reference = tmp_path / "reference.db"  # the same rows at the revision MLflow knows
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = 'future'")
+        conn.execute(f"VACUUM INTO '{reference}'")  # WAL included
+        conn.execute("UPDATE alembic_version SET version_num = 'f00dcafe1234'")
+        conn.execute("CREATE TABLE from_a_newer_mlflow (id INTEGER PRIMARY KEY)")
+        conn.execute("ALTER TABLE runs ADD COLUMN newer_note VARCHAR(20)")
+    assert sqlite_reads.readable(mixed)
+    ours = sqlite_reads.SqliteStore(mixed)
+    assert ours._verdict().writable and ours._verdict().revision == "f00dcafe1234"
+    assert_same_reads(ours, MlflowStore(f"sqlite:///{reference}"))
+
+
+def test_a_store_missing_a_column_the_reads_name_falls_back_to_mlflow(mixed: str):
+    """Judged per connection and again when the schema changes (MLflow migrating the
+    file under a running build): a column gone since the last read sends reads to
+    MLflow's client; a new store port for the URI is MLflow's from the start."""
+    path = sqlite_file.sqlite_path(mixed)
+    ours = sqlite_reads.SqliteStore(mixed)
+    assert ours._verdict().readable and ours.experiment_id("Fan") is not None
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE latest_metrics RENAME COLUMN is_nan TO was_nan")
+    verdict = ours._verdict()
+    assert not verdict.readable and "latest_metrics.is_nan" in verdict.why_not
     assert not sqlite_reads.readable(mixed)
+    mlflow_said = []
+    original = MlflowStore.experiments
+
+    def through_mlflow(store):
+        mlflow_said.append(store)
+        return original(store)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MlflowStore, "experiments", through_mlflow)
+        assert "Fan" in [e.name for e in ours.experiments()]
+    assert mlflow_said == [ours]
 
 
 def test_a_no_op_build_and_queries_do_not_import_what_they_do_not_use(store: str, tmp_path):

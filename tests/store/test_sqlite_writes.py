@@ -190,15 +190,48 @@ def test_long_tags_and_odd_metrics_are_stored_as_mlflow_stores_them(store: str, 
         assert repr(mine) == repr(theirs)  # repr: NaN equals itself
 
 
-def test_a_database_of_another_schema_revision_is_left_to_mlflow(store: str):
+def test_a_schema_the_writes_do_not_fit_is_left_to_mlflow_judged_in_each_transaction(
+    store: str,
+):
+    """A newer revision with the same columns is written in SQL; a required column the
+    writes do not know (added under a live writer, as a migration would) or one they
+    name that is gone sends the write to MLflow's client, and nothing is written."""
     from luigiflow._store import sqlite_file
 
     path = sqlite_file.sqlite_path(store)
-    writer = sqlite_writes.SqliteWriter(str(path), frozenset({"another-revision"}))
-    with pytest.raises(sqlite_writes.Unwritable):
-        writer.create_run("0", "r", {}, {})
-    with sqlite3.connect(path) as conn:  # and nothing was written
-        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
+    exp = current.get_store(store).experiment_id("Schema", create=True)
+    assert exp is not None
+    writer = sqlite_writes.SqliteWriter(str(path))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'f00dcafe1234'")
+    writer.create_run(exp, "newer", {}, {})  # a revision nobody knows, the same columns
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE runs ADD COLUMN owner_team VARCHAR(20) NOT NULL DEFAULT 'x'")
+    writer.create_run(exp, "defaulted", {}, {})  # a new column MLflow may leave out
+    for change in (
+        # As alembic's batch mode adds a required column on SQLite: the table rebuilt.
+        "CREATE TABLE tags_new (key VARCHAR(250) NOT NULL, value VARCHAR(8000), "
+        "run_uuid VARCHAR(32) NOT NULL, required_note VARCHAR(20) NOT NULL, "
+        "PRIMARY KEY (key, run_uuid)); "
+        "INSERT INTO tags_new SELECT key, value, run_uuid, 'x' FROM tags; "
+        "DROP TABLE tags; ALTER TABLE tags_new RENAME TO tags;",
+        "ALTER TABLE runs DROP COLUMN deleted_time",
+    ):
+        fresh = str(path) + ".copy"
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"VACUUM INTO '{fresh}'")
+        with sqlite3.connect(fresh) as conn:
+            conn.executescript(change)
+        stale = sqlite_writes.SqliteWriter(fresh)
+        with pytest.raises(sqlite_writes.Unwritable, match="missing"):
+            stale.create_run(exp, "r", {}, {})
+        with sqlite3.connect(fresh) as conn:  # and nothing was written
+            assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (2,)
+        os.remove(fresh)
+    with sqlite3.connect(path) as conn:  # under the writer that already judged the schema
+        conn.execute("ALTER TABLE runs DROP COLUMN deleted_time")
+    with pytest.raises(sqlite_writes.Unwritable, match=r"runs\.deleted_time"):
+        writer.create_run(exp, "r", {}, {})
 
 
 def test_mlflows_client_reads_and_filters_runs_written_in_sql(store: str, client):
@@ -245,7 +278,7 @@ def test_an_interrupt_while_waiting_for_the_write_lock_leaves_no_transaction_ope
     from luigiflow._store import sqlite_file
 
     path = str(sqlite_file.sqlite_path(store))
-    writer = sqlite_writes.SqliteWriter(path, sqlite_reads.KNOWN_REVISIONS)
+    writer = sqlite_writes.SqliteWriter(path)
     exp = current.get_store(store).experiment_id("Interrupted", create=True)
     assert exp is not None
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

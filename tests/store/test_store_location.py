@@ -25,9 +25,7 @@ def finished_sources(db: pathlib.Path) -> int:
 
 # A name percent-decoding would turn into its neighbour, and the characters a URI reads
 # as the start of a query or a fragment.
-@pytest.mark.parametrize(
-    ("folder", "decoy"), [("proj%20x", "proj x"), ("a b#c?d=1", "a b")]
-)
+@pytest.mark.parametrize(("folder", "decoy"), [("proj%20x", "proj x"), ("a b#c?d=1", "a b")])
 def test_the_default_store_is_exactly_the_working_folders_mlflow_db(
     store: str, template_db: pathlib.Path, tmp_path: pathlib.Path, monkeypatch, folder, decoy
 ):
