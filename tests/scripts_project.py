@@ -56,3 +56,51 @@ def will_run(plan_stdout: str) -> set[str]:
 
 def append_line(path: pathlib.Path, line: str) -> None:
     path.write_text(path.read_text() + line + "\n")
+
+
+GET_STARTED = REPO / "tests" / "data" / "dvc_get_started"
+DVCLIVE_STANDIN = REPO / "tests" / "data" / "dvclive_standin"
+
+
+def get_started_project(tmp_path: pathlib.Path, posts: int = 240) -> pathlib.Path:
+    """DVC's example-get-started (its dvc.yaml, params.yaml and src/ unchanged) as a git
+    repository with everything committed, and a generated `data/data.xml` of
+    StackOverflow-like posts (git-ignored, as `dvc pull` would leave it)."""
+    import random
+    import subprocess
+    from xml.sax.saxutils import quoteattr
+
+    project = tmp_path / "get-started"
+    shutil.copytree(GET_STARTED, project)
+    rng = random.Random(0)
+    words = ["plot", "data", "frame", "vector", "loop", "ggplot", "python", "list", "model"]
+    lines = []
+    for i in range(posts):
+        r = rng.random() < 0.4
+        title = " ".join(rng.choice(words) for _ in range(5)) + (" ggplot dplyr" if r else "")
+        body = " ".join(rng.choice(words) for _ in range(20))
+        tags = "<r><ggplot2>" if r else "<python><pandas>"
+        lines.append(
+            f"  <row Id={quoteattr(str(i + 1))} Tags={quoteattr(tags)} "
+            f"Title={quoteattr(title)} Body={quoteattr(body)} />\n"
+        )
+    (project / "data" / "data.xml").write_text("".join(lines))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "get started"]):
+        subprocess.run([*git, *args], cwd=project, check=True, capture_output=True)
+    return project
+
+
+def git_snapshot(project: pathlib.Path) -> tuple[str, str, list[str]]:
+    """(git status --porcelain, every ref with its commit, files under .git/refs)."""
+    import subprocess
+
+    def out(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=project, check=True, capture_output=True, text=True
+        ).stdout
+
+    status = out("status", "--porcelain", "--untracked-files=all")
+    refs = out("for-each-ref", "--format=%(refname) %(objectname)") + out("rev-parse", "HEAD")
+    files = sorted(str(p.relative_to(project)) for p in (project / ".git" / "refs").rglob("*"))
+    return status, refs, files

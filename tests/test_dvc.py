@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import pickle
 
 import pytest
 
+from tests.conftest import REPO, runs_of
 from tests.conftest import luigiflow_cli as cli
-from tests.conftest import runs_of
-from tests.scripts_project import append_line, copy_example, finished_counts, summary, will_run
+from tests.scripts_project import (
+    DVCLIVE_STANDIN,
+    append_line,
+    copy_example,
+    finished_counts,
+    get_started_project,
+    git_snapshot,
+    summary,
+    will_run,
+)
 
 
 def test_dvc_pipeline_runs_in_the_workspace_and_reruns_the_minimal_set(client, tmp_path):
@@ -153,18 +163,97 @@ stages:
     assert summary(cli("run", "--dvc", str(project / "dvc.yaml"), cwd=tmp_path).stdout) == (0, 1, 0)
 
 
-@pytest.mark.parametrize(
-    ("stage", "field"),
-    [
-        ("    frozen: true\n", "frozen"),
-        ("    always_changed: true\n", "always_changed"),
-        ("    matrix:\n      a: [1, 2]\n", "matrix"),
-    ],
-)
-def test_unsupported_dvc_field_is_one_clear_error_naming_it(client, tmp_path, stage, field):
-    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: echo hi\n" + stage)
+def test_unknown_dvc_field_is_one_clear_error_naming_it(client, tmp_path):
+    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: echo hi\n    bogus: 1\n")
     out = cli("run", "--dvc", str(tmp_path / "dvc.yaml"), cwd=tmp_path, check=False)
     assert out.returncode == 1
     line = out.stderr.strip().splitlines()[-1]
-    assert line.startswith("ConfigError:") and field in line and "'s'" in line
+    assert line.startswith("ConfigError:") and "bogus" in line and "'s'" in line
     assert runs_of(client, "s") == []
+
+
+@pytest.mark.slow
+def test_dvc_example_get_started_runs_unchanged_and_leaves_git_untouched(client, tmp_path):
+    """DVC's example-get-started as it is at HEAD (artifacts, top-level plots with
+    templates, dvclive in evaluate.py): every stage runs with DVC's environment, the run
+    keeps the dvc.yaml's metadata, and the git repository is byte-identical afterwards."""
+    project = get_started_project(tmp_path)
+    before = git_snapshot(project)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(DVCLIVE_STANDIN), str(REPO)])}
+
+    # The store lies outside the project (the `store` fixture's, under tmp_path).
+    dvc = str(project / "dvc.yaml")
+    first = cli("run", "--dvc", dvc, cwd=tmp_path, env=env)
+    assert summary(first.stdout) == (4, 0, 0)
+    assert git_snapshot(project) == before
+    evaluate = runs_of(client, "evaluate", "FINISHED")[0]
+    said = pathlib.Path(
+        client.download_artifacts(evaluate.info.run_id, "luigiflow/stdout.txt")
+    ).read_text()
+    assert f"DVC_ROOT={project} DVC_STAGE=evaluate" in said
+    assert evaluate.data.metrics["roc_auc.test"] > 0
+    for plot in ("eval/plots/sklearn/roc/test.json", "eval/plots/images/importance.png"):
+        assert (project / plot).is_file()
+
+    # Model-registry metadata and plot definitions change nothing that runs: they are
+    # kept on the runs of the stage producing those files.
+    def stage_file(run) -> dict:
+        path = client.download_artifacts(run.info.run_id, "luigiflow/stage.json")
+        return json.loads(pathlib.Path(path).read_text())
+
+    train = runs_of(client, "train", "FINISHED")[0]
+    assert stage_file(train)["artifacts"]["text-classification"]["type"] == "model"
+    assert any("ROC" in plot for plot in stage_file(evaluate)["plots"])
+
+    again = cli("run", "--dvc", dvc, cwd=tmp_path, env=env)
+    assert summary(again.stdout) == (0, 4, 0)
+    assert git_snapshot(project) == before
+
+
+@pytest.mark.slow
+def test_dvc_matrix_frozen_always_changed_and_multiline_cmd(client, tmp_path):
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "params.yaml").write_text("models: [rf, lr]\n")
+    (project / "seed.txt").write_text("frozen output, made long ago\n")
+    (project / "dvc.yaml").write_text(
+        """
+stages:
+  fetch:
+    frozen: true
+    cmd: exit 1
+    outs: [seed.txt]
+  stamp:
+    always_changed: true
+    cmd: |
+      mkdir -p out
+      echo stamped >> out/stamps.txt
+    deps: [seed.txt]
+    outs:
+      - out/stamps.txt:
+          persist: true
+  train:
+    matrix:
+      model: ${models}
+      n: [1, 2]
+    cmd: echo ${item.model} ${item.n} > out/${key}.txt
+    deps: [seed.txt]
+    outs:
+      - out/${key}.txt
+"""
+    )
+    dvc = str(project / "dvc.yaml")
+    first = cli("run", "--dvc", dvc, cwd=tmp_path)
+    assert summary(first.stdout) == (5, 0, 0)  # fetch is frozen: never run
+    assert (project / "out" / "rf-2.txt").read_text().strip() == "rf 2"
+    assert {f"train@{m}-{n}" for m in ("rf", "lr") for n in (1, 2)} <= {
+        e.name for e in client.search_experiments()
+    }
+    assert runs_of(client, "fetch") == []
+    plan = cli("plan", "--dvc", dvc, cwd=tmp_path).stdout
+    assert "always_changed" in plan
+    second = cli("run", "--dvc", dvc, cwd=tmp_path)
+    assert summary(second.stdout) == (1, 4, 0)  # stamp runs in every build, alone
+    assert (project / "out" / "stamps.txt").read_text() == "stamped\nstamped\n"
+    asked = cli("run", "--dvc", dvc, "fetch", cwd=tmp_path, check=False)
+    assert asked.returncode == 1 and "frozen" in asked.stderr.strip().splitlines()[-1]

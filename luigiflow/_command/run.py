@@ -163,7 +163,7 @@ def _run(
 ) -> process.CommandResult:
     store = current.get_store(writer.uri)
     run_id = writer.run_id
-    extra = dict(task.environment)
+    extra = {**task.host_environment, **task.environment}
     if task.joins_mlflow_run:
         extra.update(_mlflow_env(task, writer.uri, run_id))
         # The script's own end_run() marks the run FINISHED: until luigiflow has checked
@@ -184,6 +184,8 @@ def _run(
         shutil.rmtree(logs, ignore_errors=True)
     if packages:  # the command's own environment, not luigiflow's
         writer.write_extra(schema.ENVIRONMENT_FILE, packages)
+    if task.stage_metadata:
+        writer.write_extra(schema.STAGE_FILE, json.dumps(task.stage_metadata, indent=1))
     record = {
         "steps": [process.step_text(s) for s in steps],
         "argv": list(steps[0]) if len(steps) == 1 and not isinstance(steps[0], str) else None,

@@ -61,6 +61,10 @@ class CommandTask(MlflowTask):
     in_place: ClassVar[bool] = False  # run in the project folder itself, as DVC does
     persist: ClassVar[Sequence[str]] = ()  # with in_place: outputs not removed before running
     environment: ClassVar[Mapping[str, str]] = {}  # extra environment variables
+    # Variables the tool that declared the stage gives its commands (DVC_ROOT, DVC_STAGE):
+    # they say where the project lies, not what it computes, so they stay out of the
+    # identity (a moved project keeps its runs).
+    host_environment: ClassVar[Mapping[str, str]] = {}
     joins_mlflow_run: ClassVar[bool] = False  # the script's mlflow.start_run() joins our run
     seed_random = False  # the script seeds itself; nothing to seed in this process
     stage_source: ClassVar[dict[str, str] | None] = None  # the pipeline file a stage came from
@@ -70,6 +74,10 @@ class CommandTask(MlflowTask):
     # of an upstream value must make this task another one): in its identity and record,
     # but neither written to its params file nor substituted in its command.
     carried_params: ClassVar[Sequence[str]] = ()
+    always_changed: ClassVar[bool] = False  # DVC's always_changed: runs in every build
+    # What the declaring file says of the stage without changing what runs (DVC's desc,
+    # meta, artifacts, plot definitions): recorded on each run, not in the identity.
+    stage_metadata: ClassVar[Mapping[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         problems = _definition_problems(cls)

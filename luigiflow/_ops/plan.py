@@ -156,6 +156,11 @@ class _Planner:
                     f"--rerun {task.get_task_family()}: re-executed although run "
                     f"{run.info.run_id} completes it"
                 )
+            elif run is not None and getattr(task, "always_changed", False):
+                entry.reasons.append(
+                    f"always_changed: re-executed in every build although run "
+                    f"{run.info.run_id} completes it"
+                )
             elif run is not None and code_changed and self.rerun_changed:
                 entry.code_changed = True
                 entry.code_changes = changes
@@ -199,6 +204,7 @@ class _Planner:
         run = self.found.get(task)
         result = run is not None and (
             task.get_task_family() in self.rerun
+            or getattr(task, "always_changed", False)  # DVC's always_changed stages
             or (self.rerun_changed and _code_changed(task, run))
             or any(self._stale(d) for d in task.requires_dict().values())
         )

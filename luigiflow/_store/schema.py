@@ -86,6 +86,7 @@ CHECKPOINT_DIR = "luigiflow/checkpoints"
 NOTEBOOK_FILE = "luigiflow/notebook.py"  # the definitions of the notebook that made the run
 STDOUT_FILE = "luigiflow/stdout.txt"  # what a command task's command printed
 STDERR_FILE = "luigiflow/stderr.txt"
+STAGE_FILE = "luigiflow/stage.json"  # a stage's metadata from its file (DVC desc, artifacts)
 PARAMS_IN_FILE = "@artifact:" + PARAMS_FILE
 CODE_FILE = "luigiflow/code.json"
 CODE_PARTS_IN_FILE = "@artifact:" + CODE_FILE

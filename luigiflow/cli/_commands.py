@@ -105,7 +105,7 @@ def run(
     check_store()
     console = make_console()
     force = []
-    if rerun_changed or rerun:
+    if rerun_changed or rerun or getattr(config, "always_changed", ()):
         # Only here: the plan (and CommandTask, which it imports) is not needed to build.
         from luigiflow._ops import plan as _plan
 

@@ -1,15 +1,19 @@
 """A DVC pipeline (`dvc.yaml`) run unchanged: each stage in its `wdir` (the project
 folder by default) with outputs left in the workspace, and each a luigiflow task.
 
-Supported: `stages` with `cmd` (a string, or a list run in order), `deps`, `params`
-(keys of `params.yaml` or `{file: [keys]}`), `outs`, `metrics`, `plots` (entries as
-paths or `{path: {cache: false, persist: true, ...}}`), `wdir`, `vars`, `desc`, `meta`,
-`foreach`/`do` and `${}` templating; top-level `vars`, `metrics` and `plots`. Anything
-else is one ConfigError naming the field and the stage.
+Every field of DVC's schema (dvc/schema.py, MULTI_STAGE_SCHEMA) is read: `stages` with
+`cmd` (a string, or a list run in order), `deps`, `params` (keys of `params.yaml` or
+`{file: [keys]}`), `outs`, `metrics`, `plots` (entries as paths or `{path: {cache:
+false, persist: true, ...}}`), `wdir`, `vars`, `desc`, `meta`, `frozen`,
+`always_changed`, `foreach`/`do`, `matrix` and `${}` templating; top-level `vars`,
+`metrics`, `plots`, `params`, `artifacts` and `datasets`. Fields that do not change what
+runs (`desc`, `meta`, `artifacts`, `datasets`, plot definitions) are kept as run
+metadata. A field DVC does not know is one ConfigError naming the field and the stage.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 from typing import Any
@@ -18,8 +22,21 @@ from luigiflow._core import datafiles, templating
 from luigiflow._errors import ConfigError
 from luigiflow._ops.stages.spec import CommandStage, Stage
 
-TOP_LEVEL = {"stages", "vars", "metrics", "plots"}
-STAGE_FIELDS = {"cmd", "deps", "params", "outs", "metrics", "plots", "wdir", "vars", "desc", "meta"}
+TOP_LEVEL = {"stages", "vars", "metrics", "plots", "params", "artifacts", "datasets"}
+STAGE_FIELDS = {
+    "cmd",
+    "deps",
+    "params",
+    "outs",
+    "metrics",
+    "plots",
+    "wdir",
+    "vars",
+    "desc",
+    "meta",
+    "frozen",
+    "always_changed",
+}
 OUT_FLAGS = {"cache", "persist", "desc", "remote", "push", "type", "labels", "meta"}
 PLOT_FLAGS = OUT_FLAGS | {"x", "y", "template", "title", "x_label", "y_label", "header"}
 DEFAULT_PARAMS = "params.yaml"
@@ -50,7 +67,9 @@ def read(path: pathlib.Path) -> list[Stage]:
         for expanded, body, local in _expand(name, raw, context, problems):
             stage = _stage(expanded, body, root, {**context, **local}, problems)
             if stage is not None:
+                stage.host_environment = _dvc_environment(path, expanded)
                 stages.append(stage)
+    _check_metadata(data, problems)
     _attach_top_level(data, stages, problems)
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems))
@@ -90,8 +109,7 @@ def _expand(
         problems.append(f"stage {name!r} must be a mapping")
         return []
     if "matrix" in raw:
-        problems.append(f"stage {name!r}: unsupported field 'matrix' (use foreach)")
-        return []
+        return _matrix(name, raw, context, problems)
     if "foreach" not in raw:
         return [(name, raw, {})]
     extra = set(raw) - {"foreach", "do"}
@@ -114,6 +132,73 @@ def _expand(
         problems.append(f"stage {name!r}: foreach must be a list or a mapping, got {items!r}")
         return []
     return [(f"{name}@{key}", raw["do"], {"item": item, "key": key}) for key, item in pairs]
+
+
+def _matrix(
+    name: str, raw: dict[str, Any], context: dict[str, Any], problems: list[str]
+) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """One stage per combination of the `matrix` lists, named and keyed as DVC does
+    (`train@rf-10`; an item that is a list or mapping is named by key and index)."""
+    if "foreach" in raw or "do" in raw:
+        problems.append(f"stage {name!r}: give matrix or foreach, not both")
+        return []
+    try:
+        axes = templating.render(raw["matrix"], context)
+    except templating.TemplateError as exc:
+        problems.append(f"stage {name!r}: matrix: {exc}")
+        return []
+    if not isinstance(axes, dict) or not all(isinstance(v, list) for v in axes.values()):
+        problems.append(f"stage {name!r}: matrix must map names to lists, got {axes!r}")
+        return []
+    body = {k: v for k, v in raw.items() if k != "matrix"}
+    expanded = []
+    for combination in itertools.product(*(list(enumerate(v)) for v in axes.values())):
+        item = {axis: value for axis, (_i, value) in zip(axes, combination, strict=True)}
+        key = "-".join(
+            f"{axis}{i}" if isinstance(value, dict | list) else _matrix_text(value)
+            for axis, (i, value) in zip(axes, combination, strict=True)
+        )
+        expanded.append((f"{name}@{key}", body, {"item": item, "key": key}))
+    return expanded
+
+
+def _matrix_text(value: Any) -> str:
+    # As DVC's to_str: YAML's spelling of booleans and null in stage names.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else str(value)
+
+
+def _dvc_environment(path: pathlib.Path, stage: str) -> dict[str, str]:
+    """What `dvc repro` adds to a stage command's environment (dvc/stage/run.py,
+    prepare_kwargs): DVC_ROOT, the repository root (the folder holding `.dvc`, else the
+    dvc.yaml's folder), and DVC_STAGE, the stage's address. Tools such as dvclive read
+    them to know they run inside a pipeline: without them dvclive saves a DVC
+    experiment of its own (refs under refs/exps, dvc.lock, even `dvc init`)."""
+    folder = path.parent
+    root = next((p for p in [folder, *folder.parents] if (p / ".dvc").is_dir()), folder)
+    address = stage
+    if folder != root or path.name != "dvc.yaml":
+        address = f"{path.relative_to(root).as_posix()}:{stage}"
+    return {"DVC_ROOT": str(root), "DVC_STAGE": address}
+
+
+def _check_metadata(data: dict[str, Any], problems: list[str]) -> None:
+    """Top-level fields that change nothing that runs: checked for shape only."""
+    artifacts = data.get("artifacts")
+    if artifacts is not None and not (
+        isinstance(artifacts, dict)
+        and all(isinstance(v, dict) and isinstance(v.get("path"), str) for v in artifacts.values())
+    ):
+        problems.append("top-level artifacts must map names to {path: ..., type: ..., desc: ...}")
+    params = data.get("params")
+    if params is not None and not (
+        isinstance(params, list) and all(isinstance(p, str) for p in params)
+    ):
+        problems.append("top-level params must be a list of parameter file names")
+    datasets = data.get("datasets")
+    if datasets is not None and not isinstance(datasets, list):
+        problems.append("top-level datasets must be a list of {name: ..., type: ...}")
 
 
 def _stage(
@@ -139,7 +224,8 @@ def _stage(
         return None
     cmd = body.get("cmd")
     if isinstance(cmd, str) and cmd.strip():
-        commands = [cmd]
+        # As DVC's _enforce_cmd_list: each line of a string is a command of its own.
+        commands = [line for line in cmd.splitlines() if line.strip()]
     elif isinstance(cmd, list) and cmd and all(isinstance(c, str) for c in cmd):
         commands = list(cmd)
     else:
@@ -147,6 +233,12 @@ def _stage(
         return None
     wdir = str(body.get("wdir", "."))
     stage = CommandStage(name=name, root=root, commands=commands, in_place=True)
+    for flag in ("frozen", "always_changed"):
+        if not isinstance(body.get(flag, False), bool):
+            problems.append(f"{where}: {flag} must be true or false, got {body[flag]!r}")
+    stage.frozen = body.get("frozen") is True
+    stage.always_changed = body.get("always_changed") is True
+    stage.metadata.update({k: body[k] for k in ("desc", "meta") if k in body})
     stage.workdir = _inside(root, wdir, ".", where, "wdir", problems) or "."
     stage.deps = [
         p
@@ -277,6 +369,17 @@ def _attach_top_level(
             stage = owner(path)
             if stage is not None and path not in stage.plots:
                 stage.plots.append(path)
+            if stage is not None and entry not in stage.metadata.setdefault("plots", []):
+                stage.metadata["plots"].append(entry)
+    artifacts = data.get("artifacts")
+    for name, spec in artifacts.items() if isinstance(artifacts, dict) else []:
+        stage = owner(str(spec.get("path", ""))) if isinstance(spec, dict) else None
+        if stage is not None:  # model-registry metadata of an output: kept on its runs
+            stage.metadata.setdefault("artifacts", {})[name] = spec
+    for key in ("params", "datasets"):
+        if data.get(key):
+            for stage in stages:
+                stage.metadata[key] = data[key]
 
 
 def _plot_files(entry: Any) -> list[str]:

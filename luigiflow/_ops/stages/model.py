@@ -43,7 +43,10 @@ class Pipeline:
     def __init__(self, source_kind: str, path: pathlib.Path, stages: list[Stage]) -> None:
         self.kind = source_kind
         self.path = path
-        self.stages = {s.name: s for s in stages}
+        # A frozen DVC stage does not run: the stages reading its outputs read them as
+        # data files of the workspace (content in their identity), as `dvc repro` does.
+        self.frozen = [s.name for s in stages if isinstance(s, CommandStage) and s.frozen]
+        self.stages = {s.name: s for s in stages if s.name not in self.frozen}
         self.factories: dict[str, Callable[[], luigi.Task]] = {}
         self.classes: dict[str, type[luigi.Task]] = {}
         # stage -> its Luigi parameter name -> the pipeline-wide key of that value
@@ -161,6 +164,11 @@ class Pipeline:
             return declared.task_class(**{**declared.values, **given})
         return self.classes[stage](**given)
 
+    @property
+    def always_changed(self) -> list[str]:
+        """Stages that run in every build (DVC's `always_changed: true`)."""
+        return [n for n, s in self.stages.items() if getattr(s, "always_changed", False)]
+
     def values_of(self, task: luigi.Task, stage: str) -> dict[str, Any]:
         """A stage task's parameter values by pipeline-wide key."""
         return {pk: getattr(task, n) for n, pk in self.keys[stage].items()}
@@ -176,6 +184,11 @@ class Pipeline:
         return [n for n in self.stages if _upstream_name(n) not in used]
 
     def check_stage(self, stage: str) -> None:
+        if stage in self.frozen:
+            raise TaskNotFoundError(
+                f"{self.path}: stage {stage!r} is frozen (frozen: true): it never runs; "
+                "unfreeze it to run it"
+            )
         if stage not in self.classes:
             raise TaskNotFoundError(
                 f"{self.path} has no stage {stage!r}; stages: {', '.join(self.stages)}"
@@ -304,8 +317,11 @@ def _command_class(
         "in_place": stage.in_place,
         "persist": tuple(stage.persist),
         "environment": dict(stage.environment),
+        "host_environment": dict(stage.host_environment),
         "joins_mlflow_run": stage.joins_mlflow_run,
         "quote_values": stage.quote_values,
+        "always_changed": stage.always_changed,
+        "stage_metadata": copy.deepcopy(stage.metadata),
         "stage_source": StageSource(pipeline.kind, str(pipeline.path), stage.name).as_dict(),
         "requires": requires,
         "__reduce__": _reduce_stage,

@@ -45,9 +45,13 @@ class CommandStage:
     in_place: bool = False
     persist: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
+    host_environment: dict[str, str] = field(default_factory=dict)  # DVC_ROOT, DVC_STAGE
     joins_mlflow_run: bool = False
     quote_values: bool = False
     experiment: str | None = None
+    frozen: bool = False  # DVC: never run; its outputs are data files of the workspace
+    always_changed: bool = False  # DVC: runs in every build
+    metadata: dict[str, Any] = field(default_factory=dict)  # desc, meta, artifacts, plots
 
     def declared(self) -> dict[str, str]:
         outs: dict[str, str] | list[str] = self.out_names or self.outs
