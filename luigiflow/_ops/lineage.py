@@ -331,6 +331,7 @@ def run_rows(
                 "identity": identity,
                 "duplicate": bool(identity) and seen.get(identity, 0) > 1,
                 "signed": SIGNED_MARK[signatures.status(run)],
+                "task": run.data.tags.get(schema.FAMILY_TAG, ""),
                 "params": dict(run.data.params),
                 "metrics": dict(run.data.metrics),
                 "error": run.data.tags.get(schema.ERROR_TAG, ""),
@@ -533,11 +534,21 @@ def find_runs(
                                          "Process": {"logic": "plain"}})[0]
     """
     if isinstance(task, str):
-        candidates = runs_of(task, None)
+        name, candidates = task, runs_of(task, None)
     else:  # a class's runs live in its experiment; none yet is an empty answer
         experiment = task.get_experiment_name()
         exists = current.get_store().experiment_id(experiment, create=False) is not None
-        candidates = runs_of(experiment, None) if exists else []
+        name, family = task.get_task_family(), task.get_task_family()
+        # Classes may share one experiment (experiment_name): keep this family's runs.
+        candidates = [
+            r
+            for r in (runs_of(experiment, None) if exists else [])
+            if r.data.tags.get(schema.FAMILY_TAG, family) == family
+        ]
+    known = {k for r in candidates for k in r.data.params}
+    for key in where or {}:
+        if candidates and key not in known:
+            raise _no_such_param(name, key, known)
     candidates = [r for r in candidates if _matches(r.data.params, where or {})]
     if not upstream:
         return candidates

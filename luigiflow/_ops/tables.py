@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from luigiflow._core.identity import value_text
+from luigiflow._core.suggest import did_you_mean, listing
+from luigiflow._errors import ParameterError
 from luigiflow._ops.lineage import find_runs
 from luigiflow._store import current, schema
 from luigiflow._store.records import RunRecord
@@ -24,8 +27,25 @@ def runs(task: Any, where: dict[str, Any] | None = None) -> pd.DataFrame:
     """
     import pandas as pd
 
+    where = dict(where or {})
+    # `<upstream>.<param>` keys filter on the chain columns the frame shows.
+    chain_where = {k: where.pop(k) for k in list(where) if "." in k}
     found = find_runs(task, where)
     chains = _upstream_params(found)
+    if chain_where and found:
+        columns = {c for joined in chains.values() for c in joined}
+        for key in chain_where:
+            if key not in columns:
+                raise ParameterError(
+                    f"runs of {_name(task)} have no upstream column {key!r}"
+                    f"{did_you_mean(key, columns)} (upstream columns: {listing(columns)})"
+                )
+        found = [
+            r
+            for r in found
+            if all(chains[r.info.run_id].get(k) == value_text(v) for k, v in chain_where.items())
+        ]
+    families = {run.data.tags.get(schema.FAMILY_TAG, "") for run in found}
     rows = []
     for run in found:
         row: dict[str, Any] = {
@@ -33,6 +53,8 @@ def runs(task: Any, where: dict[str, Any] | None = None) -> pd.DataFrame:
             "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
             "identity": run.data.tags.get(schema.IDENTITY_TAG, ""),
         }
+        if len(families) > 1:  # an experiment shared by task classes: say whose run
+            row["task"] = run.data.tags.get(schema.FAMILY_TAG, "")
         row.update(run.data.params)
         # A metric named like a parameter keeps both: the metric as `metric.<name>`.
         row.update({(f"metric.{k}" if k in row else k): v for k, v in run.data.metrics.items()})
@@ -67,3 +89,7 @@ def _upstream_params(found: list[RunRecord]) -> dict[str, dict[str, str]]:
             )
         frontier = next_frontier
     return joined
+
+
+def _name(task: Any) -> str:
+    return task if isinstance(task, str) else task.get_task_family()

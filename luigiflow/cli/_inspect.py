@@ -98,12 +98,18 @@ def _runs_table(
     if same:
         title += " · " + ", ".join(f"{k}={v}" for k, v in same.items())
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("run", no_wrap=True)
-    table.add_column("started", no_wrap=True)
+    families = len({r.get("task", "") for r in rows}) > 1  # classes sharing an experiment
+    # Run ids, times and task names are never cut (a printed id must stay usable).
+    id_width = max([len(short_id(r["run_id"], full)) for r in rows] + [3])
+    table.add_column("run", no_wrap=True, min_width=id_width)
+    table.add_column("started", no_wrap=True, min_width=11)
+    if families:
+        table.add_column("task", no_wrap=True, min_width=max(len(r.get("task", "")) for r in rows))
     if status != "finished":
         table.add_column("status", no_wrap=True)
     for p in varying:
-        table.add_column(p, overflow="fold")
+        # Long values (paths) are cut with an ellipsis, never folded a character a line.
+        table.add_column(p, overflow="ellipsis", max_width=32, min_width=min(len(p), 8))
     cells = {m: [num(r["metrics"].get(m)) for r in rows] for m in metrics}
     for m in metrics:
         width = max([len(c) for c in cells[m]] + [1])
@@ -111,7 +117,7 @@ def _runs_table(
     duplicates = any(r["duplicate"] for r in rows)
     if duplicates:
         table.add_column("duplicate", no_wrap=True)
-    table.add_column("signed", no_wrap=True)
+    table.add_column("signed", no_wrap=True, min_width=6)
     if status != "finished":
         table.add_column("error", overflow="fold")
     for i, r in enumerate(rows):
@@ -120,6 +126,8 @@ def _runs_table(
             moment = dt.datetime.fromtimestamp(r["start_time"] / 1000)
             started = moment.strftime("%m-%d %H:%M")
         row = [short_id(r["run_id"], full), started]
+        if families:
+            row.append(r.get("task", ""))
         if status != "finished":
             row.append(r["status"])
         row += [str(r["params"].get(p, "")) for p in varying]
