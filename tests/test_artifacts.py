@@ -24,10 +24,16 @@ VALUES = {
     "csved": (FRAME, "v.csv"),
     "parqueted": (FRAME, "v.parquet"),
     "npyed": (np.linspace(0, 1, 7), "v.npy"),
+    # A Series comes back a Series (a model's coef_, predictions), named or not.
+    "series_parqueted": (pd.Series([0.25, -1.5, 3.0], name="coef"), "v.parquet"),
+    "unnamed_series_parqueted": (pd.Series([1, 2, 3], index=[10, 20, 30]), "v.parquet"),
 }
 
 
 def _equal(a, b) -> bool:
+    if isinstance(a, pd.Series):
+        pd.testing.assert_series_equal(a, b)
+        return True
     if isinstance(a, pd.DataFrame):
         pd.testing.assert_frame_equal(a, b)
         return True

@@ -95,14 +95,39 @@ def _load_csv(path: str) -> Any:
     return pd.read_csv(path)
 
 
+# Parquet holds tables: a pandas Series is written as a one-column table whose schema
+# metadata says so, and read back as the Series it was (name included).
+_SERIES_KEY = b"luigiflow.series"
+
+
 def _save_parquet(obj: Any, path: str) -> None:
-    _as_frame(obj).to_parquet(path)
+    import pandas as pd
+
+    if not isinstance(obj, pd.Series):
+        _as_frame(obj).to_parquet(path)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(obj.to_frame(name="values"))
+    marker = json.dumps({"name": obj.name}, default=str).encode()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _SERIES_KEY: marker})
+    pq.write_table(table, path)
 
 
 def _load_parquet(path: str) -> Any:
-    import pandas as pd
+    return _parquet_value(path)
 
-    return pd.read_parquet(path)
+
+def _parquet_value(source: Any) -> Any:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source)
+    frame = table.to_pandas()
+    marker = (table.schema.metadata or {}).get(_SERIES_KEY)
+    if marker is None:
+        return frame
+    return frame.iloc[:, 0].rename(json.loads(marker)["name"])
 
 
 def _save_npy(obj: Any, path: str) -> None:
@@ -197,9 +222,7 @@ def _csv_from(data: bytes) -> Any:
 
 
 def _parquet_from(data: bytes) -> Any:
-    import pandas as pd
-
-    return pd.read_parquet(io.BytesIO(data))
+    return _parquet_value(io.BytesIO(data))
 
 
 def _npy_from(data: bytes) -> Any:
