@@ -38,6 +38,7 @@ SIGNING_KEY = "LUIGIFLOW_SIGNING_KEY"
 SIGNING_KEY_FILE = "LUIGIFLOW_SIGNING_KEY_FILE"
 MIN_KEY_LENGTH = 16
 UNSUPPORTED_PLATFORM = "LUIGIFLOW_UNSUPPORTED_PLATFORM"
+UPGRADE_STORE = "LUIGIFLOW_UPGRADE_STORE"
 
 
 def tracking_uri() -> str:
@@ -131,6 +132,11 @@ def _check_cache_dir() -> None:
 def unsupported_platform_allowed() -> bool:
     """The user asked to try luigiflow on an operating system it refuses (Windows)."""
     return os.environ.get(UNSUPPORTED_PLATFORM) == "1"
+
+
+def upgrade_store_allowed() -> bool:
+    """The user asked a build to migrate an older store (`run --upgrade-store`)."""
+    return os.environ.get(UPGRADE_STORE) == "1"
 
 
 def system_metrics_on() -> bool:

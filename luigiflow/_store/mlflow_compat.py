@@ -28,6 +28,35 @@ def open_store(client: MlflowClient) -> None:
     _ = client._tracking_client.store
 
 
+def schema_revisions() -> tuple[str, frozenset[str]]:
+    """This MLflow's newest store schema revision, and every revision its migrations know."""
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db import utils
+
+    script = ScriptDirectory.from_config(utils._get_alembic_config(db_url=""))
+    return utils._get_latest_schema_revision(), frozenset(
+        rev.revision for rev in script.walk_revisions()
+    )
+
+
+def mlflow_version() -> str:
+    """The installed MLflow's version, without importing mlflow."""
+    from importlib.metadata import version
+
+    return version("mlflow")
+
+
+def upgrade_store(uri: str) -> None:
+    """Migrate a store to this MLflow's newest schema, as `mlflow db upgrade` does."""
+    from mlflow.store.db import utils
+
+    engine = utils.create_sqlalchemy_engine_with_retry(uri)
+    try:
+        utils._upgrade_db(engine)
+    finally:
+        engine.dispose()
+
+
 def allow_sqlite_uri_filenames() -> None:
     """Let MLflow open `sqlite:///file:<path>?...&uri=true` (the read-only form).
 

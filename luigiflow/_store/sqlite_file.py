@@ -18,14 +18,16 @@ import contextlib
 import os
 import pathlib
 import sqlite3
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+from luigiflow import _settings
 from luigiflow._core import platform
 from luigiflow._errors import TrackingError
-from luigiflow._store import sqlite_schema
+from luigiflow._store import mlflow_compat, sqlite_schema
 
 _HEADER = b"SQLite format 3\x00"
 
@@ -107,6 +109,81 @@ def judge(path: pathlib.Path) -> None:
             f"the store {path} is truncated ({size} bytes on disk, its header says "
             f"{pages * page_size}): restore it from a backup"
         )
+
+
+def _revision(path: pathlib.Path) -> tuple[bool, str | None]:
+    """(the file holds MLflow's tables, their alembic revision)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False, None
+    conn = sqlite3.connect(file_uri(path, "mode=ro"), uri=True, timeout=30)
+    try:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        if "experiments" not in names:
+            return False, None
+        if "alembic_version" not in names:
+            return True, None
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        return True, None if row is None else str(row[0])
+    finally:
+        conn.close()
+
+
+def backup_path(path: pathlib.Path, revision: str | None) -> pathlib.Path:
+    """Where the copy of a store taken before migrating it goes (never over another)."""
+    stem = f"{path.name}.before-upgrade-{revision or 'unversioned'}"
+    candidate, n = path.with_name(stem + ".bak"), 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{stem}.{n}.bak")
+    return candidate
+
+
+def refuse_silent_migration(path: pathlib.Path, uri: str, read_only: bool) -> None:
+    """Before MLflow's client opens an existing store (call with the creation lock held).
+
+    MLflow migrates a store whose tables are older than its own when it opens it, for
+    good: the MLflow that made it cannot open it afterwards. A store of another schema
+    revision is migrated only when the user asked (`run --upgrade-store`), after a backup
+    copy; otherwise one line says what to do. Reads the SQL path can answer never get here.
+    """
+    tables, revision = _revision(path)
+    if not tables:
+        return  # a new store: MLflow creates it
+    head, known = mlflow_compat.schema_revisions()
+    if revision == head:
+        return
+    if revision is not None and revision not in known:
+        raise TrackingError(
+            f"the store {path} has MLflow schema revision {revision}, which the installed "
+            f"MLflow {mlflow_compat.mlflow_version()} does not know (a newer MLflow made or "
+            "upgraded it): install that MLflow or a newer one to use it"
+        )
+    backup = backup_path(path, revision)
+    if read_only or not _settings.upgrade_store_allowed():
+        how = (
+            "work on a writable copy"
+            if read_only
+            else "or rerun the build with --upgrade-store (LUIGIFLOW_UPGRADE_STORE=1) to "
+            "back it up and migrate it"
+        )
+        raise TrackingError(
+            f"the store {path} has an older MLflow schema (revision {revision}; MLflow "
+            f"{mlflow_compat.mlflow_version()} writes {head}) and luigiflow never migrates a "
+            f"store silently: back it up (cp {path} {backup}), then run `mlflow db upgrade "
+            f"{uri}`, {how}"
+        )
+    source = sqlite3.connect(file_uri(path, "mode=ro"), uri=True, timeout=60)
+    target = sqlite3.connect(backup)
+    try:
+        source.backup(target)  # a consistent copy, the WAL's commits included
+    finally:
+        target.close()
+        source.close()
+    sys.stderr.write(
+        f"luigiflow: migrating the store {path} from MLflow schema {revision} to {head} "
+        f"(MLflow {mlflow_compat.mlflow_version()}); the store as it was: {backup}\n"
+    )
+    mlflow_compat.upgrade_store(uri)
 
 
 def broken_store_error(path: pathlib.Path, exc: BaseException) -> TrackingError | None:

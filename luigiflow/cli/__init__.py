@@ -5,10 +5,13 @@ Nothing here imports MLflow, so `luigiflow --help` answers at once.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import click
+
+from luigiflow import _settings
 
 # `--help` after a task name lists that task's parameters, so run/plan handle it.
 TASK_ARGS = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
@@ -105,13 +108,20 @@ def app(debug: bool) -> None:
 
 @app.command(context_settings=TASK_ARGS)
 @_task_options
-def run(**kwargs: Any) -> None:
+@click.option(
+    "--upgrade-store",
+    is_flag=True,
+    help="Migrate a store made by an older MLflow to this MLflow's schema (after a backup).",
+)
+def run(upgrade_store: bool, **kwargs: Any) -> None:
     """Build TASK and its upstream; print what ran and what was reused.
 
     Example: luigiflow run --module examples.tabular Evaluate --logic pca --workers 2
     """
     from luigiflow.cli import _commands
 
+    if upgrade_store:  # through the environment: worker processes must see it too
+        os.environ[_settings.UPGRADE_STORE] = "1"
     if not _help_requested(kwargs):
         _commands.run(**kwargs)
 
