@@ -111,11 +111,13 @@ def judge(path: pathlib.Path) -> None:
         )
 
 
-def _revision(path: pathlib.Path) -> tuple[bool, str | None]:
+def _revision(path: pathlib.Path, read_only: bool) -> tuple[bool, str | None]:
     """(the file holds MLflow's tables, their alembic revision)."""
     if not path.is_file() or path.stat().st_size == 0:
         return False, None
-    conn = sqlite3.connect(file_uri(path, "mode=ro"), uri=True, timeout=30)
+    # On a read-only mount a store left in WAL mode opens only as immutable (read_only_uri).
+    query = "mode=ro&immutable=1" if read_only else "mode=ro"
+    conn = sqlite3.connect(file_uri(path, query), uri=True, timeout=30)
     try:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         if "experiments" not in names:
@@ -146,7 +148,7 @@ def refuse_silent_migration(path: pathlib.Path, uri: str, read_only: bool) -> No
     revision is migrated only when the user asked (`run --upgrade-store`), after a backup
     copy; otherwise one line says what to do. Reads the SQL path can answer never get here.
     """
-    tables, revision = _revision(path)
+    tables, revision = _revision(path, read_only)
     if not tables:
         return  # a new store: MLflow creates it
     head, known = mlflow_compat.schema_revisions()
