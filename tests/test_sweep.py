@@ -122,6 +122,44 @@ def test_random_sweep_is_reproducible(store, tmp_path):
     assert len(first.tasks()) == 5
 
 
+def test_a_grown_random_sweep_keeps_every_earlier_point(store, tmp_path):
+    from luigiflow._ops.sweep import config as _config
+
+    def sweep(count: int, space: str) -> list[dict]:
+        path = tmp_path / f"random{count}.toml"
+        path.write_text(
+            '[pipeline]\nmodule = "tests.dags"\ntask = "Middle"\n'
+            f"[sweep.random]\nseed = 7\ncount = {count}\n[sweep.random.params]\n{space}"
+        )
+        return _config.load(path).sweep.combinations
+
+    both = "size = {int = [1, 1000]}\nfactor = [2, 3, 5, 7]\n"
+    twelve, sixteen = sweep(12, both), sweep(16, both)
+    assert sixteen[:12] == twelve
+    assert len({tuple(sorted(c.items())) for c in sixteen}) > 12  # new points are new draws
+    # A parameter added to the space leaves the others' draws where they were.
+    alone = sweep(12, "size = {int = [1, 1000]}\n")
+    assert [c["size"] for c in alone] == [c["size"] for c in twelve]
+
+
+@pytest.mark.xdist_group("example")
+def test_a_random_sweep_grown_from_12_to_16_points_reuses_all_12(client, tmp_path):
+    def write(count: int) -> pathlib.Path:
+        path = tmp_path / "random.toml"
+        path.write_text(
+            '[pipeline]\nmodule = "tests.dags"\ntask = "Middle"\n'
+            f"[sweep.random]\nseed = 3\ncount = {count}\n"
+            "[sweep.random.params]\nsize = {int = [1, 10000]}\nfactor = {int = [1, 10000]}\n"
+        )
+        return path
+
+    cli("run", "--config", str(write(12)), cwd=tmp_path)
+    middles = len(runs_of(client, "Middle", "FINISHED"))
+    assert middles == 12
+    grown = cli("run", "--config", str(write(16)), cwd=tmp_path)
+    assert len(runs_of(client, "Middle", "FINISHED")) == 16, grown.stdout
+
+
 def test_example_configs_are_valid(store, tmp_path):
     from luigiflow._ops.sweep import config as _config
 

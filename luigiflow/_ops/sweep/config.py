@@ -216,14 +216,17 @@ def _load_sweep(
     if not isinstance(count, int) or count < 1:
         problems.append("[sweep.random] count: must be a positive integer")
         return None
-    rng = random.Random(seed)
     space = rand.get("params", {})
     combos = [{} for _ in range(count)]
     for key, spec in space.items():
         if key not in own:
             problems.append(f"[sweep.random.params] {key}: {name} has no parameter {key!r}")
             continue
-        for combo in combos:
+        for index, combo in enumerate(combos):
+            # Each value is drawn from (seed, point, parameter) alone, so a grown sweep
+            # keeps every earlier point and a parameter added to the space moves no
+            # other draw (str seeds are hashed with SHA-512: stable across processes).
+            rng = random.Random(f"{seed}:{index}:{key}")
             try:
                 combo[key] = checked_config_value(
                     own[key], _draw(spec, rng), f"[sweep.random] {key}", problems
