@@ -41,7 +41,7 @@ _platform.check_supported()
 
 if _TYPE_CHECKING:
     from luigiflow._command import CommandTask
-    from luigiflow._core.parameters import FileParameter
+    from luigiflow._core.parameters import FileParameter, StepsParameter
     from luigiflow._ops.build import BuildResult, build
     from luigiflow._ops.lineage import find_runs
     from luigiflow._ops.plan_view import Plan, plan
@@ -58,7 +58,7 @@ def __getattr__(name: str) -> _Any:
         from luigiflow import _task as module
     elif name == "CommandTask":
         import luigiflow._command as module
-    elif name == "FileParameter":
+    elif name in ("FileParameter", "StepsParameter"):
         from luigiflow._core import parameters as module
     elif name in ("build", "BuildResult"):
         from luigiflow._ops import build as module
@@ -94,6 +94,7 @@ __all__ = [
     "ParameterError",
     "Plan",
     "RunNotFoundError",
+    "StepsParameter",
     "TaskDefinitionError",
     "TaskFailedError",
     "TaskNotFoundError",

@@ -22,8 +22,15 @@ from luigiflow._core.identity import (
     compute_identity,
     encode_value,
     seed_from_identity,
+    training_line,
 )
-from luigiflow._core.parameters import FileParameter, check_value, encode_param, from_text
+from luigiflow._core.parameters import (
+    FileParameter,
+    StepsParameter,
+    check_value,
+    encode_param,
+    from_text,
+)
 from luigiflow._core.suggest import did_you_mean, listing
 from luigiflow._engine import checkpoints, execution, luigi_compat
 from luigiflow._engine import session as _session
@@ -211,6 +218,9 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         return bool(cached)
 
     def _compute_identity(self) -> str:
+        return compute_identity(*self._identity_parts())
+
+    def _identity_parts(self) -> tuple[str, str, Any, dict[str, Any], dict[str, str], str | None]:
         params = {}
         for name, param in self.get_params():
             if not param.significant:
@@ -226,9 +236,26 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             for name, dep in self.requires_dict().items()
         }
         module = self.identity_module or provenance.importable_module(type(self))
-        return compute_identity(
-            module, self.get_task_family(), self.version, params, upstream, self._identity_code()
-        )
+        return module, self.get_task_family(), self.version, params, upstream, self._identity_code()
+
+    def training(self) -> tuple[str, str, int] | None:
+        """(training line, steps parameter name, steps) of a task with a StepsParameter:
+        its runs of any number of steps share the line (see docs/identity.md); None for
+        a task without one."""
+        names = [n for n, p in self.get_params() if isinstance(p, StepsParameter)]
+        if not names:
+            return None
+        if len(names) > 1:
+            raise TaskDefinitionError(
+                f"{self.get_task_family()} declares {len(names)} StepsParameters "
+                f"({', '.join(names)}); a training has one length: keep one, make the "
+                "others luigi.IntParameter"
+            )
+        cached = self.__dict__.get("_lf_line")
+        if cached is None or self._reads_files():
+            cached = training_line(*self._identity_parts(), steps=names[0])
+            self.__dict__["_lf_line"] = cached
+        return str(cached), names[0], int(getattr(self, names[0]))
 
     def _identity_code(self) -> str | None:
         """What of the code enters the identity (CommandTask: its scripts and command)."""
@@ -236,8 +263,11 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
 
     @property
     def seed(self) -> int:
-        """A seed derived from the identity: same task, same seed, in every process."""
-        return seed_from_identity(self.identity)
+        """A seed derived from the identity: same task, same seed, in every process.
+
+        A StepsParameter is left out: trainings of any length share their seed."""
+        training = self.training()
+        return seed_from_identity(training[0] if training else self.identity)
 
     def encoded_params(self) -> dict[str, Any]:
         """Every parameter value in canonical, type-tagged form (for exact reproduction)."""
@@ -423,8 +453,9 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         state.steps[key] = max(step, state.steps.get(key, step))
         state.last_metric_ms = int(time.time() * 1000)
 
-    def checkpoint(self, state: Any, step: int) -> None:
-        """Save `state` (picklable) as this run's newest checkpoint at `step`.
+    def checkpoint(self, state: Any, step: int, keep: bool = False) -> None:
+        """Save `state` (picklable) as this run's newest checkpoint at `step`, with the
+        random states of Python, NumPy and PyTorch (restored on resume: exact resume).
 
         If this attempt dies, the next build of the same task gets it back from
         `last_checkpoint()` and can resume there::
@@ -434,13 +465,20 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             for epoch in range(start, self.epochs):
                 train_one_epoch(model)
                 self.checkpoint(model, epoch)
+
+        `keep=True` keeps this step's checkpoint after later ones replace it as the
+        newest: a shorter training of the same task (StepsParameter) starts from it.
         """
-        checkpoints.save(self, self._state("checkpoint"), state, step)
+        checkpoints.save(self, self._state("checkpoint"), state, step, keep)
 
     def last_checkpoint(self) -> checkpoints.Checkpoint | None:
-        """The newest checkpoint of an earlier attempt of this task that did not finish
-        (FAILED, KILLED or its worker gone), verified by checksum; None when there is none.
-        This run records which run and step it resumed from."""
+        """The checkpoint this run continues from, verified by checksum; None when none.
+
+        The newest one of an earlier attempt of this task that did not finish (FAILED,
+        KILLED or its worker gone); else, for a task with a StepsParameter, the last one
+        of a FINISHED shorter training of the same task (warm start). The run takes that
+        run's metric history up to the checkpoint's step and records where it came from;
+        random states saved with the checkpoint are restored."""
         return checkpoints.last(self, self._state("last_checkpoint"))
 
     def log_model_bundle(

@@ -26,6 +26,7 @@ EXPORTED = [
     "ParameterError",
     "Plan",
     "RunNotFoundError",
+    "StepsParameter",
     "TaskDefinitionError",
     "TaskFailedError",
     "TaskNotFoundError",

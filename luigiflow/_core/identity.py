@@ -161,6 +161,22 @@ def compute_identity(
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
+def training_line(
+    module: str,
+    family: str,
+    version: Any,
+    params: Mapping[str, Any],
+    upstream: Mapping[str, str],
+    code: str | None,
+    steps: str,
+) -> str:
+    """The identity of a task with its steps parameter `steps` left out: what runs of one
+    training of any length share. The seed is derived from it, so 10 then 5 more steps
+    follow the same trajectory as 15 at once."""
+    rest = {name: value for name, value in params.items() if name != steps}
+    return compute_identity(module, family, version, {**rest, "@steps": steps}, upstream, code)
+
+
 def seed_from_identity(identity: str) -> int:
     """A deterministic 32-bit seed (NumPy's legacy seeding accepts at most 2**32 - 1)."""
     return int(identity[:8], 16)

@@ -25,6 +25,18 @@ class FileParameter(luigi.Parameter):
         return ["file-sha256", content_hash(value)]
 
 
+class StepsParameter(luigi.IntParameter):
+    """The length of a training (epochs, iterations): an int that is in the identity but
+    not in the seed, so a longer training of the same task follows the same trajectory
+    and starts from a shorter one's last checkpoint (see docs/identity.md, Warm start).
+
+    Example::
+
+        class Fit(lf.MlflowTask):
+            epochs = lf.StepsParameter(default=10)
+    """
+
+
 # Expected Python types per Luigi parameter class, checked most-specific first.
 _EXPECTED_TYPES: list[tuple[type, tuple[type, ...], str]] = [
     (luigi.BoolParameter, (bool,), "a bool"),
@@ -86,6 +98,8 @@ def check_value(param: luigi.Parameter, value: Any) -> str | None:
         return None
     if isinstance(param, luigi.OptionalParameter) and value is None:
         return None
+    if isinstance(param, StepsParameter) and isinstance(value, int) and value < 0:
+        return f"expected a number of steps (0 or more), got {value!r}"
     for cls, types, wanted in _EXPECTED_TYPES:
         if isinstance(param, cls):
             wrong_bool = isinstance(value, bool) and bool not in types

@@ -29,7 +29,7 @@ from luigiflow._core import failures, provenance, redaction
 from luigiflow._core.hashing import content_hash
 from luigiflow._core.identity import canonical_json, encode_value
 from luigiflow._core.parameters import FileParameter, param_text
-from luigiflow._engine import interrupts, luigi_compat
+from luigiflow._engine import checkpoints, interrupts, luigi_compat, warm_start
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import RUN_STATE, TrackedTask, bind_run
 from luigiflow._errors import ArtifactError
@@ -207,6 +207,7 @@ def start_tags(
             },
             sort_keys=True,
         )
+    tags.update(warm_start.start_tags(task))
     tags.update(_provenance_tags(type(task)))
     return {k: str(v) for k, v in tags.items()}
 
@@ -331,9 +332,13 @@ def _finish(
         )
     writer.upload()
     tags = writer.record_tags()
-    tags[schema.DURATION_TAG] = f"{time.time() - started:.3f}"
+    # A resumed (or warm-started) run's state took the earlier run's work too.
+    took = time.time() - started + checkpoints.carried_s(writer.tags)
+    tags[schema.DURATION_TAG] = f"{took:.3f}"
     store = current.get_store(writer.uri)
-    tags[schema.NOTE_TAG] = _description(task, writer.run_id, upstream)
+    tags[schema.NOTE_TAG] = _description(
+        task, writer.run_id, upstream, writer.tags, writer.experiment_id
+    )
     inputs = _dataset_inputs(upstream) + _data_inputs(writer.tags)
     with client.translate_errors(f"finishing run {writer.run_id} of {task!r}", writer.uri):
         # Values user code logged asynchronously land before the run ends.
@@ -423,10 +428,26 @@ def _run_name(task: TrackedTask) -> str:
     return f"{task.get_task_family()}({', '.join(parts)})"[:250]
 
 
-def _description(task: TrackedTask, run_id: str, upstream: Mapping[str, RunRecord]) -> str:
+def _description(
+    task: TrackedTask,
+    run_id: str,
+    upstream: Mapping[str, RunRecord],
+    tags: Mapping[str, str] | None = None,
+    experiment_id: str = "",
+) -> str:
     """The run's MLflow description (Markdown): what made it, links to the upstream runs'
-    pages, and the command that shows the whole chain."""
+    pages and to the run it resumed or warm-started from, and the command that shows
+    the whole chain."""
     lines = [f"**{_run_name(task)}**, recorded by luigiflow.", ""]
+    origin = schema.origin_of(tags or {})
+    if origin is not None:
+        kind, record = origin
+        # the run it came from is a run of the same task: same experiment
+        page = f"#/experiments/{experiment_id}/runs/{record['run_id']}"
+        text = schema.origin_text(kind, record).replace(
+            f"run {record['run_id']}", f"run [{record['run_id']}]({page})"
+        )
+        lines += [text[0].upper() + text[1:] + ": its metric history up to that step is here.", ""]
     if upstream:
         lines.append("Upstream runs:")
         for name, run in sorted(upstream.items()):

@@ -3,7 +3,10 @@
 Only runs luigiflow made (they carry its identity tag) are ever considered: a
 colleague's run in the same store, live or dead, is never touched. Of those, only
 deleted runs and FAILED, KILLED or abandoned (no heartbeat) attempts go; a FINISHED
-run that is not deleted, and a RUNNING one whose worker still beats, never do.
+run that is not deleted, and a RUNNING one whose worker still beats, never do. Nor does
+a run that such a run came from (it resumed or warm-started from it, or consumed it as
+an upstream), nor, in turn, what that kept run came from: provenance outlives nothing
+it explains. A dry run lists those it keeps and why.
 
 Removal is what `mlflow gc` does for one run (delete its artifacts, then hard-delete
 its row); we call those two operations per run because `mlflow gc --run-ids` would
@@ -33,34 +36,113 @@ class Garbage:
     bytes: int
 
 
+@dataclass
+class Kept:
+    """A run gc would otherwise remove, kept because a run that stays came from it."""
+
+    run_id: str
+    experiment: str
+    family: str
+    status: str
+    reason: str  # why it would go, then who keeps it: "killed attempt; run X ... from it"
+
+
 def find_garbage(older_than_days: float | None = None, task: str | None = None) -> list[Garbage]:
     """Deleted runs, and FAILED/KILLED/abandoned runs, older than the limit."""
+    return collect(older_than_days, task)[0]
+
+
+def collect(
+    older_than_days: float | None = None, task: str | None = None
+) -> tuple[list[Garbage], list[Kept]]:
+    """What `find_garbage` returns, and the runs it keeps for provenance (see the module)."""
     store = current.get_store()
     limit_ms = (time.time() - (older_than_days or 0) * 86400) * 1000
-    experiments = [e for e in store.experiments() if e.lifecycle_stage == "active"]
+    active = [e for e in store.experiments() if e.lifecycle_stage == "active"]
+    experiments = active
     if task is not None:
-        experiments = [e for e in experiments if e.name == task] or experiments
-    found: list[Garbage] = []
-    runs: list[Run] = []
-    for exp in experiments:
+        experiments = [e for e in active if e.name == task] or active
+    chosen = {e.experiment_id for e in experiments}
+    # Every experiment is read for who keeps what: lineage crosses experiments.
+    keepers = _Keepers()
+    listed: list[tuple[str, Run]] = []
+    for exp in active:
         for run in store.all_runs(exp.experiment_id):
             if schema.IDENTITY_TAG not in run.data.tags:
                 continue  # not made by luigiflow: never ours to remove
-            family = run.data.tags.get(schema.FAMILY_TAG, "")
-            if task is not None and task not in (exp.name, family):
-                continue
-            reason = _reason(run, limit_ms)
-            if reason:
-                runs.append(run)
-                found.append(Garbage(run.info.run_id, exp.name, family, run.info.status, reason, 0))
+            keepers.note(run)
+            if exp.experiment_id in chosen:
+                listed.append((exp.name, run))
+    kept_by = keepers.closure()
+    found: list[Garbage] = []
+    kept: list[Kept] = []
+    runs: list[Run] = []
+    for exp_name, run in listed:
+        family = run.data.tags.get(schema.FAMILY_TAG, "")
+        if task is not None and task not in (exp_name, family):
+            continue
+        reason = _reason(run, limit_ms)
+        if not reason:
+            continue
+        status = run.info.status
+        if run.info.run_id in kept_by:
+            kept.append(
+                Kept(
+                    run.info.run_id,
+                    exp_name,
+                    family,
+                    status,
+                    f"{reason}; {kept_by[run.info.run_id]}",
+                )
+            )
+            continue
+        runs.append(run)
+        found.append(Garbage(run.info.run_id, exp_name, family, status, reason, 0))
     freed = artifacts.freed_bytes(runs)
     for item in found:
         item.bytes = freed.get(item.run_id, 0)
     if task is not None and not found and not any(e.name == task for e in experiments):
         known = {e.name for e in experiments}
-        if task not in known:
+        if task not in known and not kept:
             raise RunNotFoundError(f"no experiment or task named {task!r} to collect")
-    return found
+    return found, kept
+
+
+class _Keepers:
+    """Which runs the runs that stay came from: run id -> why it is kept."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, list[tuple[str, str]]] = {}  # run id -> (source, how)
+        self.staying: dict[str, str] = {}  # run id -> its status, for runs that stay
+
+    def note(self, run: Run) -> None:
+        tags = run.data.tags
+        links = [
+            (rid, f"consumed it (upstream {name!r})")
+            for name, rid in schema.upstream_ids(tags).items()
+        ]
+        origin = schema.origin_of(tags)
+        if origin is not None:
+            links.append((str(origin[1]["run_id"]), f"{origin[0]} from it"))
+        if links:
+            self.sources[run.info.run_id] = links
+        info = run.info
+        alive = info.status == "RUNNING" and not liveness.is_abandoned(run)
+        if info.lifecycle_stage != "deleted" and (info.status == "FINISHED" or alive):
+            self.staying[info.run_id] = info.status
+
+    def closure(self) -> dict[str, str]:
+        """Every run a staying run came from, directly or through a kept run."""
+        kept: dict[str, str] = {}
+        todo = [(rid, f"run {rid} ({status})") for rid, status in self.staying.items()]
+        while todo:
+            rid, who = todo.pop()
+            for source, how in self.sources.get(rid, []):
+                if source in kept or source in self.staying:
+                    continue
+                kept[source] = f"kept: {who} {how}"
+                todo.append((source, f"run {source} (kept)"))
+        return kept
 
 
 def _reason(run: Run, limit_ms: float) -> str | None:

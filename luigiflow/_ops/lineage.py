@@ -405,10 +405,20 @@ class LineageNode:
         return signatures.status(self.run)
 
     def duration_s(self) -> float | None:
+        """The run's time; for a run that resumed or warm-started, with the work it took
+        over (its recorded duration), as its whole curve cost."""
         info = self.run.info
+        recorded = self.run.data.tags.get(schema.DURATION_TAG)
+        if self.origin() is not None and recorded:
+            return float(recorded)
         if info.end_time and info.start_time:
             return (info.end_time - info.start_time) / 1000
         return None
+
+    def origin(self) -> str | None:
+        """`resumed from run X after step K` / `warm-started from run X at step K`."""
+        found = schema.origin_of(self.run.data.tags)
+        return schema.origin_text(*found) if found else None
 
 
 def lineage(run_id: str) -> LineageNode:

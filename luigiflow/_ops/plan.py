@@ -19,7 +19,7 @@ from luigiflow._core import fingerprint, provenance, redaction
 from luigiflow._core.identity import decode_value, encode_value
 from luigiflow._core.labels import task_label
 from luigiflow._core.parameters import param_text
-from luigiflow._engine import execution
+from luigiflow._engine import checkpoints, execution
 from luigiflow._engine import session as _session
 from luigiflow._errors import TaskNotFoundError
 from luigiflow._ops.graph import walk_graph
@@ -170,6 +170,9 @@ class _Planner:
                 entry.reasons.append(f"upstream will run: {', '.join(stale)}")
             else:
                 self._explain(task, entry)
+            start = checkpoints.starting_point(task, self.store)
+            if start:  # a training that continues another run's checkpoint
+                entry.reasons.append(start)
         self.entries[key] = entry
         return entry
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from luigiflow._errors import RunNotFoundError
 from luigiflow._store import schema
-from luigiflow._store.port import DatasetRef, ExperimentRecord
+from luigiflow._store.port import DatasetRef, ExperimentRecord, MetricPoint
 from luigiflow._store.records import ACTIVE, DELETED, FINISHED, RUNNING, RunData, RunInfo, RunRecord
 
 
@@ -32,6 +32,7 @@ class MemoryStore:
         self._clock = itertools.count(int(time.time() * 1000))
         self.calls: list[str] = []  # every method called, for tests that count questions
         self.inputs: dict[str, list[DatasetRef]] = {}
+        self.history: dict[str, list[MetricPoint]] = {}  # points added by log_metric_points
 
     def _now(self) -> int:
         return next(self._clock)
@@ -153,7 +154,16 @@ class MemoryStore:
         self.calls.append("get_runs")
         return {r: self._runs[r] for r in run_ids if r in self._runs}
 
+    def metric_history(self, run_id: str) -> list[MetricPoint]:
+        self.calls.append("metric_history")
+        return list(self.history.get(run_id, []))
+
     # ----- writes -------------------------------------------------------------------
+    def log_metric_points(self, run_id: str, points: Sequence[MetricPoint]) -> None:
+        self.calls.append("log_metric_points")
+        with self._lock:
+            self.history.setdefault(run_id, []).extend(points)
+
     def create_run(
         self,
         experiment_id: str,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from luigiflow._errors import RunNotFoundError
 from luigiflow._store import client as _client
 from luigiflow._store import mlflow_compat, schema
-from luigiflow._store.port import DatasetRef, ExperimentRecord, chunks
+from luigiflow._store.port import DatasetRef, ExperimentRecord, MetricPoint, chunks
 from luigiflow._store.records import RunData, RunRecord, from_mlflow
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 10_000
 ID_CHUNK = 500
+METRICS_PER_BATCH = 1000  # MLflow's limit on the metrics of one log_batch
 ORDER_NEWEST_FIRST = ["attributes.start_time DESC", "attributes.run_id ASC"]
 
 
@@ -249,7 +250,24 @@ class MlflowStore:
                 result[run.info.run_id] = from_mlflow(run)
         return result
 
+    def metric_history(self, run_id: str) -> list[MetricPoint]:
+        with _client.translate_errors(f"reading the metric history of run {run_id}", self.uri):
+            keys = sorted(self.get_run(run_id).data.metrics)
+            return [
+                MetricPoint(m.key, m.value, m.timestamp, m.step)
+                for key in keys
+                for m in self.client.get_metric_history(run_id, key)
+            ]
+
     # ----- writes -------------------------------------------------------------------
+    def log_metric_points(self, run_id: str, points: Sequence[MetricPoint]) -> None:
+        from mlflow.entities import Metric
+
+        metrics = [Metric(p.key, p.value, p.timestamp_ms, p.step) for p in points]
+        with _client.translate_errors(f"recording metric history of run {run_id}", self.uri):
+            for start in range(0, len(metrics), METRICS_PER_BATCH):
+                self.client.log_batch(run_id, metrics=metrics[start : start + METRICS_PER_BATCH])
+
     def create_run(
         self,
         experiment_id: str,

@@ -30,6 +30,16 @@ class DatasetRef:
     context: str = "upstream"  # MLflow's mlflow.data.context: what the input was used for
 
 
+@dataclass(frozen=True)
+class MetricPoint:
+    """One logged value of a metric, as MLflow keeps it in a run's history."""
+
+    key: str
+    value: float
+    timestamp_ms: int
+    step: int
+
+
 class RunStore(Protocol):
     """What luigiflow asks of a tracking store (runs come back newest first)."""
 
@@ -67,7 +77,15 @@ class RunStore(Protocol):
 
     def get_runs(self, run_ids: Sequence[str]) -> dict[str, RunRecord]: ...
 
+    def metric_history(self, run_id: str) -> list[MetricPoint]:
+        """Every value every metric of the run was logged with (its charts' points)."""
+        ...
+
     # ----- writes -------------------------------------------------------------------
+    def log_metric_points(self, run_id: str, points: Sequence[MetricPoint]) -> None:
+        """Add these points to the run's history, each at its own step and time."""
+        ...
+
     def create_run(
         self,
         experiment_id: str,

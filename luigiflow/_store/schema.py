@@ -35,7 +35,18 @@ GIT_TAG = "luigiflow.git"
 ENV_TAG = "luigiflow.env"
 MODEL_URI_TAG = "luigiflow.model_uri"
 CHECKPOINT_TAG = "luigiflow.checkpoint"  # the newest checkpoint: {"step", "file", "sha256"}
-RESUMED_TAG = "luigiflow.resumed_from"  # {"run_id", "step"} this run resumed from
+# {"run_id", "step", "elapsed_s"}: the unfinished attempt this run resumed from, after
+# which step, and the seconds of work up to that checkpoint (counted in its duration)
+RESUMED_TAG = "luigiflow.resumed_from"
+# {"run_id", "step", "elapsed_s"}: the FINISHED run of a shorter (or longer) training of
+# the same line this run started from (see WARM_START_TAG's writer, _engine/checkpoints)
+WARM_START_TAG = "luigiflow.warm_started_from"
+# {"line", "param", "steps"} of a task with a StepsParameter: its identity without the
+# steps (the training line runs of any length share), the parameter and its value
+TRAINING_TAG = "luigiflow.training"
+# {step: {"file", "sha256"}}: checkpoints kept with checkpoint(..., keep=True), which a
+# shorter training of the same line can start from
+KEPT_CHECKPOINTS_TAG = "luigiflow.checkpoints_kept"
 # The store format a run was written in. Runs without it were written by releases
 # before format 2 (format 1).
 STORE_FORMAT_TAG = "luigiflow.store_format"
@@ -114,6 +125,29 @@ def _json_dict(raw: str | None) -> dict[str, Any]:
 def task_facts(tags: Mapping[str, str]) -> dict[str, Any]:
     """The `luigiflow.task` facts recorded on a run ({} when absent or unreadable)."""
     return _json_dict(tags.get(TASK_TAG))
+
+
+def origin_of(tags: Mapping[str, str]) -> tuple[str, dict[str, Any]] | None:
+    """("resumed" or "warm-started", its record) for a run that started from another
+    run's checkpoint; None for a run trained from scratch."""
+    for kind, key in (("resumed", RESUMED_TAG), ("warm-started", WARM_START_TAG)):
+        record = _json_dict(tags.get(key))
+        if record.get("run_id"):
+            return kind, record
+    return None
+
+
+def origin_text(kind: str, record: Mapping[str, Any]) -> str:
+    """`resumed from run X after step K` / `warm-started from run X at step K`."""
+    step = record.get("step")
+    if kind == "resumed":
+        return f"resumed from run {record.get('run_id')} after step {step}"
+    return f"warm-started from run {record.get('run_id')} at step {step}"
+
+
+def training_of(tags: Mapping[str, str]) -> dict[str, Any]:
+    """The training line, steps parameter and steps of a run ({} when it has none)."""
+    return _json_dict(tags.get(TRAINING_TAG))
 
 
 def command_of(tags: Mapping[str, str]) -> dict[str, Any]:

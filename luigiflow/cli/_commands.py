@@ -347,8 +347,14 @@ def gc(
     from luigiflow._ops import gc as _gc
 
     check_store(existing=True)
-    garbage = _gc.find_garbage(older_than, task)
+    garbage, kept = _gc.collect(older_than, task)
     console = make_console()
+    for held in kept:
+        console.print(
+            f"keeping {held.run_id} {held.experiment}/{held.family or '-'} [{held.status}] "
+            f"{held.reason}",
+            highlight=False,
+        )
     for item in garbage:
         console.print(
             f"{'would remove' if dry_run or not yes else 'removing'} {item.run_id} "

@@ -181,6 +181,9 @@ def _node_label(node: Any) -> str:
     ]
     if deleted:
         lines.append("[red]deleted by a user: luigiflow never reuses it[/]")
+    origin = node.origin()
+    if origin:  # its history up to that step came from there: `luigiflow show` it
+        lines.append(escape(origin) + " (whose history it carries)")
     failure = _history.failure_of(node.run)
     if failure is not None:
         lines.append(f"[red]error: {escape(failure.error)}[/]")
