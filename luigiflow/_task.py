@@ -89,6 +89,14 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
             has_work=cls.run_task is not MlflowTask.run_task or cls.run is not MlflowTask.run,
             abstract=bool(cls.__dict__.get(luigi_compat.ABSTRACT)),
         )
+        steps = sorted(
+            {n for k in cls.__mro__ for n, v in vars(k).items() if isinstance(v, StepsParameter)}
+        )
+        if len(steps) > 1:  # which one would a warm start grow?
+            raise TaskDefinitionError(
+                f"{cls.__name__} declares {len(steps)} StepsParameters ({', '.join(steps)}); "
+                "a training has one length: keep one, make the others luigi.IntParameter"
+            )
         replace_earlier_definitions(cls)
 
     # ----- parameters and identity -------------------------------------------------
@@ -245,12 +253,6 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
         names = [n for n, p in self.get_params() if isinstance(p, StepsParameter)]
         if not names:
             return None
-        if len(names) > 1:
-            raise TaskDefinitionError(
-                f"{self.get_task_family()} declares {len(names)} StepsParameters "
-                f"({', '.join(names)}); a training has one length: keep one, make the "
-                "others luigi.IntParameter"
-            )
         cached = self.__dict__.get("_lf_line")
         if cached is None or self._reads_files():
             cached = training_line(*self._identity_parts(), steps=names[0])

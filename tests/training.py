@@ -119,6 +119,9 @@ class TorchTraining(lf.MlflowTask):
     def run_task(self) -> None:
         import torch
 
+        # luigiflow seeds PyTorch before run_task only when it is already imported: a
+        # task that imports it here seeds it itself (task.seed does not depend on epochs)
+        torch.manual_seed(self.seed)
         torch.set_num_threads(1)
         gen = torch.Generator().manual_seed(0)  # the data is fixed; training draws globally
         X = torch.randn(240, 6, generator=gen)
@@ -153,3 +156,21 @@ class TorchTraining(lf.MlflowTask):
             self.checkpoint({"model": model.state_dict(), "opt": opt.state_dict()}, epoch)
         weights = [w for p in model.parameters() for w in p.detach().ravel().tolist()]
         self.save({"weights": weights}, metrics={"epochs_trained": self.epochs})
+
+
+class Stumbling(lf.MlflowTask):
+    """Checkpoints every epoch; raises at epoch FAIL_AT_EPOCH (a FAILED attempt)."""
+
+    artifacts = {"weights": "weights.json"}
+    epochs = luigi.IntParameter(default=4)
+
+    def run_task(self) -> None:
+        resumed = self.last_checkpoint()
+        weights, start = (resumed.state, resumed.step + 1) if resumed else (0.0, 0)
+        for epoch in range(start, self.epochs):
+            if os.environ.get("FAIL_AT_EPOCH") == str(epoch):
+                raise RuntimeError(f"stumbled at epoch {epoch}")
+            weights += 1.0
+            self.log_metric("loss", 1.0 / (epoch + 1), step=epoch)
+            self.checkpoint(weights, epoch)
+        self.save({"weights": weights})
