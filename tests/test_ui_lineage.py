@@ -31,3 +31,12 @@ def test_upstream_artifacts_are_dataset_inputs(client):
     inputs = client.get_run(runs["Middle"]).inputs.dataset_inputs
     assert [d.dataset.name for d in inputs] == ["source.numbers"]
     assert runs["Source"] in inputs[0].dataset.source
+
+
+def test_task_experiments_open_in_the_classic_runs_view(client):
+    # MLflow 3's UI opens an experiment without a kind in its GenAI view (traces,
+    # evaluations); a task's experiment says it holds model-training runs.
+    lf.build([Leaf()])
+    for name in ("Leaf", "Middle", "Source"):
+        tags = client.get_experiment_by_name(name).tags
+        assert tags.get("mlflow.experimentKind") == "custom_model_development", (name, tags)

@@ -110,7 +110,11 @@ class MlflowStore:
         from mlflow.exceptions import MlflowException
 
         try:
-            return str(self.client.create_experiment(name))
+            return str(
+                self.client.create_experiment(
+                    name, tags={schema.EXPERIMENT_KIND_TAG: schema.EXPERIMENT_KIND}
+                )
+            )
         except MlflowException:
             # Another worker created it between our lookup and our create.
             exp = self.client.get_experiment_by_name(name)

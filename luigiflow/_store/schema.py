@@ -107,6 +107,10 @@ MAX_PARAM_LENGTH = 6000  # on a param value
 MAX_TAG_LENGTH = 8000  # on a tag value
 # MLflow tags of its own that luigiflow sets
 RUN_NAME_TAG = "mlflow.runName"
+# MLflow 3's UI opens an experiment of this kind on its runs table ("Model training"),
+# not on GenAI traces and evaluations.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 SOURCE_NAME_TAG = "mlflow.source.name"
 SOURCE_COMMIT_TAG = "mlflow.source.git.commit"
