@@ -26,7 +26,7 @@ from luigiflow._engine import interrupts, luigi_compat
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import bind_run, bound_run, is_tracked
 from luigiflow._errors import BuildError, BuildInterrupted, LuigiflowError
-from luigiflow._ops import stopped
+from luigiflow._ops import elsewhere, stopped
 from luigiflow._ops.graph import walk_graph
 from luigiflow._store import client, current, schema
 from luigiflow._store.records import ACTIVE, RunRecord
@@ -60,6 +60,10 @@ class BuildResult:
         self._reused_now = list(reused_now)
         self._runs: dict[luigi.Task, str] | None = None
         self._reused: list[luigi.Task] = []
+        self._by_others: list[luigi.Task] | None = None
+        # Epoch ms the build started: a reused run that ended since was made by another
+        # worker during this build.
+        self.started_ms = 0
 
     def _resolve(self) -> dict[luigi.Task, str]:
         if self._runs is None:
@@ -83,6 +87,17 @@ class BuildResult:
         reused."""
         self._resolve()
         return self._reused
+
+    @property
+    def by_other_workers(self) -> list[luigi.Task]:
+        """Reused tasks another worker (another machine, another client) built while this
+        build ran: the team case, where every client starts the same command."""
+        if self._by_others is None:
+            reused = self.reused
+            records = self._session.store.get_runs([self.runs[t] for t in reused])
+            found = {t: records[self.runs[t]] for t in reused if self.runs[t] in records}
+            self._by_others = elsewhere.by_other_workers(reused, found, self.started_ms)
+        return self._by_others
 
     def has_run(self, task: MlflowTask) -> bool:
         """Whether `task` ended this build with a run (cheap: no lineage walk)."""
@@ -159,6 +174,7 @@ def build(
             bind_run(task, None)  # a run bound by an earlier build
 
     current.prepare_for_writes()
+    started_ms = int(time.time() * 1000)
     sink = tempfile.mkdtemp(prefix="luigiflow-build-")
     session = _session.Session(sink=_events.EventSink(sink))
     forced = [t.identity for t in force if is_tracked(t)]
@@ -191,16 +207,25 @@ def build(
                 killed = stopped.after_interrupt(session, labels, signum)
             raise BuildInterrupted(signum, killed) from None
         result = _assemble(session, graph, roots, events, failures_by_id)
+        result.started_ms = started_ms
         details = _events.failure_details(sink)
         result.failure_details = {
             t: details[t.task_id] for t in result.failed if t.task_id in details
         }
     ok = not result.failed and (
-        luigi_result is None or (luigi_result.scheduling_succeeded and _ok(luigi_result))
+        luigi_result is None
+        or (luigi_result.scheduling_succeeded and elsewhere.luigi_settled(luigi_result))
     )
     if not result.failed:
-        # Never report success for a result that does not exist, whatever Luigi said.
-        missing = [r for r in roots if isinstance(r, MlflowTask) and not result.has_run(r)]
+        # Never report success for a result that does not exist, whatever Luigi said;
+        # a root another worker finished counts whatever Luigi said too ("not run").
+        missing = [
+            r
+            for r in roots
+            if isinstance(r, MlflowTask)
+            and not result.has_run(r)
+            and r in elsewhere.missing_roots(session, [r])
+        ]
         why = "Luigi did not run it (see the log)" if not ok else "build it again"
         result.failed.update(
             (r, LuigiflowError(f"{r!r} has no FINISHED run after the build; {why}"))
@@ -251,16 +276,22 @@ def _run_luigi(
     done = all(is_tracked(r) and session.completion.known_complete(r) for r in roots)
     luigi_result = None if done and all(r.complete() for r in roots) else run_luigi()
     # Luigi's worker leaves as soon as what remains is running on another worker
-    # (keep_alive counts pending tasks only). Ask again until the roots exist: the
-    # scheduler hands us a task again if its other runner fails or dies.
+    # (keep_alive counts pending tasks only), and calls a task it offered after another
+    # worker finished it "not run". Wait for the other worker's run, then ask again until
+    # the roots exist: the scheduler hands us a task again if its other runner fails or
+    # dies. Bounded: a whole lease with no live run of a missing root ends the waiting.
+    waiting = elsewhere.Waiting(session)
     while (
         scheduler_url
         and luigi_result is not None
-        and _ok(luigi_result)
+        and elsewhere.luigi_settled(luigi_result)
         and not _events.collect(sink)[1]
-        and not all(r.complete() for r in roots)
+        and waiting.worth_another_round()
     ):
-        time.sleep(1.0)
+        missing = elsewhere.missing_roots(session, roots)
+        if not missing:
+            break
+        waiting.wait_for(missing)
         luigi_result = run_luigi()
     events, failures_by_id = _events.collect(sink)
     return luigi_result, events, failures_by_id
@@ -319,12 +350,6 @@ def _fan_out(
             listener(event)
 
     return send
-
-
-def _ok(luigi_result: Any) -> bool:
-    from luigi.execution_summary import LuigiStatusCode
-
-    return luigi_result.status in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY)
 
 
 def _install_event_handlers() -> list[tuple[str, Any]]:

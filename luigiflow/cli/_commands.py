@@ -127,9 +127,12 @@ def run(
     title = repr(roots[0]) if len(roots) == 1 else f"{len(roots)} tasks from {config_path}"
     console.print(_render.build_summary(result, runs, f"luigiflow run {title}"))
     deleted = _render.deleted_runs(result, runs)
+    elsewhere = _render.by_other_workers(result, runs)
     console.print(
-        f"executed {len(result.executed)}, reused {len(result.reused)}, "
-        f"failed {len(result.failed)}" + (f", run deleted {len(deleted)}" if deleted else ""),
+        f"executed {len(result.executed)}, reused {len(result.reused)}"
+        + (f" ({len(elsewhere)} built by another worker now)" if elsewhere else "")
+        + f", failed {len(result.failed)}"
+        + (f", run deleted {len(deleted)}" if deleted else ""),
         highlight=False,
     )
     for root in roots:

@@ -62,6 +62,8 @@ def build_summary(result: Any, runs: dict[str, Any], title: str) -> Table:
             status = "not run"
         run_id = result.runs.get(task) or _failed_run(result, task)
         found = runs.get(run_id)
+        if status == "reused" and found is not None and _made_during(found, result):
+            status = "by another worker"  # team mode: another client built it just now
         took = metrics = ""
         if found is not None and found.info.end_time:
             took = f"{(found.info.end_time - found.info.start_time) / 1000:.1f}s"
@@ -69,6 +71,21 @@ def build_summary(result: Any, runs: dict[str, Any], title: str) -> Table:
             metrics = key_metrics(dict(found.data.metrics))
         table.add_row(task_label(task), status, short_id(run_id), took, metrics)
     return table
+
+
+def _made_during(run: Any, result: Any) -> bool:
+    return bool(getattr(result, "started_ms", 0)) and (run.info.end_time or 0) >= result.started_ms
+
+
+def by_other_workers(result: Any, runs: dict[str, Any]) -> list[Any]:
+    """Reused tasks whose run another worker made while this build ran."""
+    return [
+        task
+        for task in result.reused
+        if task in result.runs
+        and runs.get(result.runs[task]) is not None
+        and _made_during(runs[result.runs[task]], result)
+    ]
 
 
 def deleted_runs(result: Any, runs: dict[str, Any]) -> list[Any]:
