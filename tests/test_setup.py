@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import pathlib
 import re
-
 import tomllib
+
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 LOCK = REPO / "requirements.lock"
@@ -43,6 +45,10 @@ def test_lock_pins_every_declared_dependency():
         assert name in pins, f"{name} is declared in pyproject.toml but not in {LOCK.name}"
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get("LUIGIFLOW_RESOLUTION")),
+    reason="a venv of the lowest or newest versions (LUIGIFLOW_RESOLUTION) is not the lock's",
+)
 def test_this_environment_has_the_locked_versions():
     wrong = {}
     for name, version in locked(applicable_only=True).items():

@@ -7,10 +7,9 @@ import json
 import math
 import pathlib
 import re
+import tomllib
 from collections.abc import Mapping
 from typing import Any
-
-import tomllib
 
 from luigiflow._core.templating import flatten
 

@@ -416,7 +416,7 @@ class ScoringApp:
                 ),
                 self.timeout_s,
             )
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise Problem(
                 504, "TIMEOUT", f"scoring took longer than {self.timeout_s:g} s; send fewer rows"
             ) from None

@@ -33,9 +33,8 @@ import importlib
 import os
 import pathlib
 import sys
-from typing import Any
-
 import tomllib
+from typing import Any
 
 from luigiflow._core import templating
 from luigiflow._core.parameters import checked_config_value

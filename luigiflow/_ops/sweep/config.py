@@ -29,12 +29,12 @@ import itertools
 import math
 import pathlib
 import random
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import luigi
-import tomllib
 
 from luigiflow._core.identity import value_text
 from luigiflow._core.parameters import checked_config_value
