@@ -67,6 +67,10 @@ class UnsupportedPlatformError(LuigiflowError):
     """luigiflow refuses to run on an operating system it is not tested on (Windows)."""
 
 
+class StrArtifactWarning(UserWarning):
+    """A `str` given to `save()` names a file; it is stored as the text, not the file."""
+
+
 class WorkerDiedError(LuigiflowError):
     """The process running a task died without a word (SIGKILL, the OOM killer)."""
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import pathlib
 import time
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import luigi
 import luigi.parameter
 
-from luigiflow._core import provenance
+from luigiflow._core import provenance, serializers
 from luigiflow._core.definition import validate_class
 from luigiflow._core.identity import (
     UnencodableValueError,
@@ -40,6 +41,7 @@ from luigiflow._errors import (
     ArtifactError,
     LuigiflowError,
     ParameterError,
+    StrArtifactWarning,
     TaskDefinitionError,
 )
 from luigiflow._store import artifacts as _artifacts
@@ -420,6 +422,16 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
                 f"{', '.join(map(repr, unknown))}; declared: {', '.join(declared) or 'none'}"
             )
         for name, value in artifacts.items():
+            if name not in self.models and serializers.looks_like_a_path(value):
+                # Since 0.2.0 a str is always a value; it used to store the file it named,
+                # so say so where the user wrote it rather than change behaviour silently.
+                warnings.warn(
+                    f"{self.get_task_family()}: artifact {name!r} is the str {value!r}, saved "
+                    f"as that text, not the file it names; to store the file pass "
+                    f"pathlib.Path({value!r}) (docs/upgrading.md)",
+                    StrArtifactWarning,
+                    stacklevel=2,
+                )
             if name in self.models:
                 from luigiflow.models import outputs
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import warnings
 
 import luigi
 import pytest
 
 import luigiflow as lf
+from luigiflow._errors import StrArtifactWarning
 
 ARTIFACT_TAG = "luigiflow.artifact."
 
@@ -134,6 +136,49 @@ def test_a_str_naming_an_existing_path_is_a_value(store, tmp_path, text):
     assert _fresh(task).load_output() == text
     stored = pathlib.Path(task.output()["name"].path)
     assert stored.is_file()  # a pickled str, not a linked folder (mlruns included)
+
+
+class SavesAModelPath(lf.MlflowTask):
+    artifacts = {"model": "model.pkl"}
+    where = luigi.Parameter()
+
+    def run_task(self):
+        self.save({"model": self.where})  # 0.1.0 stored the file; now the text, warned
+
+
+class LoadsTheModel(lf.MlflowTask):
+    artifacts = {"seen": "seen.pkl"}
+    where = luigi.Parameter()
+
+    def requires(self):
+        return {"up": SavesAModelPath(where=self.where)}
+
+    def run_task(self):
+        self.save({"seen": self.load("up", "model")})
+
+
+@pytest.mark.parametrize("where", ["out/model.pkl", "existing"])
+def test_a_str_that_looks_like_a_file_is_saved_as_text_with_a_warning(store, tmp_path, where):
+    if where == "existing":
+        (tmp_path / "existing").write_bytes(b"weights")  # names a file, no extension
+    with pytest.warns(StrArtifactWarning) as caught:
+        lf.build([LoadsTheModel(where=where)])
+    # The downstream saves the loaded text again, and is warned too.
+    [warning, _downstream] = [w for w in caught if issubclass(w.category, StrArtifactWarning)]
+    text = str(warning.message)
+    assert "\n" not in text
+    assert f"SavesAModelPath: artifact 'model' is the str {where!r}" in text
+    assert f"pathlib.Path({where!r})" in text
+    assert warning.filename == __file__  # points at the user's save() call
+    assert _fresh(LoadsTheModel(where=where)).load_output() == where
+
+
+@pytest.mark.parametrize("text", ["hello world", "v1.2", "a plain label"])
+def test_a_str_value_that_names_no_file_saves_without_warning(store, text):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StrArtifactWarning)
+        lf.build([SavesAString(text=text)])
+    assert _fresh(SavesAString(text=text)).load_output() == text
 
 
 # ----- declarations that collide ------------------------------------------------------

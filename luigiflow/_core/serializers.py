@@ -168,6 +168,28 @@ def validate_filename(filename: Any) -> str | None:
     return None
 
 
+# Extensions that make a str look like a file name rather than a value, besides the
+# serializers' own.
+_FILE_EXTENSIONS = frozenset(
+    {".bin", ".pt", ".pth", ".ckpt", ".safetensors", ".onnx", ".h5", ".hdf5", ".pb", ".zip"}
+    | {".gz", ".tar", ".tgz", ".bz2", ".xz", ".zst", ".feather", ".arrow", ".tsv", ".xlsx"}
+    | {".png", ".jpg", ".jpeg", ".svg", ".pdf", ".html", ".yaml", ".yml", ".model", ".db"}
+)
+
+
+def looks_like_a_path(value: Any) -> bool:
+    """A `str` that names an existing file or folder, or whose form suggests a file name
+    (no whitespace, a data-file extension): saving it stores the text, which the user
+    may not mean (before 0.2.0 such a str stored the file)."""
+    if not isinstance(value, str) or not value or len(value) > 4096 or "\n" in value:
+        return False
+    if os.path.exists(value):
+        return True
+    suffix = extension(value)
+    no_space = not any(c.isspace() for c in value)
+    return no_space and (suffix in SERIALIZERS or suffix in _FILE_EXTENSIONS)
+
+
 def write_value(
     name: str, value: Any, filename: str, dest: pathlib.Path, owned: bool = False
 ) -> str:
