@@ -17,7 +17,7 @@ from tests.luigi_users.daily_tasks import START, DailyEvents, HourlyEvents
 
 DAYS = 31
 # Range tools only look `days_back` (100) days behind now: pin now after the range.
-NOW = int(datetime.datetime(2026, 3, 1, tzinfo=datetime.timezone.utc).timestamp())
+NOW = int(datetime.datetime(2026, 3, 1, tzinfo=datetime.UTC).timestamp())
 
 
 def _stop(days: int) -> datetime.date:
