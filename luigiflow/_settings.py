@@ -39,6 +39,9 @@ SIGNING_KEY_FILE = "LUIGIFLOW_SIGNING_KEY_FILE"
 MIN_KEY_LENGTH = 16
 UNSUPPORTED_PLATFORM = "LUIGIFLOW_UNSUPPORTED_PLATFORM"
 UPGRADE_STORE = "LUIGIFLOW_UPGRADE_STORE"
+# MLflow's own workspace switches (MLflow 3.10+), read as MLflow's client reads them.
+WORKSPACES_ON = "MLFLOW_ENABLE_WORKSPACES"
+WORKSPACE = "MLFLOW_WORKSPACE"
 
 
 def tracking_uri() -> str:
@@ -139,6 +142,28 @@ def upgrade_store_allowed() -> bool:
     return os.environ.get(UPGRADE_STORE) == "1"
 
 
+def mlflow_workspace() -> str | None:
+    """The MLflow workspace every read and write is confined to; None: workspaces off.
+
+    As MLflow's client: `MLFLOW_ENABLE_WORKSPACES` is true/false/1/0 (any case), and when
+    it is on, `MLFLOW_WORKSPACE` (trimmed) must name the workspace.
+    """
+    raw = os.environ.get(WORKSPACES_ON)
+    if raw is None:
+        return None
+    if raw.lower() not in ("true", "false", "1", "0"):
+        raise TrackingError(f"{WORKSPACES_ON}={raw!r}: MLflow accepts true, false, 1 or 0")
+    if raw.lower() in ("false", "0"):
+        return None
+    workspace = (os.environ.get(WORKSPACE) or "").strip()
+    if not workspace:
+        raise TrackingError(
+            f"{WORKSPACES_ON} is on but no workspace is chosen: set {WORKSPACE}=<name> "
+            "(MLflow's client refuses the store without one too)"
+        )
+    return workspace
+
+
 def system_metrics_on() -> bool:
     """MLflow's own switch for system metrics (its start_run starts their monitor)."""
     return os.environ.get(SYSTEM_METRICS, "").lower() in ("true", "1")
@@ -171,7 +196,14 @@ def validate() -> None:
     gets one line on stderr (once per process).
     """
     problems: list[LuigiflowError] = []
-    checks = (signing_keys, recheck_interval, heartbeat_interval, stale_after, _check_cache_dir)
+    checks = (
+        signing_keys,
+        recheck_interval,
+        heartbeat_interval,
+        stale_after,
+        _check_cache_dir,
+        mlflow_workspace,
+    )
     for check in checks:
         try:
             check()

@@ -16,13 +16,15 @@ import contextlib
 import functools
 import json
 import math
+import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from luigiflow import _settings
 from luigiflow._errors import RunNotFoundError
-from luigiflow._store import client, schema, sqlite_file, sqlite_schema, sqlite_writes
+from luigiflow._store import client, schema, sqlite_file, sqlite_schema, sqlite_writes, workspaces
 from luigiflow._store.mlflow_store import MlflowStore
 from luigiflow._store.port import DatasetRef, ExperimentRecord, chunks
 from luigiflow._store.records import ACTIVE, FINISHED, RUNNING, RunData, RunInfo, RunRecord
@@ -75,6 +77,7 @@ class SqliteStore(MlflowStore):
         self._path = str(path)
         self._connections = sqlite_file.LocalConnections(self._path, read_only=True)
         self._writer = sqlite_writes.SqliteWriter(self._path)
+        self._scoped: tuple[Any, workspaces.Scope] | None = None
         self.direct_writes = True  # off: every write through MLflow's client (tests)
 
     # ----- writes -------------------------------------------------------------------
@@ -93,7 +96,7 @@ class SqliteStore(MlflowStore):
                 client.translate_errors(doing, self.uri),
             ):
                 return self._writer.create_run(
-                    experiment_id, run_name, tags, params or {}, start_time
+                    experiment_id, run_name, tags, params or {}, start_time, self._scope()
                 )
         return super().create_run(experiment_id, run_name, tags, start_time, params)
 
@@ -114,7 +117,7 @@ class SqliteStore(MlflowStore):
                 contextlib.suppress(sqlite_writes.Unwritable),
                 client.translate_errors(doing, self.uri),
             ):
-                self._writer.finish_run(run_id, status, rows, tags, inputs)
+                self._writer.finish_run(run_id, status, rows, tags, inputs, scope=self._scope())
                 return
         super().finish_run(run_id, status, metrics, steps, timestamp_ms, tags, inputs)
 
@@ -124,6 +127,16 @@ class SqliteStore(MlflowStore):
     def _verdict(self) -> sqlite_schema.Verdict:
         """The schema's verdict for this thread's connection (judged again on a change)."""
         return self._connections.verdict()
+
+    def _scope(self) -> workspaces.Scope:
+        """The MLflow workspace reads and writes are confined to (checked as MLflow's client
+        checks it: once, when the store is first used with these settings)."""
+        verdict = self._verdict()
+        env = (os.environ.get(_settings.WORKSPACES_ON), os.environ.get(_settings.WORKSPACE))
+        key = (env, verdict.workspaces)
+        if self._scoped is None or self._scoped[0] != key:
+            self._scoped = (key, workspaces.scope(self._conn(), verdict.workspaces, self._path))
+        return self._scoped[1]
 
     def _records(
         self,
@@ -135,10 +148,11 @@ class SqliteStore(MlflowStore):
         """Runs matching `where` (on table `runs`), newest first, with tags/params/metrics
         (with `only_tags`: those tags, no params nor metrics)."""
         conn = self._conn()
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} {_NEWEST_FIRST}"
+        in_scope, scope_args = self._scope().on_runs()
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} {in_scope} {_NEWEST_FIRST}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        rows = conn.execute(sql, args).fetchall()
+        rows = conn.execute(sql, [*args, *scope_args]).fetchall()
         if not rows:
             return []
         ids = [r[0] for r in rows]
@@ -203,11 +217,12 @@ class SqliteStore(MlflowStore):
         read would hold SQLite's shared lock and block a writer while the caller works);
         each chunk checks `where` again, so a run deleted meanwhile is not returned.
         """
+        in_scope, scope_args = self._scope().on_runs()
         ids = [
             row[0]
             for row in self._conn().execute(
-                f"SELECT run_uuid FROM runs WHERE {where} {on_tags} {_NEWEST_FIRST}",
-                [*args, *tag_args],
+                f"SELECT run_uuid FROM runs WHERE {where} {on_tags} {in_scope} {_NEWEST_FIRST}",
+                [*args, *tag_args, *scope_args],
             )
         ]
         for chunk in chunks(ids, ID_CHUNK):
@@ -219,11 +234,13 @@ class SqliteStore(MlflowStore):
     # ----- reads --------------------------------------------------------------------
     @_in_sql
     def _experiment_by_name(self, name: str) -> ExperimentRecord | None:
+        in_scope, scope_args = self._scope().on_experiments()
         row = (
             self._conn()
             .execute(
-                "SELECT experiment_id, name, lifecycle_stage FROM experiments WHERE name = ?",
-                (name,),
+                "SELECT experiment_id, name, lifecycle_stage FROM experiments "
+                f"WHERE name = ? {in_scope}",
+                (name, *scope_args),
             )
             .fetchone()
         )
@@ -231,8 +248,11 @@ class SqliteStore(MlflowStore):
 
     @_in_sql
     def experiments(self) -> list[ExperimentRecord]:
+        in_scope, scope_args = self._scope().on_experiments()
         rows = self._conn().execute(
-            "SELECT experiment_id, name, lifecycle_stage FROM experiments ORDER BY experiment_id"
+            "SELECT experiment_id, name, lifecycle_stage FROM experiments "
+            f"WHERE 1 {in_scope} ORDER BY experiment_id",
+            scope_args,
         )
         return [ExperimentRecord(str(e), n, s) for e, n, s in rows]
 
@@ -308,12 +328,13 @@ class SqliteStore(MlflowStore):
             return dict(Counter(run.data.tags[schema.IDENTITY_TAG] for run in runs))
         # Driven from the identity tags (one pass over them); each match checked on `runs`.
         wanted = json.dumps(sorted(identities))
+        in_scope, scope_args = self._scope().on_runs("runs.experiment_id")
         rows = self._conn().execute(
             "SELECT tags.value, COUNT(*) FROM tags JOIN runs ON runs.run_uuid = tags.run_uuid "
             "WHERE tags.key = ? AND tags.value IN (SELECT value FROM json_each(?)) "
-            "AND runs.experiment_id = ? AND runs.status = ? AND runs.lifecycle_stage = ? "
-            "GROUP BY tags.value",
-            [schema.IDENTITY_TAG, wanted, int(experiment_id), FINISHED, ACTIVE],
+            f"AND runs.experiment_id = ? AND runs.status = ? AND runs.lifecycle_stage = ? "
+            f"{in_scope} GROUP BY tags.value",
+            [schema.IDENTITY_TAG, wanted, int(experiment_id), FINISHED, ACTIVE, *scope_args],
         )
         return {value: count for value, count in rows}
 

@@ -31,13 +31,16 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 
-from luigiflow._store import mlflow_compat, schema, sqlite_file
+from luigiflow._store import mlflow_compat, schema, sqlite_file, workspaces
 from luigiflow._store.port import DatasetRef
 from luigiflow._store.records import ACTIVE, RUNNING, RunData, RunInfo, RunRecord
 
 RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
 _MAX_FLOAT = 1.7976931348623157e308  # SQL has no infinity: MLflow stores +/-max
+
+
+_ANYWHERE = workspaces.Scope(None, False)
 
 
 class Unwritable(Exception):
@@ -81,8 +84,10 @@ class SqliteWriter:
         tags: Mapping[str, str],
         params: Mapping[str, str],
         start_time: int | None = None,
+        scope: workspaces.Scope | None = None,
     ) -> RunRecord:
-        """A RUNNING run with its tags and params, as MLflow's `create_run` + `log_batch`."""
+        """A RUNNING run with its tags and params, as MLflow's `create_run` + `log_batch`
+        (in an experiment of the MLflow workspace in `scope`, as MLflow's client checks)."""
         if RUN_NAME_TAG in tags and tags[RUN_NAME_TAG] != run_name:
             raise Unwritable("run name and mlflow.runName differ")
         checked = mlflow_compat.validated_batch([], params, {})
@@ -94,11 +99,12 @@ class SqliteWriter:
         all_tags = dict(tags)
         all_tags.setdefault(RUN_NAME_TAG, run_name)
         user = all_tags.get(USER_TAG, "unknown")
+        in_scope, scope_args = (scope or _ANYWHERE).on_experiments()
         with self._transaction() as conn:
             row = conn.execute(
                 "SELECT artifact_location, lifecycle_stage FROM experiments "
-                "WHERE experiment_id = ?",
-                (int(experiment_id),),
+                f"WHERE experiment_id = ? {in_scope}",
+                (int(experiment_id), *scope_args),
             ).fetchone()
             if row is None:
                 raise mlflow_compat.not_found(f"No Experiment with id={experiment_id} exists")
@@ -139,6 +145,7 @@ class SqliteWriter:
         tags: Mapping[str, str],
         inputs: Sequence[DatasetRef],
         end_time: int | None = None,
+        scope: workspaces.Scope | None = None,
     ) -> None:
         """Inputs, metrics `(key, value, timestamp, step)`, tags and the final status."""
         if RUN_NAME_TAG in tags:
@@ -151,7 +158,7 @@ class SqliteWriter:
         tags = checked[1]
         end = end_time if end_time is not None else int(time.time() * 1000)
         with self._transaction() as conn:
-            experiment_id = _active_run(conn, run_id)
+            experiment_id = _active_run(conn, run_id, scope or _ANYWHERE)
             _write_inputs(conn, experiment_id, run_id, inputs)
             _write_metrics(conn, run_id, metrics)
             conn.executemany(
@@ -165,10 +172,13 @@ class SqliteWriter:
             )
 
 
-def _active_run(conn: sqlite3.Connection, run_id: str) -> int:
-    """The run's experiment id; MLflow's errors for a missing or deleted run."""
+def _active_run(conn: sqlite3.Connection, run_id: str, scope: workspaces.Scope) -> int:
+    """The run's experiment id; MLflow's errors for a missing (or another workspace's)
+    or deleted run."""
+    in_scope, scope_args = scope.on_runs()
     row = conn.execute(
-        "SELECT experiment_id, lifecycle_stage FROM runs WHERE run_uuid = ?", (run_id,)
+        f"SELECT experiment_id, lifecycle_stage FROM runs WHERE run_uuid = ? {in_scope}",
+        (run_id, *scope_args),
     ).fetchone()
     if row is None:
         raise mlflow_compat.not_found(f"Run with id={run_id} not found")
