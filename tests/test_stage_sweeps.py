@@ -189,13 +189,13 @@ def test_stage_parameters_from_the_command_line(client, tmp_path):
         "--dvc",
         str(project / "dvc.yaml"),
         "train",
-        "--train.n_est",
+        "--train.n_estt",  # a dvc.yaml value is one of its params files' keys
         "5",
         cwd=tmp_path,
         check=False,
     )
     assert dvc.returncode == 1
-    assert "params.yaml" in dvc.stderr.strip().splitlines()[-1]
+    assert "params.yaml has no key 'train.n_estt'" in dvc.stderr.strip().splitlines()[-1]
 
 
 def test_stage_sweep_config_mistakes_are_reported_together(client, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -71,10 +72,15 @@ def _roots(
         if sum(x is not None for x in (pipeline_path, dvc_path, config_path, module)) > 1:
             raise LuigiflowError("give one of --pipeline, --dvc, --config or --module")
         kind, path = ("dvc", dvc_path) if dvc_path else ("pipeline", pipeline_path)
-        pipeline = stages.load(kind, str(path))
         # STAGE [--name value]..., or only --name value for every stage built
-        stage = task_words[0] if task_words and not task_words[0].startswith("--") else None
+        stage = task_words[0] if task_words and not task_words[0].startswith("-") else None
         words = task_words[1:] if stage is not None else task_words
+        if kind == "dvc":  # values go into the params files: --set train.n_est=60
+            from luigiflow._ops.stages.dvc import parse_overrides
+
+            pipeline = stages.load(kind, str(path), parse_overrides(words))
+            return pipeline.roots(stage), pipeline
+        pipeline = stages.load(kind, str(path))
         return pipeline.roots(stage, words), pipeline
     if config_path is None:
         from luigiflow._ops.modules import build_task
@@ -112,16 +118,18 @@ def run(
         force = _plan.tasks_to_force(
             _plan.make_plan(roots, rerun_changed=rerun_changed, rerun=rerun)
         )
-    result = lf.build(
-        roots,
-        workers=workers,
-        scheduler_url=scheduler_url,
-        force=force,
-        raise_on_failure=False,
-        # Failures are reported below, once each; full tracebacks are stored on the
-        # FAILED runs (luigiflow/traceback.txt), not dumped on the terminal.
-        log_level="CRITICAL",
-    )
+    overlay = getattr(config, "params_overlay", None)
+    with overlay() if overlay is not None else contextlib.nullcontext([]) as overridden:
+        result = lf.build(
+            roots,
+            workers=workers,
+            scheduler_url=scheduler_url,
+            force=force,
+            raise_on_failure=False,
+            # Failures are reported below, once each; full tracebacks are stored on the
+            # FAILED runs (luigiflow/traceback.txt), not dumped on the terminal.
+            log_level="CRITICAL",
+        )
     ids = [*result.runs.values(), *(d.run_id for d in result.failure_details.values())]
     runs = lineage.get_runs([i for i in ids if i]) if ids else {}
     title = repr(roots[0]) if len(roots) == 1 else f"{len(roots)} tasks from {config_path}"
@@ -150,6 +158,12 @@ def run(
                 + ", ".join(restored),
                 highlight=False,
             )
+    if overridden:
+        console.print(
+            f"--set values applied to {', '.join(overridden)} for this build only; the "
+            "file(s) hold their own values again",
+            highlight=False,
+        )
     if getattr(config, "sweep", None) is not None:
         _report_sweep(console, config, result)
 

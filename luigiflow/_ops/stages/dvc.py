@@ -13,13 +13,16 @@ metadata. A field DVC does not know is one ConfigError naming the field and the 
 
 from __future__ import annotations
 
+import contextvars
+import copy
 import itertools
 import os
 import pathlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from luigiflow._core import datafiles, templating
-from luigiflow._errors import ConfigError
+from luigiflow._errors import ConfigError, ParameterError
 from luigiflow._ops.stages.spec import CommandStage, Stage
 
 TOP_LEVEL = {"stages", "vars", "metrics", "plots", "params", "artifacts", "datasets"}
@@ -42,11 +45,25 @@ PLOT_FLAGS = OUT_FLAGS | {"x", "y", "template", "title", "x_label", "y_label", "
 DEFAULT_PARAMS = "params.yaml"
 
 
-def read(path: pathlib.Path) -> list[Stage]:
-    """The stages of a dvc.yaml; raises ConfigError listing every problem."""
+def read(path: pathlib.Path, overrides: Mapping[str, Any] | None = None) -> list[Stage]:
+    """The stages of a dvc.yaml; raises ConfigError listing every problem.
+
+    `overrides` ({"train.n_est": 60} or {"params.yaml:train.n_est": 60}, as `dvc exp run
+    --set-param`) replace values of the params files as if the files held them."""
+    root = path.parent
+    by_file = override_files(root, overrides or {})
+    token = _OVERRIDES.set(by_file)
+    try:
+        return _read_stages(path, root, by_file)
+    finally:
+        _OVERRIDES.reset(token)
+
+
+def _read_stages(
+    path: pathlib.Path, root: pathlib.Path, overrides: dict[pathlib.Path, dict[str, Any]]
+) -> list[Stage]:
     import yaml
 
-    root = path.parent
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
@@ -71,17 +88,108 @@ def read(path: pathlib.Path) -> list[Stage]:
                 stages.append(stage)
     _check_metadata(data, problems)
     _attach_top_level(data, stages, problems)
+    for file, values in overrides.items():
+        tree = _read(file, problems, applied=False) if file.is_file() else None
+        for key in values:
+            if tree is None:
+                problems.append(f"--set {key}: {file.name} does not exist under {root}")
+                continue
+            try:
+                templating.lookup(tree, key)
+            except templating.TemplateError:
+                problems.append(f"--set {key}: {file.name} has no key {key!r}")
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems))
     return list(stages)
 
 
-def _read(path: pathlib.Path, problems: list[str]) -> dict[str, Any]:
+# The overrides of the dvc.yaml being read, by params file: every read of a params or
+# vars file goes through `_read`, so a value given on the command line is seen by
+# templating, stage parameters and identities alike, as DVC sees a file it edited.
+_OVERRIDES: contextvars.ContextVar[dict[pathlib.Path, dict[str, Any]] | None] = (
+    contextvars.ContextVar("dvc_overrides", default=None)
+)
+
+
+def override_files(
+    root: pathlib.Path, flat: Mapping[str, Any]
+) -> dict[pathlib.Path, dict[str, Any]]:
+    """{"file:key" or "key": value} -> {params file path: {key: value}}."""
+    by_file: dict[pathlib.Path, dict[str, Any]] = {}
+    for spec, value in flat.items():
+        file, sep, key = spec.rpartition(":")
+        target = (root / (file if sep else DEFAULT_PARAMS)).resolve()
+        by_file.setdefault(target, {})[key] = value
+    return by_file
+
+
+def parse_overrides(words: Sequence[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` / `--set-param KEY=VALUE` / `-S KEY=VALUE` words (and `--KEY VALUE`,
+    the spelling of pipeline files) as {"[file:]key": value}; values parsed as YAML, as
+    `dvc exp run --set-param` does."""
+    import yaml
+
+    found: dict[str, Any] = {}
+    rest = list(words)
+    while rest:
+        word = rest.pop(0)
+        flag, eq, inline = word.partition("=")
+        if flag in ("--set", "--set-param", "-S"):
+            pair = inline if eq else (rest.pop(0) if rest else "")
+        elif word.startswith("--") and not eq and rest:
+            pair = f"{word[2:]}={rest.pop(0)}"
+        elif word.startswith("--") and eq:
+            pair = word[2:]
+        else:
+            pair = ""
+        key, has_value, text = pair.partition("=")
+        if not key or not has_value:
+            raise ParameterError(
+                f"{word!r}: give a params value as --set [FILE:]KEY=VALUE (or DVC's "
+                "--set-param / -S), e.g. --set train.n_est=60"
+            )
+        try:
+            found[key] = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            found[key] = text
+    return found
+
+
+def _assign(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node: Any = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+
+
+def overridden_tree(path: pathlib.Path, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The params file's tree with `values` set (dotted keys)."""
+    tree = copy.deepcopy(datafiles.read_tree(path))
+    for key, value in values.items():
+        _assign(tree, key, value)
+    return tree
+
+
+def _read(path: pathlib.Path, problems: list[str], applied: bool = True) -> dict[str, Any]:
     try:
-        return datafiles.read_tree(path)
+        tree = datafiles.read_tree(path)
     except datafiles.DataFileError as exc:
         problems.append(str(exc))
         return {}
+    values = (_OVERRIDES.get() or {}).get(path.resolve()) if applied else None
+    if values:
+        tree = copy.deepcopy(tree)
+        for key, value in values.items():
+            try:
+                templating.lookup(tree, key)
+            except templating.TemplateError:
+                continue  # reported once, by name, after reading
+            _assign(tree, key, value)
+    return tree
 
 
 def _vars(raw: Any, root: pathlib.Path, where: str, problems: list[str]) -> dict[str, Any]:

@@ -16,11 +16,12 @@ carried as `STAGE.NAME`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import luigi
@@ -40,9 +41,17 @@ KINDS = ("pipeline", "dvc")
 class Pipeline:
     """The stages of one file, as task factories, in the order declared."""
 
-    def __init__(self, source_kind: str, path: pathlib.Path, stages: list[Stage]) -> None:
+    def __init__(
+        self,
+        source_kind: str,
+        path: pathlib.Path,
+        stages: list[Stage],
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
         self.kind = source_kind
         self.path = path
+        # dvc.yaml: params-file values given on the command line (`--set train.n_est=60`)
+        self.overrides = dict(overrides or {})
         # A frozen DVC stage does not run: the stages reading its outputs read them as
         # data files of the workspace (content in their identity), as `dvc repro` does.
         self.frozen = [s.name for s in stages if isinstance(s, CommandStage) and s.frozen]
@@ -122,10 +131,7 @@ class Pipeline:
 
     def _carried(self, upstream: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:
         """stage -> the parameters (key -> Luigi parameter) of its upstream stages that it
-        does not declare itself. A dvc.yaml stage reads its values from its params files,
-        so nothing is carried there."""
-        if self.kind != "pipeline":
-            return {name: {} for name in self.stages}
+        does not declare itself (a dvc.yaml's `evaluate` shows `train.n_est` in `runs`)."""
         reach: dict[str, dict[str, Any]] = {}
         visiting: list[str] = []
 
@@ -204,8 +210,8 @@ class Pipeline:
             return [self.make(n, {}) for n in names]
         if self.kind != "pipeline":
             raise ParameterError(
-                f"{self.path}: a DVC stage reads its parameters from its params files; "
-                f"edit them (e.g. params.yaml) instead of passing {words[0]}"
+                f"{self.path}: a DVC stage reads its parameters from its params files: "
+                f"give {words[0]} as --set KEY=VALUE (e.g. --set train.n_est=60)"
             )
         params: dict[str, luigi.Parameter] = {}
         for name in names:
@@ -218,6 +224,24 @@ class Pipeline:
             own = dict(self.classes[name].get_params())
             roots.append(self.make(name, {}, {k: v for k, v in values.items() if k in own}))
         return roots
+
+    @contextlib.contextmanager
+    def params_overlay(self) -> Iterator[list[str]]:
+        """While a build runs, the params files hold the values given with `--set` (the
+        scripts read them there, as after `dvc exp run --set-param`); afterwards each
+        file gets its own bytes back. Yields the files changed."""
+        from luigiflow._core import datafiles
+        from luigiflow._ops.stages.dvc import overridden_tree, override_files
+
+        files = override_files(self.path.parent, self.overrides)
+        saved = {file: file.read_bytes() for file in files}
+        try:
+            for file, values in files.items():
+                datafiles.write_tree(file, overridden_tree(file, values))
+            yield [str(f.relative_to(self.path.parent)) for f in files]
+        finally:
+            for file, original in saved.items():
+                file.write_bytes(original)
 
     def restore_workspace(self, tasks: list[luigi.Task]) -> list[str]:
         """Outputs of stages run in place made to match the runs of this build (as
@@ -336,13 +360,16 @@ def _command_class(
         raise ConfigError(f"{pipeline.path}: stage {stage.name!r}: {exc}") from exc
 
 
-def load(kind: str, path: str | pathlib.Path) -> Pipeline:
-    """Read a pipeline file (`kind` "pipeline") or a dvc.yaml (`kind` "dvc")."""
+def load(
+    kind: str, path: str | pathlib.Path, overrides: Mapping[str, Any] | None = None
+) -> Pipeline:
+    """Read a pipeline file (`kind` "pipeline") or a dvc.yaml (`kind` "dvc"; `overrides`
+    as `dvc exp run --set-param`: {"[file:]key": value})."""
     path = pathlib.Path(path).resolve()
     if not path.is_file():
         raise ConfigError(f"{kind} file {path} does not exist")
     if kind == "dvc":
-        pipeline = Pipeline(kind, path, read_dvc(path))
+        pipeline = Pipeline(kind, path, read_dvc(path, overrides), overrides)
     else:
         pipeline = Pipeline(kind, path, read_pipeline_file(path))
     _loaded[(kind, str(path))] = pipeline
