@@ -204,6 +204,12 @@ def test_dvc_example_get_started_runs_unchanged_and_leaves_git_untouched(client,
     train = runs_of(client, "train", "FINISHED")[0]
     assert stage_file(train)["artifacts"]["text-classification"]["type"] == "model"
     assert any("ROC" in plot for plot in stage_file(evaluate)["plots"])
+    # ...and drawn from the workspace, as `dvc plots show` (outside the repository).
+    shown = cli("plots", "--dvc", dvc, "--output", str(tmp_path / "plots"), cwd=tmp_path)
+    assert "not drawn" not in shown.stdout
+    page = (tmp_path / "plots" / "index.html").read_text()
+    for title in ("ROC", "Confusion-Matrix", "Precision-Recall", "importance.png"):
+        assert title in page
 
     again = cli("run", "--dvc", dvc, cwd=tmp_path, env=env)
     assert summary(again.stdout) == (0, 4, 0)

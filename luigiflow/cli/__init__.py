@@ -182,6 +182,33 @@ def runs(**kwargs: Any) -> None:
 
 
 @app.command()
+@click.option(
+    "--dvc",
+    "dvc_path",
+    type=click.Path(dir_okay=False),
+    default="dvc.yaml",
+    show_default=True,
+    help="The dvc.yaml whose plots: to draw.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False),
+    default="dvc_plots",
+    show_default=True,
+    help="Folder for the PNG files and index.html.",
+)
+def plots(dvc_path: str, output: str) -> None:
+    """Draw the plots a dvc.yaml declares from the workspace files, as `dvc plots show`.
+
+    Example: luigiflow plots --dvc dvc.yaml --output dvc_plots
+    """
+    from luigiflow.cli import _commands
+
+    _commands.plots(dvc_path, output)
+
+
+@app.command()
 @click.argument("run_id")
 def show(run_id: str) -> None:
     """A run and its whole upstream chain: params, metrics, artifacts, code version."""

@@ -461,3 +461,18 @@ def ui(port: int, host: str) -> None:
         ]
     )
     os.execv(sys.executable, command)
+
+
+def plots(dvc_path: str, output: str) -> None:
+    import pathlib
+
+    from luigiflow._errors import ConfigError
+    from luigiflow._ops.stages import plots as _plots
+
+    dvc_yaml = pathlib.Path(dvc_path).resolve()
+    if not dvc_yaml.is_file():
+        raise ConfigError(f"{dvc_yaml} does not exist; give the dvc.yaml with --dvc")
+    page, skipped = _plots.render(dvc_yaml, pathlib.Path(output))
+    for why in skipped:
+        click.echo(f"not drawn: {why}")
+    click.echo(f"plots: {page}")
