@@ -36,7 +36,7 @@ from luigiflow._errors import ArtifactError
 from luigiflow._store import client, current, liveness, mlflow_compat, schema
 from luigiflow._store.artifacts import RunWriter
 from luigiflow._store.port import DatasetRef, RunStore
-from luigiflow._store.records import FAILED, FINISHED, KILLED, RunRecord, from_mlflow
+from luigiflow._store.records import FAILED, FINISHED, KILLED, RunRecord
 
 
 def execute(task: TrackedTask) -> None:
@@ -87,7 +87,7 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
         session.record("started", task.task_id, run_id)
         heartbeat = liveness.Heartbeat(store, run_id)
         try:
-            settled = session.claim.settle(exp_id, task.identity, from_mlflow(active))
+            settled = session.claim.settle(exp_id, task.identity, active)
         except BaseException as exc:
             heartbeat.stop()
             with interrupts.shielded():
@@ -116,7 +116,7 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
 
 def _start(
     task: TrackedTask, store: RunStore, exp_id: str, run_name: str, tags: dict[str, str]
-) -> Any:
+) -> RunRecord:
     """Create the run with its parameters and make it MLflow's active run.
 
     Parameters are there from the start: they show while the task runs, and autologging
@@ -124,7 +124,7 @@ def _start(
     value (MLflow params are write-once; autolog catches the refusal)."""
     with client.translate_errors(f"creating a run of {task!r}", store.uri):
         return mlflow_compat.start_active_run(
-            client.get_client(store.uri),
+            lambda: client.get_client(store.uri),
             store,
             exp_id,
             run_name,
@@ -342,7 +342,7 @@ def _finish(
     inputs = _dataset_inputs(upstream) + _data_inputs(writer.tags)
     with client.translate_errors(f"finishing run {writer.run_id} of {task!r}", writer.uri):
         # Values user code logged asynchronously land before the run ends.
-        mlflow_compat.flush_async_logging(client.get_client(writer.uri))
+        client.flush_async_logging(writer.uri)
     # Saved metrics go at the highest step logged live and strictly later, so they are
     # the values the run shows (MLflow keeps the value of the highest step, then time).
     # Results and status go together (one transaction on the embedded store).

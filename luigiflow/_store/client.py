@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import sys
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -94,11 +95,25 @@ def is_read_only(uri: str) -> bool:
 
 
 def refuse_writes_if_read_only(uri: str, doing: str) -> None:
-    """Say "read-only store" in one line before a write that could not succeed."""
-    get_client(uri)
-    db = _read_only.get(uri)
-    if db is not None:
+    """Say "read-only store" in one line before a write that could not succeed.
+
+    Judged from the file system: an existing store that luigiflow writes in SQL needs no
+    MLflow client (whose import costs more than executing a small task); a store that
+    does not exist yet is created and migrated by MLflow here."""
+    db = sqlite_file.sqlite_path(uri)
+    if db is None:
+        return
+    if not db.exists() and not sqlite_file.is_read_only(db):
+        get_client(uri)
+    if uri in _read_only or sqlite_file.is_read_only(db):
         raise sqlite_file.read_only_error(db, doing)
+
+
+def flush_async_logging(uri: str) -> None:
+    """Values user code logged through MLflow with `synchronous=False` reach the store
+    (nothing to do where nothing imported mlflow)."""
+    if "mlflow" in sys.modules:
+        mlflow_compat.flush_async_logging(get_client(uri))
 
 
 @contextlib.contextmanager

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import atexit
 import os
+import posixpath
+import re
 import sys
-from collections.abc import Mapping, Sequence
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from luigiflow import _settings
 from luigiflow._core import platform, redaction
+from luigiflow._store import active_run
+from luigiflow._store.records import RunRecord, from_mlflow
 
 if TYPE_CHECKING:
     from mlflow import ActiveRun, MlflowClient
 
     from luigiflow._store.port import RunStore
-    from luigiflow._store.records import RunRecord
 
 _context: tuple[int, dict[str, str]] | None = None
 
@@ -105,16 +109,20 @@ def tune_sqlite(client: MlflowClient) -> None:
 
 
 def start_active_run(
-    client: MlflowClient,
+    client_of: Callable[[], MlflowClient],
     store: RunStore,
     experiment_id: str,
     run_name: str,
     tags: dict[str, str],
     params: dict[str, str],
     parent_tag: str,
-) -> ActiveRun:
+) -> RunRecord:
     """Create a run with its params through `store` and make it MLflow's active run, as
-    `mlflow.start_run` + `mlflow.log_params` do.
+    `mlflow.start_run` + `mlflow.log_params` do (`client_of` gives MLflow's client).
+
+    Where mlflow is not imported yet, the run is created with the context tags
+    `start_run` would add, and joins MLflow's fluent run stack only when something
+    imports mlflow (see `active_run`): a plain task never pays for MLflow's import.
 
     `mlflow.start_run` re-resolves MLflow's context tags (user, source, git) and probes
     for Databricks on every call: about 1 ms a run, for values that never change within
@@ -123,9 +131,41 @@ def start_active_run(
     what this MLflow keeps, or system metrics are on (start_run starts their monitor),
     `mlflow.start_run` itself is used.
     """
+    if (
+        not active_run.mlflow_imported()
+        and not _settings.system_metrics_on()
+        and active_run.context_tags_known()
+    ):
+        all_tags = {**active_run.context_tags(_settings.secret_values()), **tags}
+        record = store.create_run(experiment_id, run_name, all_tags, params=params)
+        active_run.join_when_imported(record, lambda run: _join_fluent_stack(client_of, run))
+        return record
+    client = client_of()
     active = _start_active_run(client, store, experiment_id, run_name, tags, params, parent_tag)
     _guard(active.info.run_id)
-    return active
+    return from_mlflow(active)
+
+
+def _join_fluent_stack(client_of: Callable[[], MlflowClient], record: RunRecord) -> None:
+    """Put a run luigiflow created on MLflow's fluent stack, pointing MLflow's fluent API
+    at the run's store (mlflow was just imported by user code, autologging, a flavour)."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    client = client_of()
+    uri = client._tracking_client.tracking_uri
+    if mlflow.get_tracking_uri() != uri:
+        mlflow.set_tracking_uri(uri)
+    stack = _fluent_stack()
+    active_run_class = getattr(fluent, "ActiveRun", None)
+    if stack is None or active_run_class is None:
+        os.environ["MLFLOW_RUN_ID"] = record.info.run_id  # another MLflow: its own way in
+        return
+    run = _to_mlflow_run(record)
+    if not is_local_artifact_uri(run.info.artifact_uri):
+        _prime_artifact_repo(client, run.info.run_id, run.info.artifact_uri)
+    stack.append(active_run_class(run))
+    _guard(record.info.run_id)
 
 
 # Runs made active here and not yet ended by luigiflow. MLflow's exit hook ends whatever
@@ -147,6 +187,8 @@ def _guard(run_id: str) -> None:
 def end_unended_killed() -> None:
     """End as KILLED the runs luigiflow made active and never ended (top of the stack
     down): at exit, and after an interrupt (`_ops/stopped`)."""
+    if not active_run.mlflow_imported():
+        return  # no run of luigiflow's was ever on MLflow's stack
     import mlflow
 
     while (active := mlflow.active_run()) is not None and active.info.run_id in _unended:
@@ -249,6 +291,39 @@ def _prime_artifact_repo(client: MlflowClient, run_id: str, artifact_uri: str) -
     cache[run_id] = repo
 
 
+# A strict subset of the keys MLflow accepts (its `[/\\w.\\- :]`, no path tricks) and
+# of its length limits: a batch within them is stored by MLflow exactly as given.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_./ -]{1,250}")
+_MAX_PARAM_VALUE, _MAX_TAG_VALUE = 6000, 8000
+
+
+def _plain_key(key: object) -> bool:
+    if not isinstance(key, str) or not _PLAIN_KEY.fullmatch(key):
+        return False
+    normal = posixpath.normpath(key)
+    return normal == key and normal != "." and not normal.startswith(("..", "/"))
+
+
+def _plain_batch(
+    metrics: Sequence[tuple[str, float, int, int]],
+    params: Mapping[str, str],
+    tags: Mapping[str, str],
+) -> bool:
+    """MLflow's validators would pass this batch unchanged: checked without them."""
+    for key, value, timestamp, step in metrics:
+        number = type(value) in (int, float)
+        if not (_plain_key(key) and number and type(timestamp) is int and timestamp >= 0):
+            return False
+        if type(step) is not int:
+            return False
+    return all(
+        _plain_key(k) and isinstance(v, str) and len(v) <= _MAX_PARAM_VALUE
+        for k, v in params.items()
+    ) and all(
+        _plain_key(k) and isinstance(v, str) and len(v) <= _MAX_TAG_VALUE for k, v in tags.items()
+    )
+
+
 def validated_batch(
     metrics: Sequence[tuple[str, float, int, int]],
     params: Mapping[str, str],
@@ -256,7 +331,13 @@ def validated_batch(
 ) -> tuple[dict[str, str], dict[str, str]] | None:
     """Params and tags as MLflow's `log_batch` would store them (long tag values cut,
     with MLflow's warning), raising MLflow's own error for a bad key or value; None
-    where this MLflow keeps its validators elsewhere."""
+    where this MLflow keeps its validators elsewhere.
+
+    A batch of plain keys and values within MLflow's limits (luigiflow's own tags,
+    parameter names, ordinary metric names) is checked here without importing mlflow;
+    anything else goes through MLflow's validators, which say what is wrong."""
+    if _plain_batch(metrics, params, tags):
+        return dict(params), dict(tags)
     try:
         from mlflow.entities import Metric, Param, RunTag
         from mlflow.utils.validation import (
@@ -294,6 +375,9 @@ def latest_metric_positions(client: MlflowClient, run_id: str) -> dict[str, tupl
 
 def active_model_id() -> str | None:
     """MLflow's active logged model: metrics logged while it is set are linked to it."""
+    env = ("MLFLOW_ACTIVE_MODEL_ID", "_MLFLOW_ACTIVE_MODEL_ID")
+    if not active_run.mlflow_imported() and not any(os.environ.get(k) for k in env):
+        return None  # only MLflow's code (or these variables) can set one
     try:
         from mlflow.tracking.fluent import get_active_model_id
     except ImportError:
@@ -304,6 +388,15 @@ def active_model_id() -> str | None:
 
 def run_artifact_uri(artifact_location: str, run_id: str) -> str:
     """Where MLflow puts a new run's artifacts in an experiment's artifact location."""
+    parsed = urllib.parse.urlparse(artifact_location)
+    if parsed.scheme in ("", "file") and not parsed.query and not parsed.params:
+        # MLflow's append_to_uri_path for a path or file: URI, without importing it.
+        head = artifact_location if parsed.scheme == "" else parsed.path
+        joined = posixpath.join(head, run_id, "artifacts") if head else f"{run_id}/artifacts"
+        if parsed.scheme == "":
+            return joined
+        if parsed.path.startswith("/") and not parsed.fragment:
+            return urllib.parse.urlunparse(parsed._replace(path=joined))
     from mlflow.utils.uri import append_to_uri_path
 
     return str(append_to_uri_path(artifact_location, run_id, "artifacts"))
@@ -346,6 +439,8 @@ def end_active_run_if(run_id: str, status: str) -> bool:
     User code may have ended the run itself (`mlflow.end_run()`); ending "the active
     run" then would end someone else's (a run `build()` was called inside) or nothing.
     """
+    if not active_run.forget(run_id):
+        return False  # never on MLflow's stack: mlflow was not imported by its task
     import mlflow
 
     active = mlflow.active_run()
@@ -357,6 +452,11 @@ def end_active_run_if(run_id: str, status: str) -> bool:
         _unended.discard(run_id)
         mlflow.end_run(status)
     return True
+
+
+def is_local_artifact_uri(uri: str) -> bool:
+    scheme = urllib.parse.urlparse(uri).scheme
+    return scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt")
 
 
 def _fluent_stack() -> list[Any] | None:
@@ -377,7 +477,11 @@ def pop_active_run(run_id: str) -> bool:
     """Take `run_id` off MLflow's active-run stack as `mlflow.end_run` does, without
     writing anything (the caller ends the run in the store). False, with nothing done,
     where it is not the top of the stack or this MLflow keeps its fluent state otherwise.
+    True, with nothing done, for a run that never joined the stack (nothing imported
+    mlflow while its task ran).
     """
+    if not active_run.forget(run_id):
+        return True
     from mlflow.tracking import fluent
 
     last_var = getattr(fluent, "_last_active_run_id", None)

@@ -1,0 +1,92 @@
+"""A build that executes a plain task never imports mlflow; user code that does import it
+inside run_task (fluent calls, autologging) still lands on the task's run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import luigiflow as lf
+from tests.conftest import REPO, runs_of
+from tests.dags import Leaf
+
+pytestmark = pytest.mark.slow
+
+PLAIN = (
+    "import sys\n"
+    "import luigiflow as lf\n"
+    "from tests.dags import Leaf\n"
+    "result = lf.build([Leaf(label='changed')], log_level='CRITICAL')\n"
+    "print(len(result.executed), 'mlflow' in sys.modules)\n"
+)
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=os.getcwd(),
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_one_changed_task_executes_without_importing_mlflow(client):
+    lf.build([Leaf()])  # the chain exists; this process imported mlflow
+    done = _python(PLAIN)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["1", "False"], done.stdout + done.stderr[-3000:]
+    old, new = runs_of(client, "Leaf")
+    assert new.info.status == "FINISHED"
+    assert new.data.metrics == {"total": 6.0}
+    assert Leaf(label="changed").load_output("total") == "6"
+    # The tags MLflow's start_run adds are there as MLflow would have made them.
+    for key in ("mlflow.user", "mlflow.source.type", "mlflow.source.name"):
+        assert new.data.tags[key] == old.data.tags[key], key
+    assert new.info.user_id == old.info.user_id
+    assert lf.build([Leaf(label="changed")]).executed == []
+
+
+def test_mlflow_imported_in_run_task_lands_on_the_tasks_run(client):
+    from tests.fluent_tasks import LogsThroughMlflow
+
+    lf.build([LogsThroughMlflow().requires()["middle"]])
+    done = _python(
+        "import sys\nimport luigiflow as lf\nfrom tests.fluent_tasks import LogsThroughMlflow\n"
+        "assert 'mlflow' not in sys.modules\n"
+        "lf.build([LogsThroughMlflow(label='late')], log_level='CRITICAL')\n"
+        "import mlflow\nprint(mlflow.active_run())\n"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["None"]  # nothing left on MLflow's stack
+    [run] = runs_of(client, "LogsThroughMlflow")
+    assert run.info.status == "FINISHED"
+    seen = LogsThroughMlflow(label="late").load_output("seen")
+    assert seen == {"active_run": run.info.run_id}
+    assert run.data.metrics["live"] == 0.5
+    assert run.data.params["fluent_param"] == "yes"
+    assert run.data.tags["fluent_tag"] == "late"
+    assert run.data.params["label"] == "late"  # and luigiflow's own records
+    default = client.get_experiment_by_name("Default")
+    assert client.search_runs([default.experiment_id]) == []  # no stray run of MLflow's own
+
+
+def test_autologging_imported_in_run_task_lands_on_the_tasks_run(client):
+    done = _python(
+        "import sys\nimport luigiflow as lf\nfrom tests.training import Autologged\n"
+        "assert 'mlflow' not in sys.modules\n"
+        "lf.build([Autologged()], log_level='CRITICAL')\n"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [run] = runs_of(client, "Autologged")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["C"] == "0.5"  # the task's own value
+    # The estimator's metrics, logged by autologging (its params clash with the task's
+    # and are refused as a batch: see tests/test_training_loop.py).
+    assert "training_accuracy_score" in run.data.metrics, run.data.metrics
+    default = client.get_experiment_by_name("Default")
+    assert client.search_runs([default.experiment_id]) == []
