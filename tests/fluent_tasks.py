@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import sys
+import time
+
 import luigi
 
 import luigiflow as lf
@@ -19,10 +24,32 @@ class LogsThroughMlflow(lf.MlflowTask):
         return {"middle": Middle()}
 
     def run_task(self) -> None:
+        if os.environ.get("AFTER_BEATS"):
+            _wait_for_heartbeats(int(os.environ["AFTER_BEATS"]))
+        imported_before = "mlflow" in sys.modules  # by luigiflow's own threads
         import mlflow
 
         mlflow.log_metric("live", 0.5, step=3)
         mlflow.log_param("fluent_param", "yes")
         mlflow.set_tag("fluent_tag", self.label)
         active = mlflow.active_run()
-        self.save({"seen": {"active_run": active.info.run_id if active else None}})
+        seen = {"active_run": active.info.run_id if active else None}
+        self.save({"seen": {**seen, "imported_before": imported_before}})
+
+
+def _wait_for_heartbeats(beats: int) -> None:
+    """Until this task's run (the one RUNNING run of the store) has had `beats` heartbeats
+    (LUIGIFLOW_HEARTBEAT_S short): luigiflow's heartbeat thread wrote while the task ran."""
+    db = os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")
+    seen: set[str] = set()
+    deadline = time.monotonic() + 300
+    while len(seen) < beats + 1 and time.monotonic() < deadline:
+        with sqlite3.connect(db) as conn:
+            row = conn.execute(
+                "SELECT t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
+                "WHERE r.status = 'RUNNING' AND t.key = 'luigiflow.heartbeat'"
+            ).fetchone()
+        if row:
+            seen.add(row[0])
+        time.sleep(0.05)
+    assert len(seen) >= beats + 1, seen

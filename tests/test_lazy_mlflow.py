@@ -24,11 +24,11 @@ PLAIN = (
 )
 
 
-def _python(code: str) -> subprocess.CompletedProcess[str]:
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=os.getcwd(),
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
         capture_output=True,
         text=True,
         timeout=600,
@@ -54,19 +54,23 @@ def test_one_changed_task_executes_without_importing_mlflow(client):
 def test_mlflow_imported_in_run_task_lands_on_the_tasks_run(client):
     from tests.fluent_tasks import LogsThroughMlflow
 
-    lf.build([LogsThroughMlflow().requires()["middle"]])
+    lf.build([LogsThroughMlflow(label="first")])  # its experiment exists
+    # mlflow is imported after heartbeats were written: luigiflow's heartbeat thread
+    # must not have imported it (MLflow's active run is per thread).
     done = _python(
         "import sys\nimport luigiflow as lf\nfrom tests.fluent_tasks import LogsThroughMlflow\n"
         "assert 'mlflow' not in sys.modules\n"
         "lf.build([LogsThroughMlflow(label='late')], log_level='CRITICAL')\n"
-        "import mlflow\nprint(mlflow.active_run())\n"
+        "import mlflow\nprint(mlflow.active_run())\n",
+        AFTER_BEATS="2",
+        LUIGIFLOW_HEARTBEAT_S="0.2",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["None"]  # nothing left on MLflow's stack
-    [run] = runs_of(client, "LogsThroughMlflow")
+    _first, run = runs_of(client, "LogsThroughMlflow")
     assert run.info.status == "FINISHED"
     seen = LogsThroughMlflow(label="late").load_output("seen")
-    assert seen == {"active_run": run.info.run_id}
+    assert seen == {"active_run": run.info.run_id, "imported_before": False}
     assert run.data.metrics["live"] == 0.5
     assert run.data.params["fluent_param"] == "yes"
     assert run.data.tags["fluent_tag"] == "late"
@@ -76,13 +80,16 @@ def test_mlflow_imported_in_run_task_lands_on_the_tasks_run(client):
 
 
 def test_autologging_imported_in_run_task_lands_on_the_tasks_run(client):
+    from tests.training import Autologged
+
+    lf.build([Autologged(C=0.25)])  # its experiment exists: nothing else imports mlflow
     done = _python(
         "import sys\nimport luigiflow as lf\nfrom tests.training import Autologged\n"
         "assert 'mlflow' not in sys.modules\n"
         "lf.build([Autologged()], log_level='CRITICAL')\n"
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    [run] = runs_of(client, "Autologged")
+    _first, run = runs_of(client, "Autologged")
     assert run.info.status == "FINISHED"
     assert run.data.params["C"] == "0.5"  # the task's own value
     # The estimator's metrics, logged by autologging (its params clash with the task's

@@ -121,6 +121,16 @@ class SqliteStore(MlflowStore):
                 return
         super().finish_run(run_id, status, metrics, steps, timestamp_ms, tags, inputs)
 
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        if self.direct_writes:
+            with (
+                contextlib.suppress(sqlite_writes.Unwritable),
+                client.translate_errors(f"tagging run {run_id}", self.uri),
+            ):
+                self._writer.set_tags(run_id, {key: value})
+                return
+        super().set_tag(run_id, key, value)
+
     def _conn(self) -> sqlite3.Connection:
         return self._connections.get()
 

@@ -310,3 +310,21 @@ def test_an_interrupt_while_waiting_for_the_write_lock_leaves_no_transaction_ope
     run = writer.create_run(exp, "Interrupted()", {}, {"p": "1"})  # the next build writes
     writer.finish_run(run.run_id, "FINISHED", [], {}, [])
     assert current.get_store(store).get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_a_tag_set_in_sql_is_the_tag_mlflow_sets(store: str, client):
+    """Heartbeats and checkpoints tag an active run: the same rows either way."""
+    sql_way = current.get_store(store)
+    assert isinstance(sql_way, sqlite_reads.SqliteStore)
+    exp = sql_way.experiment_id("Tagged", create=True)
+    assert exp is not None
+    written = []
+    for direct in (True, False):
+        sql_way.direct_writes = direct
+        run = sql_way.create_run(exp, f"r{direct}", {"a": "1"})
+        for key, value in (("beat", "1.0"), ("beat", "2.0"), ("long", "y" * 9000)):
+            sql_way.set_tag(run.run_id, key, value)
+        tags = client.get_run(run.run_id).data.tags
+        written.append({k: tags[k] for k in ("a", "beat", "long")})
+    assert written[0] == written[1]
+    assert written[0]["beat"] == "2.0" and len(written[0]["long"]) == 8000
