@@ -127,7 +127,7 @@ class SqliteStore(MlflowStore):
                 contextlib.suppress(sqlite_writes.Unwritable),
                 client.translate_errors(f"tagging run {run_id}", self.uri),
             ):
-                self._writer.set_tags(run_id, {key: value})
+                self._writer.set_tags(run_id, {key: value}, scope=self._scope())
                 return
         super().set_tag(run_id, key, value)
 

@@ -172,7 +172,9 @@ class SqliteWriter:
             )
 
     # ----- while a run is active ----------------------------------------------------
-    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+    def set_tags(
+        self, run_id: str, tags: Mapping[str, str], scope: workspaces.Scope | None = None
+    ) -> None:
         """Tags set (or replaced) on an active run, as MLflow's `set_tag`: a heartbeat
         without MLflow's client (whose first use would import mlflow in the heartbeat's
         thread, away from the task's fluent run stack)."""
@@ -182,7 +184,7 @@ class SqliteWriter:
         if checked is None:
             raise Unwritable("MLflow's validators are not where they were")
         with self._transaction() as conn:
-            _active_run(conn, run_id)
+            _active_run(conn, run_id, scope or _ANYWHERE)
             conn.executemany(
                 "INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?) "
                 "ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value",
