@@ -34,6 +34,7 @@ from luigiflow._errors import (
     TrackingError,
 )
 from luigiflow._settings import tracking_uri
+from luigiflow._version import __version__
 
 # On purpose: Windows is refused here, in one line, rather than failing later inside a
 # build (docs/platforms.md).
@@ -78,8 +79,6 @@ def __getattr__(name: str) -> _Any:
 def __dir__() -> list[str]:
     return sorted(__all__)
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ArtifactError",

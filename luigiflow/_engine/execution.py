@@ -37,6 +37,7 @@ from luigiflow._store import client, current, liveness, mlflow_compat, schema
 from luigiflow._store.artifacts import RunWriter
 from luigiflow._store.port import DatasetRef, RunStore
 from luigiflow._store.records import FAILED, FINISHED, KILLED, RunRecord
+from luigiflow._version import __version__
 
 
 def execute(task: TrackedTask) -> None:
@@ -189,6 +190,7 @@ def start_tags(
         schema.HEARTBEAT_TAG: liveness.now_beat(),
         schema.WORKER_TAG: liveness.worker_token(),
         schema.STORE_FORMAT_TAG: schema.STORE_FORMAT,
+        schema.VERSION_TAG: __version__,
     }
     if len(params_json) <= schema.MAX_TAG_LENGTH:
         tags[schema.PARAMS_TAG] = params_json

@@ -29,6 +29,7 @@ from luigiflow._errors import BuildError, BuildInterrupted, LuigiflowError
 from luigiflow._ops import elsewhere, stopped
 from luigiflow._ops.graph import walk_graph
 from luigiflow._store import client, current, schema
+from luigiflow._store.port import TagReads
 from luigiflow._store.records import ACTIVE, RunRecord
 from luigiflow._task import MlflowTask
 
@@ -98,6 +99,43 @@ class BuildResult:
             found = {t: records[self.runs[t]] for t in reused if self.runs[t] in records}
             self._by_others = elsewhere.by_other_workers(reused, found, self.started_ms)
         return self._by_others
+
+    def rerun_after_format_change(self) -> dict[luigi.Task, int]:
+        """Executed tasks that had a FINISHED run with the same parameters made by an
+        earlier luigiflow (an older store format, whose identity formula differs):
+        task -> that run's store format. One read of three tags per experiment."""
+        executed = [t for t in self.executed if isinstance(t, MlflowTask)]
+        if not executed:
+            return {}
+        store = self._session.store
+        new_runs = store.get_runs([self._known[t] for t in executed if t in self._known])
+        found: dict[luigi.Task, int] = {}
+        by_experiment: dict[str, list[MlflowTask]] = {}
+        for task in executed:
+            by_experiment.setdefault(task.get_experiment_name(), []).append(task)
+        keys = (schema.FAMILY_TAG, schema.PARAMS_TAG, schema.STORE_FORMAT_TAG)
+        for name, tasks in by_experiment.items():
+            exp_id = store.experiment_id(name, create=False)
+            if exp_id is None:
+                continue
+            rows: Iterable[tuple[Any, dict[str, str]]]
+            if isinstance(store, TagReads):
+                rows = store.finished_tags(exp_id, keys)
+            else:
+                rows = ((r.info, r.data.tags) for r in store.finished_runs(exp_id))
+            older: dict[tuple[str | None, str | None], int] = {}
+            for _info, tags in rows:
+                fmt = schema.store_format(tags)
+                if fmt < schema.STORE_FORMAT:
+                    older[(tags.get(schema.FAMILY_TAG), tags.get(schema.PARAMS_TAG))] = fmt
+            for task in tasks:
+                run = new_runs.get(self._known.get(task, ""))
+                if run is None:
+                    continue
+                key = (task.get_task_family(), run.data.tags.get(schema.PARAMS_TAG))
+                if key in older:
+                    found[task] = older[key]
+        return found
 
     def has_run(self, task: MlflowTask) -> bool:
         """Whether `task` ended this build with a run (cheap: no lineage walk)."""

@@ -463,6 +463,9 @@ class StepDiff:
     )
     # the task's code fingerprint (task facts) on each side, when they differ
     code: tuple[str | None, str | None] | None = None
+    # the store formats on each side, when they differ: the identity formula changed, so
+    # code fingerprints and identities are not comparable (and are not reported)
+    formats: tuple[int, int] | None = None
 
 
 @dataclass
@@ -510,12 +513,17 @@ def diff(run_a: str, run_b: str) -> ChainDiff:
                     step.data[key] = (da.get(key), db.get(key))
             fa = schema.task_facts(a.run.data.tags).get("code_fingerprint")
             fb = schema.task_facts(b.run.data.tags).get("code_fingerprint")
-            if fa != fb:
+            format_a = schema.store_format(a.run.data.tags)
+            format_b = schema.store_format(b.run.data.tags)
+            if format_a != format_b:
+                step.formats = (format_a, format_b)
+            elif fa != fb:
                 step.code = (fa, fb)
             if (
                 not step.params
                 and not step.data
                 and step.code is None
+                and step.formats is None
                 and step.family_a == step.family_b
             ):
                 continue  # other run, same parameters and data: the difference lies upstream

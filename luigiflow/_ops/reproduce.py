@@ -123,6 +123,14 @@ def _step_differences(run: Run, task: MlflowTask, label: str) -> list[str]:
     """One recorded run against its task's current definition: code and identity
     (`label` starts each line)."""
     tags = run.data.tags
+    old_format = schema.store_format(tags)
+    if old_format < schema.STORE_FORMAT:
+        # An earlier release computed identity (and the fingerprint) another way: a
+        # difference says nothing about the code, so none is claimed.
+        return [
+            f"{label}{schema.formula_change(old_format)}: the recorded run was made by an "
+            "earlier luigiflow, so its identity is not comparable with today's"
+        ]
     found = []
     recorded_fp = schema.task_facts(tags).get("code_fingerprint")
     current_fp = provenance.code_fingerprint(type(task))
@@ -207,6 +215,8 @@ def forced_inputs(run: Run, task: MlflowTask) -> str | None:
                 if commit
                 else "restore the code that made it"
             )
+            if all("identity formula changed" in line for line in changed[name]):
+                restore = "the code may well be the same, but that cannot be proven"
             raise LuigiflowError(
                 f"cannot reproduce run {run.info.run_id[:8]} with --force: "
                 f"{changed[name][0]}; {entry.task.get_task_family()} is now completed by "

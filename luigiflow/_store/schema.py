@@ -51,6 +51,7 @@ KEPT_CHECKPOINTS_TAG = "luigiflow.checkpoints_kept"
 # before format 2 (format 1).
 STORE_FORMAT_TAG = "luigiflow.store_format"
 STORE_FORMAT = 2
+VERSION_TAG = "luigiflow.version"  # the luigiflow release that made the run (SemVer)
 # What each format changed, as `plan` says it when a run of an older format is not reused.
 FORMAT_CHANGES = {
     2: "a task's identity includes its importable module, and artifacts carry BLAKE3 checksums",
@@ -248,6 +249,13 @@ def format_change(old: int) -> str:
         f"made by an earlier luigiflow (store format {old}; this release writes store format "
         f"{STORE_FORMAT}, where {changes}), so its identity differs and it will run again"
     )
+
+
+def formula_change(old: int) -> str:
+    """What `diff`, `reproduce` and `run` say of a run of an older store format: its
+    identity was computed another way, which says nothing about its code."""
+    changes = "; ".join(FORMAT_CHANGES[f] for f in range(old + 1, STORE_FORMAT + 1))
+    return f"identity formula changed (store format {old} → {STORE_FORMAT}: {changes})"
 
 
 def successor_experiment(name: str, deleted_id: str) -> str:

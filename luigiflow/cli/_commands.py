@@ -17,7 +17,7 @@ from rich.tree import Tree
 from luigiflow import _settings
 from luigiflow._errors import LuigiflowError, TrackingError
 from luigiflow._ops import lineage
-from luigiflow._store import client, sqlite_file
+from luigiflow._store import client, schema, sqlite_file
 from luigiflow.cli import _render
 from luigiflow.cli._render import make_console, num
 
@@ -143,6 +143,15 @@ def run(
         + (f", run deleted {len(deleted)}" if deleted else ""),
         highlight=False,
     )
+    reformatted = result.rerun_after_format_change() if result.executed else {}
+    if reformatted:
+        # Every task reran with no parameter changed: say why here, not only in `plan`.
+        console.print(
+            f"{len(reformatted)} of the executed tasks ran again with the same parameters, "
+            f"their runs made by an earlier luigiflow: "
+            f"{schema.formula_change(min(reformatted.values()))}; see docs/upgrading.md",
+            highlight=False,
+        )
     for root in roots:
         if root in result.runs:
             console.print(f"result: luigiflow show {result.runs[root]}", highlight=False)

@@ -286,6 +286,12 @@ def diff(run_a: str, run_b: str) -> None:
         console.print(title)
         for key, (old, new) in step.params.items():
             console.print(f"    {escape(key)}: {escape(str(old))} -> {escape(str(new))}")
+        if step.formats is not None:
+            console.print(
+                f"    identity formula changed (store format {step.formats[0]} → "
+                f"{step.formats[1]}): the older run was made by an earlier luigiflow",
+                highlight=False,
+            )
         if step.code is not None:
             fa, fb = step.code
             console.print(
