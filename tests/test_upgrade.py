@@ -5,12 +5,13 @@ store format (another identity formula) are named as such by `run`, `diff` and
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import re
 
 import pytest
 
 import luigiflow as lf
-from luigiflow._ops import lineage, reproduce
+from luigiflow._ops import lineage, reproduce, upgrade
 from luigiflow._store import schema
 from tests.conftest import luigiflow_cli, runs_of
 from tests.dags import Leaf
@@ -80,3 +81,64 @@ def test_run_and_diff_commands_say_identity_formula_changed(client, tmp_path):
     diff = luigiflow_cli("diff", old["Leaf"], new_root.info.run_id, cwd=tmp_path).stdout
     assert "identity formula changed (store format 1 → 2)" in diff
     assert "code changed" not in diff
+
+
+# ----- luigiflow upgrade: re-key what can be proven --------------------------------------
+
+
+def test_upgrade_rekeys_provable_runs_so_a_build_reuses_them(client):
+    lf.build([TASK])
+    old = _as_made_by_format_1(client)
+    old_identity = client.get_run(old["Source"]).data.tags[schema.IDENTITY_TAG]
+    # Interrupted after the first writes of the Source run: the old identity is already
+    # kept aside and the new one written, the format tag not yet.
+    client.set_tag(old["Source"], schema.IDENTITY_BEFORE_TAG, old_identity)
+    client.set_tag(old["Source"], schema.IDENTITY_TAG, "interrupted")
+
+    done = upgrade.upgrade()
+    assert sorted(r.info.run_id for r, _ in done.rekeyed) == sorted(old.values())
+    assert done.kept == []
+    source = client.get_run(old["Source"]).data.tags
+    assert source[schema.IDENTITY_BEFORE_TAG] == old_identity  # not the interrupted one
+    assert source[schema.STORE_FORMAT_TAG] == str(schema.STORE_FORMAT)
+
+    again = lf.build([TASK])
+    assert again.executed == []
+    assert again.runs[TASK] == old["Leaf"]
+    second = upgrade.upgrade()  # idempotent: nothing left of an older format
+    assert second.rekeyed == [] and second.kept == []
+
+
+def test_upgrade_keeps_what_it_cannot_prove_with_the_reason(client):
+    lf.build([TASK])
+    old = _as_made_by_format_1(client)
+    middle = client.get_run(old["Middle"]).data.tags
+    facts = json.loads(middle[schema.TASK_TAG])
+    facts["code_fingerprint"] = "f" * 64  # made by other code than today's
+    client.set_tag(old["Middle"], schema.TASK_TAG, json.dumps(facts))
+
+    done = upgrade.upgrade()
+    assert [r.info.run_id for r, _ in done.rekeyed] == [old["Source"]]
+    reasons = {r.info.run_id: why for r, why in done.kept}
+    assert reasons[old["Middle"]].startswith("its code changed since (fingerprint ffffffffffff")
+    assert reasons[old["Leaf"]] == f"upstream middle (run {old['Middle'][:8]}) is not re-keyed"
+    tag = json.loads(client.get_run(old["Leaf"]).data.tags[schema.UPGRADE_TAG])
+    assert tag == {"not_rekeyed": reasons[old["Leaf"]]}
+
+    rebuilt = lf.build([TASK])
+    assert sorted(t.get_task_family() for t in rebuilt.executed) == ["Leaf", "Middle"]
+
+
+@pytest.mark.slow
+def test_upgrade_command_dry_run_changes_nothing(client, tmp_path):
+    lf.build([TASK])
+    old = _as_made_by_format_1(client)
+    dry = luigiflow_cli("upgrade", "--dry-run", cwd=tmp_path).stdout
+    assert "would re-key 3, not re-keyable 0" in dry
+    assert schema.STORE_FORMAT_TAG not in client.get_run(old["Leaf"]).data.tags
+    out = luigiflow_cli("upgrade", cwd=tmp_path).stdout
+    assert f"re-keyed Leaf run {old['Leaf']}" in out
+    assert "re-keyed 3, not re-keyable 0" in out
+    assert "re-keyed 0, not re-keyable 0 (every run is of the current store format)" in (
+        luigiflow_cli("upgrade", cwd=tmp_path).stdout
+    )

@@ -51,6 +51,11 @@ KEPT_CHECKPOINTS_TAG = "luigiflow.checkpoints_kept"
 # before format 2 (format 1).
 STORE_FORMAT_TAG = "luigiflow.store_format"
 STORE_FORMAT = 2
+# Set by `luigiflow upgrade` on a run of an older store format: {"from_format",
+# "to_format", "by"} when re-keyed to today's identity (the old one kept in
+# IDENTITY_BEFORE_TAG), or {"not_rekeyed": reason}.
+UPGRADE_TAG = "luigiflow.upgrade"
+IDENTITY_BEFORE_TAG = "luigiflow.identity_before"
 VERSION_TAG = "luigiflow.version"  # the luigiflow release that made the run (SemVer)
 # What each format changed, as `plan` says it when a run of an older format is not reused.
 FORMAT_CHANGES = {

@@ -294,6 +294,24 @@ def gc(
 
 
 @app.command()
+@click.option("--dry-run", is_flag=True, help="Say what would be re-keyed; change nothing.")
+@click.option(
+    "--module",
+    "modules",
+    multiple=True,
+    help="Import this module first (tasks of scripts run as files); repeatable.",
+)
+def upgrade(dry_run: bool, modules: tuple[str, ...]) -> None:
+    """Keep runs made by an earlier luigiflow: re-key each FINISHED run of an older store
+    format to today's identity where its recorded parameters, code, data and upstream
+    runs prove it; tag the others with the reason. Safe to interrupt and to run again.
+    """
+    from luigiflow.cli import _commands
+
+    _commands.upgrade(dry_run, modules)
+
+
+@app.command()
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True)
 def ui(port: int, host: str) -> None:

@@ -485,3 +485,32 @@ def plots(dvc_path: str, output: str) -> None:
     for why in skipped:
         click.echo(f"not drawn: {why}")
     click.echo(f"plots: {page}")
+
+
+def upgrade(dry_run: bool, modules: Sequence[str]) -> None:
+    from luigiflow._ops import upgrade as _upgrade
+    from luigiflow._ops.modules import import_module
+
+    check_store(existing=True)
+    for module in modules:
+        import_module(module)
+    done = _upgrade.upgrade(dry_run=dry_run)
+    console = make_console()
+    verb = "would re-key" if dry_run else "re-keyed"
+    for run, identity in done.rekeyed:
+        family = run.data.tags.get(schema.FAMILY_TAG, "?")
+        console.print(
+            f"{verb} {family} run {run.info.run_id} -> identity {identity[:12]}", highlight=False
+        )
+    for run, reason in done.kept:
+        family = run.data.tags.get(schema.FAMILY_TAG, "?")
+        console.print(
+            f"not re-keyed: {family} run {run.info.run_id}: {reason} (it runs again on the "
+            "next build)",
+            highlight=False,
+        )
+    console.print(
+        f"{verb} {len(done.rekeyed)}, not re-keyable {len(done.kept)}"
+        + ("" if done.rekeyed or done.kept else " (every run is of the current store format)"),
+        highlight=False,
+    )
