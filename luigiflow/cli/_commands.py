@@ -110,6 +110,8 @@ def run(
     roots, config = _roots(module, task_words, config_path, pipeline_path, dvc_path)
     check_store()
     console = make_console()
+    if _is_adaptive(config):
+        roots = _adaptive_search(console, config, workers, scheduler_url)
     force = []
     if rerun_changed or rerun or getattr(config, "always_changed", ()):
         # Only here: the plan (and CommandTask, which it imports) is not needed to build.
@@ -177,6 +179,37 @@ def run(
         _report_sweep(console, config, result)
 
 
+def _is_adaptive(config: Any) -> bool:
+    return getattr(getattr(config, "sweep", None), "kind", None) == "optuna"
+
+
+def _adaptive_search(
+    console: Console, config: Any, workers: int, scheduler_url: str | None
+) -> list[Any]:
+    """Run an [sweep.optuna] search, a batch of trials per build; returns every trial's
+    task, which the build below then finds done (and reports with the sweep)."""
+    import luigiflow as lf
+    from luigiflow._ops.sweep import adaptive
+
+    def build(tasks: list[Any]) -> Any:
+        return lf.build(
+            tasks,
+            workers=workers,
+            scheduler_url=scheduler_url,
+            raise_on_failure=False,
+            log_level="CRITICAL",
+        )
+
+    summary = adaptive.search(config, build)
+    console.print(
+        f"optuna: {len(config.sweep.combinations)} trial(s) complete, {summary.asked} asked "
+        f"now; the search executed {len(summary.executed)} task(s), "
+        f"{len(summary.failed)} trial(s) failed",
+        highlight=False,
+    )
+    return list(config.tasks())
+
+
 def _report_sweep(console: Console, config: Any, result: Any) -> None:
     from luigiflow._ops.sweep import record as _sweep
 
@@ -212,6 +245,13 @@ def plan(
 
     roots, _config = _roots(module, task_words, config_path, pipeline_path, dvc_path)
     check_store()
+    if _is_adaptive(_config):
+        # Optuna picks each trial from the results before it: nothing to plan ahead.
+        raise LuigiflowError(
+            f"{config_path}: an adaptive search ([sweep.optuna]) decides its trials as it "
+            "runs, so plan cannot list them; run it (finished trials are reused), or plan a "
+            "[sweep.grid] / [sweep.random] config"
+        )
     entries = _plan.make_plan(roots, rerun_changed=rerun_changed, rerun=rerun)
     if fmt == "json":
         click.echo(json.dumps([e.to_dict() for e in entries], indent=2, default=str))

@@ -19,6 +19,8 @@
     algorithm = ["logreg", "rf", "gb"]
     # or [sweep.random] with seed, count and [sweep.random.params] (lists, or
     # {uniform = [a, b]}, {loguniform = [a, b]}, {int = [a, b]})
+    # or [sweep.optuna] with trials, seed, batch, storage, study and [sweep.optuna.params]
+    # (the same space; an adaptive search, each trial a task: _ops/sweep/adaptive.py)
 
 The whole file is checked before anything runs, and every problem is reported at once.
 """
@@ -55,6 +57,11 @@ class Sweep:
     swept: list[str]
     metric: str | None = None
     goal: str = "max"
+    log_scaled: list[str] = field(default_factory=list)  # drawn log-uniformly: log axes
+    # [sweep.optuna]: the search space and settings; the combinations are the trials
+    # asked so far (luigiflow/_ops/sweep/adaptive.py fills them in).
+    space: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,11 +74,15 @@ class ExperimentConfig:
     sweep: Sweep | None = None
     factory: Callable[..., luigi.Task] | None = None  # a stage: made by its pipeline
 
+    def task_for(self, combo: dict[str, Any]) -> luigi.Task:
+        """The root task of one sweep point."""
+        make = self.factory or self.task_class
+        return make(**{**self.params, **combo})
+
     def tasks(self) -> list[luigi.Task]:
         """The root tasks: one, or one per sweep combination."""
         combos = self.sweep.combinations if self.sweep else [{}]
-        make = self.factory or self.task_class
-        roots = [make(**{**self.params, **combo}) for combo in combos]
+        roots = [self.task_for(combo) for combo in combos]
         steps = [
             overrides.Override(
                 step,
@@ -191,13 +202,17 @@ def _load_sweep(
     metric, goal = raw.get("metric"), raw.get("goal", "max")
     if goal not in ("max", "min"):
         problems.append(f'[sweep] goal: {goal!r} must be "max" or "min"')
-    grid, rand = raw.get("grid"), raw.get("random")
-    extra = set(raw) - {"metric", "goal", "grid", "random"}
+    grid, rand, adaptive = raw.get("grid"), raw.get("random"), raw.get("optuna")
+    extra = set(raw) - {"metric", "goal", "grid", "random", "optuna"}
     if extra:
         problems.append(f"[sweep]: unknown key(s) {', '.join(sorted(extra))}")
-    if (grid is None) == (rand is None):
-        problems.append("[sweep]: give exactly one of [sweep.grid] or [sweep.random]")
+    if sum(x is not None for x in (grid, rand, adaptive)) != 1:
+        problems.append(
+            "[sweep]: give exactly one of [sweep.grid], [sweep.random] or [sweep.optuna]"
+        )
         return None
+    if adaptive is not None:
+        return _load_optuna(adaptive, own, name, metric, goal, problems)
     if grid is not None:
         axes: dict[str, list[Any]] = {}
         for key, values in grid.items():
@@ -234,7 +249,55 @@ def _load_sweep(
             except ValueError as exc:
                 problems.append(f"[sweep.random.params] {key}: {exc}")
                 break
-    return Sweep("random", combos, [k for k in space if k in own], metric, goal)
+    return Sweep(
+        "random", combos, [k for k in space if k in own], metric, goal, _log_scaled(space)
+    )
+
+
+def _log_scaled(space: dict[str, Any]) -> list[str]:
+    return [k for k, spec in space.items() if isinstance(spec, dict) and "loguniform" in spec]
+
+
+OPTUNA_KEYS = {"trials", "seed", "batch", "storage", "study", "params"}
+
+
+def _load_optuna(
+    raw: dict[str, Any],
+    own: dict[str, luigi.Parameter],
+    name: str,
+    metric: str | None,
+    goal: str,
+    problems: list[str],
+) -> Sweep | None:
+    extra = set(raw) - OPTUNA_KEYS
+    if extra:
+        problems.append(
+            f"[sweep.optuna]: unknown key(s) {', '.join(sorted(extra))} "
+            f"(known: {', '.join(sorted(OPTUNA_KEYS))})"
+        )
+    trials, batch = raw.get("trials"), raw.get("batch", 1)
+    if not isinstance(trials, int) or trials < 1:
+        problems.append("[sweep.optuna] trials: must be a positive integer")
+    if not isinstance(batch, int) or batch < 1:
+        problems.append("[sweep.optuna] batch: must be a positive integer (trials built at once)")
+    if not metric:
+        problems.append('[sweep] metric: an adaptive search needs the metric it optimizes')
+    space = raw.get("params", {})
+    if not space:
+        problems.append("[sweep.optuna.params]: give the search space (as [sweep.random.params])")
+    probe = random.Random(0)
+    for key, spec in space.items():
+        if key not in own:
+            problems.append(f"[sweep.optuna.params] {key}: {name} has no parameter {key!r}")
+            continue
+        try:
+            checked_config_value(own[key], _draw(spec, probe), f"[sweep.optuna] {key}", problems)
+        except ValueError as exc:
+            problems.append(f"[sweep.optuna.params] {key}: {exc}")
+    settings = {k: raw[k] for k in ("trials", "seed", "batch", "storage", "study") if k in raw}
+    settings.setdefault("batch", 1)
+    swept = [k for k in space if k in own]
+    return Sweep("optuna", [], swept, metric, goal, _log_scaled(space), space, settings)
 
 
 def _draw(spec: Any, rng: random.Random) -> Any:

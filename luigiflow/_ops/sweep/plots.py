@@ -9,8 +9,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def plot(frame: pd.DataFrame, swept: list[str], metric: str, folder: pathlib.Path) -> list[str]:
-    """PNG files: the metric against each swept parameter, and parallel coordinates."""
+def plot(
+    frame: pd.DataFrame,
+    swept: list[str],
+    metric: str,
+    folder: pathlib.Path,
+    log_scaled: list[str] | tuple[str, ...] = (),
+) -> list[str]:
+    """PNG files: the metric against each swept parameter (log axes for parameters drawn
+    log-uniformly; the best point, the frame's first row, marked), and parallel
+    coordinates."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,6 +30,13 @@ def plot(frame: pd.DataFrame, swept: list[str], metric: str, folder: pathlib.Pat
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         if frame[key].dtype.kind in "if":
             ax.scatter(frame[key], frame[metric])
+            ax.scatter(
+                frame[key].iloc[:1], frame[metric].iloc[:1], marker="*", s=220,
+                color="crimson", label="best", zorder=3,
+            )
+            ax.legend(loc="best")
+            if key in log_scaled:
+                ax.set_xscale("log")
         else:
             categories = sorted(frame[key].astype(str).unique())
             positions = frame[key].astype(str).map({c: i for i, c in enumerate(categories)})

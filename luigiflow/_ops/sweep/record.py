@@ -108,7 +108,7 @@ def record(config: ExperimentConfig, result: BuildResult) -> tuple[str, pd.DataF
             plots.mkdir()
             metric = config.sweep.metric
             if metric and metric in frame and config.sweep.swept:
-                plot(frame, config.sweep.swept, metric, plots)
+                plot(frame, config.sweep.swept, metric, plots, config.sweep.log_scaled)
             store.log_artifacts(run_id, str(folder))
         best = {}
         if config.sweep.metric and config.sweep.metric in frame:
