@@ -17,7 +17,7 @@ def write(folder: pathlib.Path, trials: int, storage: str = "") -> pathlib.Path:
         '[pipeline]\nmodule = "tests.luigi_users.search_tasks"\ntask = "Tune"\n'
         '[sweep]\nmetric = "score"\ngoal = "max"\n'
         f"[sweep.optuna]\ntrials = {trials}\nseed = 11\nbatch = 2\n{storage}"
-        '[sweep.optuna.params]\nlr = {loguniform = [0.0001, 1.0]}\ndepth = {int = [1, 8]}\n'
+        "[sweep.optuna.params]\nlr = {loguniform = [0.0001, 1.0]}\ndepth = {int = [1, 8]}\n"
         'kind = ["a", "b"]\n'
     )
     return path

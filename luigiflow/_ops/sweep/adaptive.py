@@ -52,9 +52,9 @@ def search(config: ExperimentConfig, build: Callable[[list[Any]], Any]) -> Searc
     )
     summary = SearchSummary()
     own = dict(config.task_class.get_params())
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state == optuna.trial.TrialState.COMPLETE:
-            sweep.combinations.append(_values(trial.params, own, config))
+    for past in study.get_trials(deepcopy=False):
+        if past.state == optuna.trial.TrialState.COMPLETE:
+            sweep.combinations.append(_values(past.params, own, config))
     while True:
         done = len(study.get_trials(deepcopy=False, states=_finished(optuna)))
         wanted = min(settings["batch"], settings["trials"] - done)

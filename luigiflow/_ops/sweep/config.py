@@ -249,9 +249,7 @@ def _load_sweep(
             except ValueError as exc:
                 problems.append(f"[sweep.random.params] {key}: {exc}")
                 break
-    return Sweep(
-        "random", combos, [k for k in space if k in own], metric, goal, _log_scaled(space)
-    )
+    return Sweep("random", combos, [k for k in space if k in own], metric, goal, _log_scaled(space))
 
 
 def _log_scaled(space: dict[str, Any]) -> list[str]:
@@ -281,7 +279,7 @@ def _load_optuna(
     if not isinstance(batch, int) or batch < 1:
         problems.append("[sweep.optuna] batch: must be a positive integer (trials built at once)")
     if not metric:
-        problems.append('[sweep] metric: an adaptive search needs the metric it optimizes')
+        problems.append("[sweep] metric: an adaptive search needs the metric it optimizes")
     space = raw.get("params", {})
     if not space:
         problems.append("[sweep.optuna.params]: give the search space (as [sweep.random.params])")
@@ -294,7 +292,9 @@ def _load_optuna(
             checked_config_value(own[key], _draw(spec, probe), f"[sweep.optuna] {key}", problems)
         except ValueError as exc:
             problems.append(f"[sweep.optuna.params] {key}: {exc}")
-    settings = {k: raw[k] for k in ("trials", "seed", "batch", "storage", "study") if k in raw}
+    settings: dict[str, Any] = {
+        k: raw[k] for k in ("trials", "seed", "batch", "storage", "study") if k in raw
+    }
     settings.setdefault("batch", 1)
     swept = [k for k in space if k in own]
     return Sweep("optuna", [], swept, metric, goal, _log_scaled(space), space, settings)

@@ -31,8 +31,13 @@ def plot(
         if frame[key].dtype.kind in "if":
             ax.scatter(frame[key], frame[metric])
             ax.scatter(
-                frame[key].iloc[:1], frame[metric].iloc[:1], marker="*", s=220,
-                color="crimson", label="best", zorder=3,
+                frame[key].iloc[:1],
+                frame[metric].iloc[:1],
+                marker="*",
+                s=220,
+                color="crimson",
+                label="best",
+                zorder=3,
             )
             ax.legend(loc="best")
             if key in log_scaled:
