@@ -63,41 +63,35 @@ def collect(
     if task is not None:
         experiments = [e for e in active if e.name == task] or active
     chosen = {e.experiment_id for e in experiments}
-    # Every experiment is read for who keeps what: lineage crosses experiments.
+    # Every experiment is read for who keeps what (lineage crosses experiments); only
+    # the candidates are held, and the links of the runs that have any.
     keepers = _Keepers()
-    listed: list[tuple[str, Run]] = []
+    candidates: list[tuple[str, str, Run, str]] = []
     for exp in active:
         for run in store.all_runs(exp.experiment_id):
             if schema.IDENTITY_TAG not in run.data.tags:
                 continue  # not made by luigiflow: never ours to remove
             keepers.note(run)
-            if exp.experiment_id in chosen:
-                listed.append((exp.name, run))
+            family = run.data.tags.get(schema.FAMILY_TAG, "")
+            if exp.experiment_id not in chosen or (
+                task is not None and task not in (exp.name, family)
+            ):
+                continue
+            reason = _reason(run, limit_ms)
+            if reason:
+                candidates.append((exp.name, family, run, reason))
     kept_by = keepers.closure()
     found: list[Garbage] = []
     kept: list[Kept] = []
     runs: list[Run] = []
-    for exp_name, run in listed:
-        family = run.data.tags.get(schema.FAMILY_TAG, "")
-        if task is not None and task not in (exp_name, family):
-            continue
-        reason = _reason(run, limit_ms)
-        if not reason:
-            continue
-        status = run.info.status
-        if run.info.run_id in kept_by:
-            kept.append(
-                Kept(
-                    run.info.run_id,
-                    exp_name,
-                    family,
-                    status,
-                    f"{reason}; {kept_by[run.info.run_id]}",
-                )
-            )
+    for exp_name, family, run, reason in candidates:
+        info = run.info
+        if info.run_id in kept_by:
+            why = f"{reason}; {kept_by[info.run_id]}"
+            kept.append(Kept(info.run_id, exp_name, family, info.status, why))
             continue
         runs.append(run)
-        found.append(Garbage(run.info.run_id, exp_name, family, status, reason, 0))
+        found.append(Garbage(info.run_id, exp_name, family, info.status, reason, 0))
     freed = artifacts.freed_bytes(runs)
     for item in found:
         item.bytes = freed.get(item.run_id, 0)
@@ -124,8 +118,9 @@ class _Keepers:
         origin = schema.origin_of(tags)
         if origin is not None:
             links.append((str(origin[1]["run_id"]), f"{origin[0]} from it"))
-        if links:
-            self.sources[run.info.run_id] = links
+        if not links:
+            return  # it keeps nothing, whether it stays or not
+        self.sources[run.info.run_id] = links
         info = run.info
         alive = info.status == "RUNNING" and not liveness.is_abandoned(run)
         if info.lifecycle_stage != "deleted" and (info.status == "FINISHED" or alive):
