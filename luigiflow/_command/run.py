@@ -18,7 +18,7 @@ import tempfile
 from typing import Any
 
 from luigiflow import _settings
-from luigiflow._core import datafiles, hashing, placing, process, provenance, templating
+from luigiflow._core import datafiles, hashing, process, provenance, templating, workspace_files
 from luigiflow._engine.protocol import is_tracked
 from luigiflow._errors import ArtifactError, CommandFailedError, ConfigError
 from luigiflow._store import current, schema
@@ -73,7 +73,7 @@ def execute(task: CommandTaskLike) -> None:
         values: dict[str, Any] = {
             # From a scratch folder about to be removed, a hard link is safe and free; a
             # workspace file may be rewritten in place by the next run: store a copy.
-            name: placing.copy_saver(base / rel) if task.in_place else base / rel
+            name: workspace_files.copy_saver(base / rel) if task.in_place else base / rel
             for name, rel in task.artifacts.items()
         }
         task.save(values, metrics=metrics)
@@ -91,11 +91,11 @@ def _lay_out(task: CommandTaskLike, root: pathlib.Path, base: pathlib.Path) -> N
         target = base / rel
         if task.in_place and target.exists() and _same(target, artifact):
             continue  # the workspace already holds what the upstream run produced
-        placing.copy_into(artifact, target)
+        workspace_files.copy_into(artifact, target)
     if task.in_place:
         for rel in task.artifacts.values():
             if rel not in task.persist:
-                placing.remove(base / rel)  # a stale output must never pass for a new one
+                workspace_files.remove(base / rel)  # a stale output must never pass for a new one
         return
     for rel in task.script_files():  # declared files and the scripts the command names
         if rel in task.inputs:
@@ -106,7 +106,7 @@ def _lay_out(task: CommandTaskLike, root: pathlib.Path, base: pathlib.Path) -> N
                 f"{family}: declared file {rel!r} does not exist under {root}; create it or "
                 "fix the files it declares"
             )
-        placing.copy_into(original, base / rel)
+        workspace_files.copy_into(original, base / rel)
     for rel in task.artifacts.values():
         (base / rel).parent.mkdir(parents=True, exist_ok=True)
 
@@ -231,6 +231,6 @@ def restore_outputs(task: CommandTaskLike) -> list[str]:
         stored = task.artifact_path(name)
         target = root / rel
         if not (target.exists() and _same(target, stored)):
-            placing.copy_into(stored, target)
+            workspace_files.copy_into(stored, target)
             restored.append(rel)
     return restored

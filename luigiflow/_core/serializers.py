@@ -14,7 +14,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-from luigiflow._core import placement
+from luigiflow._core import artifact_files
 from luigiflow._errors import ArtifactError
 
 SaveFn = Callable[[Any, str], Any]
@@ -212,7 +212,7 @@ def write_value(
     if isinstance(value, pathlib.Path):
         if not value.exists():
             raise ArtifactError(f"artifact {name!r}: path {value} does not exist")
-        return placement.place(value, dest, owned)
+        return artifact_files.place(value, dest, owned)
     ext = extension(filename)
     if ext not in SERIALIZERS:
         known = ", ".join(sorted(SERIALIZERS))

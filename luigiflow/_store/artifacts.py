@@ -5,7 +5,7 @@ An artifact never changes once its run is FINISHED. On a local artifact store a 
 is serialized straight into the run's artifact folder, and a large file a task writes
 at `artifact_path_for(name)` is already there (zero copy); a file the user hands over
 as a `pathlib.Path` is cloned (reflink) or copied, never linked, so editing it later
-cannot touch the run (see `_core/placement.py`). On a remote store (an `mlflow server`
+cannot touch the run (see `_core/artifact_files.py`). On a remote store (an `mlflow server`
 with proxied artifacts, S3, ...) the files are staged in a temporary folder and
 uploaded through MLflow. Downstream tasks read local paths: remote artifacts are
 downloaded once into a cache keyed by run id, and a cached copy that no longer matches

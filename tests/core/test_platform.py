@@ -15,7 +15,7 @@ import pytest
 
 import luigiflow as lf
 from luigiflow import _settings
-from luigiflow._core import placing, platform, process
+from luigiflow._core import platform, process, workspace_files
 from luigiflow._errors import UnsupportedPlatformError
 from luigiflow._store import liveness
 from luigiflow._store.records import RUNNING, RunRecord
@@ -124,7 +124,7 @@ def test_placing_copies_where_there_is_no_reflink(tmp_path, posix_removed):
     src = tmp_path / "a.txt"
     src.write_text("data")
     dest = tmp_path / "b.txt"
-    placing.copy_into(src, dest)
+    workspace_files.copy_into(src, dest)
     src.write_text("changed")
     assert dest.read_text() == "data"
 

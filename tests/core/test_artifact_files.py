@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-from luigiflow._core import placement
+from luigiflow._core import artifact_files
 
 
 def _filesystem(path: pathlib.Path) -> str:
@@ -25,10 +25,10 @@ def test_copy_fallback_where_there_is_no_reflink(tmp_path):
     source = tmp_path / "user.bin"
     source.write_bytes(os.urandom(1 << 20))
     dest = tmp_path / "run" / "artifact.bin"
-    how = placement.place(source, dest, owned=False)
-    assert how in (placement.REFLINK, placement.COPY)
+    how = artifact_files.place(source, dest, owned=False)
+    assert how in (artifact_files.REFLINK, artifact_files.COPY)
     if _filesystem(tmp_path) in ("ext4", "ext3", "ext2", "tmpfs"):
-        assert how == placement.COPY  # FICLONE refused: the plain copy took over
+        assert how == artifact_files.COPY  # FICLONE refused: the plain copy took over
     assert dest.read_bytes() == source.read_bytes()
     assert not os.path.samefile(source, dest) and source.stat().st_nlink == 1
     source.write_bytes(b"edited")
@@ -41,7 +41,7 @@ def test_copy_on_tmpfs_which_never_reflinks(tmp_path):
     try:
         source = folder / "user.bin"
         source.write_bytes(b"abc")
-        assert placement.place(source, folder / "out.bin", owned=False) == placement.COPY
+        assert artifact_files.place(source, folder / "out.bin", owned=False) == artifact_files.COPY
     finally:
         for p in folder.iterdir():
             p.unlink()
@@ -53,7 +53,8 @@ def test_folders_are_copied_file_by_file(tmp_path):
     (source / "sub").mkdir(parents=True)
     (source / "sub" / "w.bin").write_bytes(b"w")
     dest = tmp_path / "run" / "model"
-    assert placement.place(source, dest, owned=False) in (placement.REFLINK, placement.COPY)
+    how = artifact_files.place(source, dest, owned=False)
+    assert how in (artifact_files.REFLINK, artifact_files.COPY)
     assert (dest / "sub" / "w.bin").read_bytes() == b"w"
     assert not os.path.samefile(source / "sub" / "w.bin", dest / "sub" / "w.bin")
 
@@ -63,7 +64,7 @@ def test_owned_staging_file_is_moved_and_in_place_is_left(tmp_path):
     staged.write_bytes(b"x" * 100)
     inode = staged.stat().st_ino
     dest = tmp_path / "run" / "a.bin"
-    assert placement.place(staged, dest, owned=True) == placement.MOVE
+    assert artifact_files.place(staged, dest, owned=True) == artifact_files.MOVE
     assert dest.stat().st_ino == inode and not staged.exists()
-    assert placement.place(dest, dest, owned=True) == placement.IN_PLACE
+    assert artifact_files.place(dest, dest, owned=True) == artifact_files.IN_PLACE
     assert dest.read_bytes() == b"x" * 100
