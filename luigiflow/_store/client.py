@@ -67,6 +67,8 @@ def _open_sqlite(uri: str, db: pathlib.Path) -> MlflowClient:
         sqlite_file.judge(db)
         if read_only and not db.exists():
             raise sqlite_file.read_only_error(db, "creating a new store")
+        if not db.exists():
+            sqlite_file.announce_new_store(db)
         sqlite_file.refuse_silent_migration(db, uri, read_only)
         if read_only:
             mlflow_compat.allow_sqlite_uri_filenames()

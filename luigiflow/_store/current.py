@@ -20,9 +20,11 @@ def get_store(uri: str | None = None) -> MlflowStore:
     store = _stores.get(key)
     if store is None:
         # An existing embedded store of a known schema, or a tracking server, is read
-        # without importing mlflow.
+        # without importing mlflow. An embedded store that does not exist yet reads as
+        # empty and is created by the first write, never by a read (`plan`).
         made: MlflowStore
-        if sqlite_reads.readable(uri):
+        path = sqlite_file.sqlite_path(uri)
+        if sqlite_reads.readable(uri) or (path is not None and not path.exists()):
             made = sqlite_reads.SqliteStore(uri)
         else:
             # Imported here: a local store needs no HTTP client.

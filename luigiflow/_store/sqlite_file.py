@@ -188,6 +188,31 @@ def refuse_silent_migration(path: pathlib.Path, uri: str, read_only: bool) -> No
     mlflow_compat.upgrade_store(uri)
 
 
+def stores_above(path: pathlib.Path) -> list[pathlib.Path]:
+    """Stores named like `path` in the folders above it, up to the git root (or `/`)."""
+    found = []
+    for folder in path.parent.resolve().parents:
+        candidate = folder / path.name
+        if candidate.is_file():
+            found.append(candidate)
+        if (folder / ".git").exists():
+            break
+    return found
+
+
+def announce_new_store(path: pathlib.Path) -> None:
+    """One line when a build creates a store (running from another folder quietly started
+    an empty one): which file, and a project's existing store above it, if any."""
+    line = f"luigiflow: creating a new, empty store {path}"
+    above = stores_above(path)
+    if above:
+        line += (
+            f"; this project's store may be {above[0]}: run from {above[0].parent} or set "
+            f"MLFLOW_TRACKING_URI=sqlite:///{urllib.parse.quote(str(above[0]))} to use it"
+        )
+    sys.stderr.write(line + "\n")
+
+
 def broken_store_error(path: pathlib.Path, exc: BaseException) -> TrackingError | None:
     """The one-line error for an SQLite failure that means the file itself is damaged."""
     text = str(exc).lower()
@@ -212,6 +237,28 @@ def creation_lock(path: pathlib.Path) -> Iterator[None]:
     """Hold an exclusive lock on `<db>.lock` (blocking) while the store is made ready."""
     with platform.exclusive_lock(path.with_name(path.name + ".lock")):
         yield
+
+
+# What the reads name, empty: the answer of a store that does not exist yet. Reading it
+# must create nothing (`plan` in a new folder), so reads go here until the file exists.
+_EMPTY_SCHEMA = """
+CREATE TABLE alembic_version (version_num TEXT);
+INSERT INTO alembic_version VALUES ('none yet');
+CREATE TABLE experiments (experiment_id INTEGER, name TEXT, lifecycle_stage TEXT,
+    artifact_location TEXT);
+CREATE TABLE runs (run_uuid TEXT, experiment_id INTEGER, status TEXT, start_time INTEGER,
+    end_time INTEGER, artifact_uri TEXT, lifecycle_stage TEXT, name TEXT);
+CREATE TABLE tags (run_uuid TEXT, key TEXT, value TEXT);
+CREATE TABLE params (run_uuid TEXT, key TEXT, value TEXT);
+CREATE TABLE latest_metrics (run_uuid TEXT, key TEXT, value REAL, is_nan INTEGER,
+    step INTEGER, timestamp INTEGER);
+"""
+
+
+def _empty_store() -> sqlite3.Connection:
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    conn.executescript(_EMPTY_SCHEMA)
+    return conn
 
 
 # Connections a forked child inherited from its parent: kept, never closed there either.
@@ -240,10 +287,16 @@ class LocalConnections:
 
     def get(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            if conn is not None:
+        stand_in = getattr(self._local, "stand_in", False)
+        if (
+            conn is None
+            or getattr(self._local, "pid", None) != os.getpid()
+            or (stand_in and os.path.exists(self.path))  # the store was created meanwhile
+        ):
+            if conn is not None and not stand_in:
                 _inherited.append(conn)
-            conn = self._open()
+            self._local.stand_in = self.read_only and not os.path.exists(self.path)
+            conn = _empty_store() if self._local.stand_in else self._open()
             self._local.conn, self._local.pid = conn, os.getpid()
             self._local.judged = sqlite_schema.Judged()
         return conn

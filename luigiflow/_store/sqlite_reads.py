@@ -89,6 +89,7 @@ class SqliteStore(MlflowStore):
         start_time: int | None = None,
         params: Mapping[str, str] | None = None,
     ) -> RunRecord:
+        self._create_if_absent()
         if self.direct_writes:
             doing = f"creating a run in experiment {experiment_id}"
             with (
@@ -110,6 +111,7 @@ class SqliteStore(MlflowStore):
         tags: Mapping[str, str],
         inputs: Sequence[DatasetRef],
     ) -> None:
+        self._create_if_absent()
         if self.direct_writes:
             rows = [(k, v, timestamp_ms, steps.get(k, 0)) for k, v in metrics.items()]
             doing = f"recording results of run {run_id}"
@@ -122,6 +124,7 @@ class SqliteStore(MlflowStore):
         super().finish_run(run_id, status, metrics, steps, timestamp_ms, tags, inputs)
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self._create_if_absent()
         if self.direct_writes:
             with (
                 contextlib.suppress(sqlite_writes.Unwritable),
@@ -130,6 +133,12 @@ class SqliteStore(MlflowStore):
                 self._writer.set_tags(run_id, {key: value}, scope=self._scope())
                 return
         super().set_tag(run_id, key, value)
+
+    def _create_if_absent(self) -> None:
+        """A write to a store that does not exist yet: MLflow creates and migrates it first,
+        under its creation lock (SQLite alone would leave an empty file)."""
+        if not os.path.exists(self._path):
+            client.get_client(self.uri)
 
     def _conn(self) -> sqlite3.Connection:
         return self._connections.get()

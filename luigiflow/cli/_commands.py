@@ -45,6 +45,21 @@ def check_store(existing: bool = False) -> None:
         rest_reads.check_reachable(uri)
 
 
+def store_line() -> str:
+    """The store a command used, in one short line (a password in the URI masked)."""
+    import urllib.parse
+
+    uri = client.tracking_uri()
+    db = sqlite_file.sqlite_path(uri)
+    if db is not None:
+        return f"store: {db}" + ("" if db.exists() else " (none yet: plan creates nothing)")
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password:
+        host = parts.netloc.rpartition("@")[2]
+        uri = urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    return f"store: {uri}"
+
+
 def use_module(module: str | None) -> str | None:
     """Import the user's module; say which dotted name a file path was imported as."""
     # Here, not at the top: `runs`/`show` import this module (check_store) and must not
@@ -138,6 +153,7 @@ def run(
     console.print(_render.build_summary(result, runs, f"luigiflow run {title}"))
     deleted = _render.deleted_runs(result, runs)
     elsewhere = _render.by_other_workers(result, runs)
+    console.print(store_line(), highlight=False)
     console.print(
         f"executed {len(result.executed)}, reused {len(result.reused)}"
         + (f" ({len(elsewhere)} built by another worker now)" if elsewhere else "")
@@ -269,6 +285,7 @@ def plan(
     flat = {id(e.task): e for root in entries for e in root.walk()}
     will = sum(1 for e in flat.values() if e.status == _plan.WILL_RUN)
     console.print(f"{will} task(s) will run, {len(flat) - will} will not")
+    console.print(store_line(), highlight=False)
 
 
 def _plan_label(entry: Any) -> str:

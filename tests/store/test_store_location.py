@@ -11,7 +11,7 @@ import pytest
 
 import luigiflow as lf
 from luigiflow._store import current, sqlite_file
-from tests.dags import Source
+from tests.dags import Leaf, Source
 
 
 def finished_sources(db: pathlib.Path) -> int:
@@ -46,3 +46,37 @@ def test_the_default_store_is_exactly_the_working_folders_mlflow_db(
     assert type(current.get_store(uri)).__name__ == "SqliteStore"
     assert lf.build([Source(size=4)]).reused == [Source(size=4)]
     assert Source(size=4).load_output("numbers") == [0, 1, 2, 3]
+
+
+def test_plan_creates_nothing_and_a_build_names_the_store_it_creates(
+    store: str, tmp_path: pathlib.Path, monkeypatch
+):
+    """Running from another folder of the project: `plan` and reads create no store
+    there; the build that creates one says so, naming the project's store above it."""
+    from click.testing import CliRunner
+
+    from luigiflow.cli import app
+
+    project_store = tmp_path / "mlflow.db"  # the project's store (the fixture's)
+    (tmp_path / ".git").mkdir()  # the project root: the search for a store stops here
+    elsewhere = tmp_path / "notebooks"
+    elsewhere.mkdir()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(elsewhere)
+    runner = CliRunner()
+
+    planned = runner.invoke(app, ["plan", "--module", "tests.dags", "Leaf"])
+    assert planned.exit_code == 0, planned.output
+    assert "3 task(s) will run" in planned.output
+    assert f"store: {elsewhere / 'mlflow.db'} (none yet" in planned.output
+    assert Leaf().find_run() is None
+    assert list(elsewhere.iterdir()) == []  # no mlflow.db, no folders
+
+    built = runner.invoke(app, ["run", "--module", "tests.dags", "Source", "--size", "2"])
+    assert built.exit_code == 0, built.output
+    [line] = [x for x in built.output.splitlines() if "creating a new, empty store" in x]
+    assert str(elsewhere / "mlflow.db") in line and str(project_store) in line, line
+    assert f"store: {elsewhere / 'mlflow.db'}\n" in built.output
+    assert finished_sources(elsewhere / "mlflow.db") == 1
+    again = runner.invoke(app, ["run", "--module", "tests.dags", "Source", "--size", "2"])
+    assert "creating a new" not in again.output and "reused 1" in again.output, again.output
