@@ -27,7 +27,7 @@ from typing import Any
 from luigiflow import _settings
 from luigiflow._core import platform
 from luigiflow._errors import TrackingError
-from luigiflow._store import mlflow_compat, sqlite_schema
+from luigiflow._store import sqlite_schema
 
 _HEADER = b"SQLite format 3\x00"
 
@@ -148,6 +148,9 @@ def refuse_silent_migration(path: pathlib.Path, uri: str, read_only: bool) -> No
     revision is migrated only when the user asked (`run --upgrade-store`), after a backup
     copy; otherwise one line says what to do. Reads the SQL path can answer never get here.
     """
+    # Here, not at the top: the read path imports this module and needs none of it.
+    from luigiflow._store import mlflow_compat
+
     tables, revision = _revision(path, read_only)
     if not tables:
         return  # a new store: MLflow creates it
