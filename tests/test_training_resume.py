@@ -17,12 +17,12 @@ import sys
 
 import pytest
 
-from tests.conftest import luigiflow_cli, runs_of
+from luigiflow._store import schema
+from tests.conftest import runs_of
 
 pytestmark = pytest.mark.slow
 
-RESUMED = "luigiflow.resumed_from"
-WARM = "luigiflow.warm_started_from"
+RESUMED, WARM = schema.RESUMED_TAG, schema.WARM_START_TAG
 
 
 class Store:
@@ -126,7 +126,7 @@ def _killed_then_resumed(main: Store, six: Store, nine: Store, task: str):
     assert curve[:3] == main.curve(attempt)[:3]
     assert main.weights(run) == six.weights(uninterrupted)
     # its duration counts the attempt's work up to its checkpoint
-    assert float(run.data.tags["luigiflow.duration_s"]) > origin["elapsed_s"] > 0
+    assert float(run.data.tags[schema.DURATION_TAG]) > origin["elapsed_s"] > 0
     return run, attempt
 
 
@@ -149,12 +149,15 @@ def _warm_start(main: Store, nine: Store, task: str, resumed) -> None:
     assert [m.value for m in trained] == [9.0]
 
 
-def test_sklearn_training_killed_mid_epoch_resumes_exactly_and_grows(stores):
+def test_sklearn_training_killed_mid_epoch_resumes_exactly_and_grows(stores, capsys):
+    from luigiflow.cli import _inspect
+
     main, six, nine = stores
     resumed, attempt = _killed_then_resumed(main, six, nine, "SgdTraining")
 
-    shown = luigiflow_cli("show", resumed.info.run_id, cwd=main.folder).stdout
-    assert f"resumed from run {attempt.info.run_id} after step 2" in " ".join(shown.split())
+    _inspect.show(resumed.info.run_id)  # what `luigiflow show` prints
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"resumed from run {attempt.info.run_id} after step 2" in shown
 
     _warm_start(main, nine, "SgdTraining", resumed)
 
