@@ -10,6 +10,7 @@
      ├── ConfigError           an experiment config, pipeline or dvc.yaml file is invalid
      ├── CommandFailedError    a command task's command exited non-zero
      ├── WorkerDiedError       the process running a task died (SIGKILL, out of memory)
+     ├── UntrustedRunError     a run's signature or stored code does not verify: not executed
      └── BuildError            one or more tasks failed during `luigiflow.build`
 
     BuildInterrupted (a KeyboardInterrupt)  Ctrl-C or SIGTERM stopped a build
@@ -20,11 +21,27 @@ The CLI catches `LuigiflowError` only and prints `ErrorName: message`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# The password of a URL with credentials (http://alice:PASSWORD@host, postgresql://u:p@h).
+_URL_PASSWORD = re.compile(r"(?<=://)([^/\s:@]*):([^/\s@]+)@")
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with the password of every URL in it replaced by `<redacted>`."""
+    return _URL_PASSWORD.sub(r"\1:<redacted>@", text)
 
 
 class LuigiflowError(Exception):
-    """Root of every error luigiflow raises on purpose."""
+    """Root of every error luigiflow raises on purpose.
+
+    Its message never shows a password given in a URL (a tracking URI with credentials
+    is named by many messages, printed on terminals and in CI logs).
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(mask_credentials(a) if isinstance(a, str) else a for a in args))
 
 
 class TaskDefinitionError(LuigiflowError):
@@ -73,6 +90,10 @@ class StrArtifactWarning(UserWarning):
 
 class WorkerDiedError(LuigiflowError):
     """The process running a task died without a word (SIGKILL, the OOM killer)."""
+
+
+class UntrustedRunError(LuigiflowError):
+    """A run's signature or stored code does not verify, so nothing of it is executed."""
 
 
 class BuildInterrupted(KeyboardInterrupt):

@@ -8,12 +8,14 @@ that changes the environment sees the change; a malformed value is a one-line
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pathlib
+import re
+import secrets
 import sys
 import urllib.parse
 
-from luigiflow._core.redaction import looks_secret
 from luigiflow._errors import ConfigError, LuigiflowError, TrackingError
 
 TRACKING_URI = "MLFLOW_TRACKING_URI"
@@ -42,6 +44,11 @@ UPGRADE_STORE = "LUIGIFLOW_UPGRADE_STORE"
 # MLflow's own workspace switches (MLflow 3.10+), read as MLflow's client reads them.
 WORKSPACES_ON = "MLFLOW_ENABLE_WORKSPACES"
 WORKSPACE = "MLFLOW_WORKSPACE"
+# A regular expression: parameter, setting and variable names it finds (re.search, any
+# case) are secret too, besides luigiflow's own rules (see _core/redaction).
+SECRET_PATTERN = "LUIGIFLOW_SECRET_PATTERN"
+# Where a user's own identity key lives when no team key is set (in the cache folder).
+IDENTITY_KEY_FILE = "identity.key"
 
 
 def tracking_uri() -> str:
@@ -203,6 +210,7 @@ def validate() -> None:
         stale_after,
         _check_cache_dir,
         mlflow_workspace,
+        secret_pattern,
     )
     for check in checks:
         try:
@@ -274,13 +282,71 @@ def _parse_keys(text: str, where: str) -> tuple[bytes, ...]:
     return tuple(k.encode("utf-8") for k in keys)
 
 
-def secret_values() -> list[str]:
-    """Values never to be written to a store: the signing keys and the values of
-    environment variables whose names look secret (TOKEN, SECRET, PASSWORD, KEY)."""
-    values = [v for k, v in os.environ.items() if v and looks_secret(k)]
+def signing_key_texts() -> list[str]:
+    """The team keys as text, also when malformed (they are scrubbed from any text)."""
+    values = []
     with contextlib.suppress(ConfigError):  # reported where the keys are used
         values += [k.decode("utf-8") for k in signing_keys()]
     for raw in (os.environ.get(SIGNING_KEY) or "").split(","):
         if raw.strip():
             values.append(raw.strip())
     return values
+
+
+def secret_pattern() -> re.Pattern[str] | None:
+    """The user's own rule for secret names (LUIGIFLOW_SECRET_PATTERN), or None."""
+    raw = os.environ.get(SECRET_PATTERN)
+    if not raw or not raw.strip():
+        return None
+    return _compile_pattern(raw)
+
+
+@functools.lru_cache(maxsize=8)
+def _compile_pattern(raw: str) -> re.Pattern[str]:
+    # Cached: every parameter name of every task is checked against it.
+    try:
+        return re.compile(raw, re.IGNORECASE)
+    except re.error as exc:
+        raise ConfigError(
+            f"{SECRET_PATTERN}={raw!r} is not a regular expression ({exc}); set it to "
+            "one, e.g. {SECRET_PATTERN}='^(dsn|conn_str)$|_salt$'".replace(
+                "{SECRET_PATTERN}", SECRET_PATTERN
+            )
+        ) from None
+
+
+def identity_key() -> bytes:
+    """The key the values of secret parameters enter identities with (HMAC).
+
+    The team key when one is set, so every holder of it computes the same identities;
+    otherwise this user's own key, made once in the cache folder. Either way it is not
+    in the store, so the identity tag cannot be used to test guesses of a secret.
+    """
+    keys = signing_keys()
+    if keys:
+        return keys[0]
+    path = cache_dir() / IDENTITY_KEY_FILE
+    with contextlib.suppress(FileNotFoundError):
+        return _read_identity_key(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{IDENTITY_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    try:
+        os.link(staging, path)  # fails when another process made it first: theirs counts
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(staging)
+    return _read_identity_key(path)
+
+
+def _read_identity_key(path: pathlib.Path) -> bytes:
+    key = path.read_text(encoding="utf-8").strip()
+    if len(key) < MIN_KEY_LENGTH:
+        raise ConfigError(
+            f"{path} holds no identity key (damaged?); delete it and luigiflow makes a new "
+            "one (tasks with secret parameters then run again once)"
+        )
+    return key.encode("utf-8")

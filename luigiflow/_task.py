@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import luigi
 import luigi.parameter
 
-from luigiflow._core import provenance, serializers
+from luigiflow import _settings
+from luigiflow._core import provenance, redaction, serializers
 from luigiflow._core.definition import validate_class
 from luigiflow._core.identity import (
     UnencodableValueError,
     compute_identity,
     encode_value,
+    keyed_value,
     seed_from_identity,
     training_line,
 )
@@ -230,7 +232,9 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
     def _compute_identity(self) -> str:
         return compute_identity(*self._identity_parts())
 
-    def _identity_parts(self) -> tuple[str, str, Any, dict[str, Any], dict[str, str], str | None]:
+    def _identity_parts(
+        self,
+    ) -> tuple[str, str, Any, dict[str, Any], dict[str, str], str | None, dict[str, str] | None]:
         params = {}
         for name, param in self.get_params():
             if not param.significant:
@@ -241,12 +245,17 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
                 raise ParameterError(
                     f"{self.get_task_family()}: parameter {name!r}: {exc}"
                 ) from exc
+            if redaction.looks_secret(name):  # see keyed_value: no guessing from the tag
+                params[name] = keyed_value(_settings.identity_key(), params[name])
         upstream = {
             name: dep.identity if is_tracked(dep) else f"luigi:{dep.task_id}"
             for name, dep in self.requires_dict().items()
         }
         module = self.identity_module or provenance.importable_module(type(self))
-        return module, self.get_task_family(), self.version, params, upstream, self._identity_code()
+        origin = None if self.identity_module else provenance.main_origin(type(self))
+        main = {"origin": origin, "code": provenance.main_code(type(self))} if origin else None
+        code = self._identity_code()
+        return module, self.get_task_family(), self.version, params, upstream, code, main
 
     def training(self) -> tuple[str, str, int] | None:
         """(training line, steps parameter name, steps) of a task with a StepsParameter:
@@ -264,6 +273,20 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
     def _identity_code(self) -> str | None:
         """What of the code enters the identity (CommandTask: its scripts and command)."""
         return provenance.code_fingerprint(type(self)) if self.code_in_identity else None
+
+    def __repr__(self) -> str:
+        """Luigi's `Family(param=value, ...)`, secret-looking values `<redacted>`: a task's
+        repr is in error messages, logs and `luigiflow run`'s header."""
+        params = self.get_params()
+        if not any(redaction.looks_secret(name) for name, _ in params):
+            return str(super().__repr__())
+        parts = []
+        for name, param in params:
+            if param.significant:
+                secret = redaction.looks_secret(name)
+                value = redaction.REDACTED if secret else param.serialize(getattr(self, name))
+                parts.append(f"{name}={value}")
+        return f"{self.get_task_family()}({', '.join(parts)})"
 
     @property
     def seed(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
+import hmac
 import json
 import math
 import pathlib
@@ -143,11 +144,14 @@ def compute_identity(
     params: Mapping[str, Any],
     upstream: Mapping[str, str],
     code: str | None = None,
+    main: Mapping[str, str] | None = None,
 ) -> str:
     """Hash the parts that define a task instance; `params` are already encoded.
 
     `module` is the importable module of the task class: two classes that share a name
-    (a family) in different modules are different tasks and never share runs.
+    (a family) in different modules are different tasks and never share runs. `main`:
+    for a class defined in `__main__` (a script, notebook, stdin), where it comes from
+    and its code, since every such program is the same module `__main__`.
     """
     payload: dict[str, Any] = {
         "module": module,
@@ -158,6 +162,8 @@ def compute_identity(
     }
     if code is not None:
         payload["code"] = code
+    if main is not None:  # absent for importable modules: their identities stay as they were
+        payload["main"] = dict(main)
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
@@ -168,13 +174,25 @@ def training_line(
     params: Mapping[str, Any],
     upstream: Mapping[str, str],
     code: str | None,
+    main: Mapping[str, str] | None = None,
+    *,
     steps: str,
 ) -> str:
     """The identity of a task with its steps parameter `steps` left out: what runs of one
     training of any length share. The seed is derived from it, so 10 then 5 more steps
     follow the same trajectory as 15 at once."""
     rest = {name: value for name, value in params.items() if name != steps}
-    return compute_identity(module, family, version, {**rest, "@steps": steps}, upstream, code)
+    return compute_identity(
+        module, family, version, {**rest, "@steps": steps}, upstream, code, main
+    )
+
+
+def keyed_value(key: bytes, encoded: Any) -> list[str]:
+    """A secret parameter's encoded value as it enters the identity: an HMAC with a key
+    kept outside the store. Equal secrets still give equal identities, but whoever reads
+    the identity tag cannot test guesses of the secret against it without the key."""
+    digest = hmac.new(key, canonical_json(encoded).encode("utf-8"), hashlib.sha256)
+    return ["keyed", digest.hexdigest()]
 
 
 def seed_from_identity(identity: str) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from luigiflow._core import redaction
+
 
 def task_label(task: Any, width: int = 24) -> str:
     """`Family(param=value, ...)`, long values cut: readable, unlike Luigi's hashed ids."""
@@ -16,6 +18,9 @@ def task_label(task: Any, width: int = 24) -> str:
         if not param.significant:
             continue
         if name in carried and getattr(task, name) == getattr(param, "_default", None):
+            continue
+        if redaction.looks_secret(name):  # printed on terminals and in CI logs
+            parts.append(f"{name}={redaction.REDACTED}")
             continue
         try:
             text = str(param.serialize(getattr(task, name)))

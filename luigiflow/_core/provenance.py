@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import inspect
 import linecache
+import marshal
 import os
 import platform
 import random
@@ -223,6 +225,56 @@ def importable_module(cls: type) -> str:
         if spec is None and path:  # `python script.py`: importable later as `script`
             return os.path.splitext(os.path.basename(path))[0]
     return module
+
+
+# Set by `reproduce` on the classes it defines again from a run made in `__main__`: the
+# origin recorded on the run, so they get the identity they had there.
+ORIGIN_ATTRIBUTE = "__luigiflow_main_origin__"
+
+
+def main_origin(cls: type) -> str | None:
+    """Where a task class defined in `__main__` comes from (None for a class of an
+    importable module, `python -m pkg.mod` included).
+
+    Every script, notebook, stdin and `-c` program is module `__main__`: this tells them
+    apart in the identity. The script's real path (`python tasks.py`), the notebook's path
+    when the kernel knows it, else what ran (`notebook`, `<stdin>`, `-c`) and the folder
+    it ran in.
+    """
+    recorded = cls.__dict__.get(ORIGIN_ATTRIBUTE)
+    if isinstance(recorded, str):
+        return recorded
+    main = sys.modules.get("__main__")
+    if cls.__module__ != "__main__" or main is None:
+        return None
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return None  # `python -m pkg.mod`: importable as pkg.mod, an ordinary module
+    path = getattr(main, "__file__", None)
+    if path and not path.startswith("<"):  # `python - < x.py` names its file "<stdin>"
+        return os.path.realpath(path)
+    notebook = notebook_path()
+    if notebook:
+        return os.path.realpath(notebook)
+    if isinstance(vars(main).get("In"), list):
+        kind = "notebook"
+    else:
+        kind = {"-c": "-c", "-": "<stdin>", "": "<stdin>"}.get(sys.argv[0], "console")
+    return f"{kind} in {os.getcwd()}"
+
+
+def main_code(cls: type) -> str:
+    """The code of a class defined in `__main__`, for its identity: its deep code
+    fingerprint, or (stdin, `-c`: no source kept) a digest of its compiled functions."""
+    found = code_fingerprint(cls)
+    if found != UNKNOWN:
+        return found
+    digest = hashlib.sha256()
+    for name, value in sorted(vars(cls).items()):
+        code = getattr(getattr(value, "__func__", value), "__code__", None)
+        if code is not None:
+            digest.update(name.encode("utf-8") + marshal.dumps(code))
+    return "bytecode:" + digest.hexdigest()
 
 
 def interactive(cls: type) -> bool:

@@ -14,6 +14,7 @@ Any exception marks the run FAILED with its traceback stored as an artifact.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -24,7 +25,6 @@ from typing import Any
 
 import luigi
 
-from luigiflow import _settings
 from luigiflow._core import failures, provenance, redaction
 from luigiflow._core.hashing import content_hash
 from luigiflow._core.identity import canonical_json, encode_value
@@ -257,9 +257,17 @@ def _task_facts(task: TrackedTask) -> str:
         "code_source": provenance.source_file(type(task)),
         schema.CODE_PARTS_FACT: provenance.code_parts(type(task)),
     }
+    origin = provenance.main_origin(type(task))
+    if origin is not None and not getattr(task, "identity_module", None):
+        facts["main_origin"] = origin  # in its identity; `reproduce` gives it back
     if provenance.interactive(type(task)):
         facts["notebook"] = provenance.notebook_path()
         facts["notebook_source"] = schema.NOTEBOOK_FILE
+        definitions = provenance.notebook_definitions()
+        if definitions:
+            # In the signed facts: `reproduce` executes that file only when it still
+            # has this digest.
+            facts["notebook_sha256"] = hashlib.sha256(definitions.encode("utf-8")).hexdigest()
     text = json.dumps(facts, sort_keys=True)
     if len(text) > schema.MAX_TAG_LENGTH:  # the list of pieces goes to a file
         facts[schema.CODE_PARTS_FACT] = schema.CODE_PARTS_IN_FILE
@@ -293,7 +301,7 @@ def _recorded_task_id(task: TrackedTask) -> str:
 
 def secrets_of(task: TrackedTask) -> list[str]:
     """Every secret value that must not appear in text written for `task`'s run."""
-    values = _settings.secret_values()
+    values = redaction.secret_values()
     for name, param in task.get_params():
         if redaction.looks_secret(name):
             value = getattr(task, name)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 import luigi
 
+from luigiflow import _settings
 from luigiflow._core import provenance, redaction
 from luigiflow._core.identity import decode_value
 from luigiflow._errors import (
@@ -14,11 +18,12 @@ from luigiflow._errors import (
     ParameterError,
     RunNotFoundError,
     TaskNotFoundError,
+    UntrustedRunError,
 )
 from luigiflow._ops import lineage
 from luigiflow._ops.modules import import_module, task_class
 from luigiflow._ops.plan import code_changes, make_plan, recorded_params
-from luigiflow._store import artifacts, schema
+from luigiflow._store import artifacts, schema, signatures
 from luigiflow._store.records import ACTIVE
 from luigiflow._store.records import RunRecord as Run
 from luigiflow._task import MlflowTask
@@ -26,6 +31,7 @@ from luigiflow._task import MlflowTask
 
 def task_from_run(run: Run) -> MlflowTask:
     """The task instance whose parameters are exactly those recorded on `run`."""
+    check_trusted(run)
     tags = run.data.tags
     family = tags.get(schema.FAMILY_TAG)
     params = recorded_params(run)
@@ -38,8 +44,10 @@ def task_from_run(run: Run) -> MlflowTask:
     stage_cls = stage_class_for_run(tags)
     facts = schema.task_facts(tags)
     module = None if stage_cls else facts.get("module")
+    origin = facts.get("main_origin")
     if module == "__main__" and facts.get("notebook_source"):
-        _define_from_notebook(run, facts["notebook_source"])
+        defined = _define_from_notebook(run, facts["notebook_source"], facts.get("notebook_sha256"))
+        _give_origin(defined, origin)
     elif module:
         try:
             import_module(module)
@@ -55,6 +63,10 @@ def task_from_run(run: Run) -> MlflowTask:
         not_found=f"task {family!r} of run {run.info.run_id} is not defined here (recorded "
         f"module: {module or 'unknown'}); pass --module with the module that defines it",
     )
+    if isinstance(origin, str) and os.path.isabs(origin) and _defined_in(cls, origin):
+        # Made by `python script.py`, imported here as a module from the same file: its
+        # classes get the identity they had as `__main__` of that script.
+        _give_origin(vars(sys.modules[cls.__module__]), origin)
     own = dict(cls.get_params())
     redacted = [n for n, v in params.items() if n in own and v == redaction.REDACTED_ENCODED]
     if redacted:
@@ -78,12 +90,28 @@ def task_from_run(run: Run) -> MlflowTask:
     return task
 
 
-def _define_from_notebook(run: Run, relpath: str) -> None:
+def check_trusted(run: Run) -> None:
+    """Under a team key, refuse a run whose signature does not verify: reproducing it
+    would execute or unpickle what whoever wrote it chose."""
+    keys = _settings.signing_keys()
+    if not keys:
+        return
+    state = signatures.status(run, keys)
+    if state != signatures.SIGNED:
+        raise UntrustedRunError(
+            f"run {run.info.run_id} is {state}: with LUIGIFLOW_SIGNING_KEY set, reproduce "
+            "rebuilds only runs signed with the team key; rebuild it with luigiflow run "
+            "from code you trust instead"
+        )
+
+
+def _define_from_notebook(run: Run, relpath: str, recorded_sha256: str | None) -> dict[str, Any]:
     """Define the notebook's task classes again from the definitions stored on the run.
 
     They run in a namespace named `__main__`, as in the notebook, so the classes keep
-    their identity. This executes code recorded in the store: reproduce only runs you
-    trust (with a team key, signed ones).
+    their identity. This executes code recorded in the store, so the bytes executed are
+    the bytes whose digest the run's facts record (signed under a team key): an edited
+    file is refused, and under a key so is a run recorded before that digest existed.
     """
     path = artifacts.local_artifact_path(run.info.run_id, run.info.artifact_uri, relpath)
     if not path.exists():
@@ -91,8 +119,39 @@ def _define_from_notebook(run: Run, relpath: str) -> None:
             f"run {run.info.run_id} was made in a notebook and its stored definitions "
             f"({relpath}) are missing; run the notebook's cells, then reproduce from there"
         )
+    code = path.read_bytes()  # read once: what is checked is what runs
+    if recorded_sha256 is None and _settings.signing_keys():
+        raise UntrustedRunError(
+            f"run {run.info.run_id}: its stored notebook definitions ({relpath}) carry no "
+            "signed digest (recorded by an older luigiflow), so they are not executed; run "
+            "the notebook's cells, then reproduce from there"
+        )
+    if recorded_sha256 is not None and hashlib.sha256(code).hexdigest() != recorded_sha256:
+        raise UntrustedRunError(
+            f"run {run.info.run_id}: its stored notebook definitions ({relpath}) differ from "
+            "the digest recorded when the run was made (edited in the store), so they are "
+            "not executed; run the notebook's cells, then reproduce from there"
+        )
     namespace: dict[str, Any] = {"__name__": "__main__"}
-    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)
+    exec(compile(code.decode("utf-8"), str(path), "exec"), namespace)
+    return namespace
+
+
+def _defined_in(cls: type, path: str) -> bool:
+    source = provenance.source_file(cls)
+    return source is not None and os.path.realpath(source) == path
+
+
+def _give_origin(namespace: Mapping[str, Any], origin: Any) -> None:
+    """The recorded `__main__` origin on each task class defined in `namespace` (see
+    `provenance.main_origin`)."""
+    if not isinstance(origin, str):
+        return
+    module = namespace.get("__name__")
+    for value in list(namespace.values()):
+        is_task = isinstance(value, type) and issubclass(value, MlflowTask)
+        if is_task and value.__module__ == module:
+            setattr(value, provenance.ORIGIN_ATTRIBUTE, origin)
 
 
 def differences(run: Run, task: MlflowTask) -> list[str]:

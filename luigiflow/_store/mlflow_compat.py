@@ -136,7 +136,7 @@ def start_active_run(
         and not _settings.system_metrics_on()
         and active_run.context_tags_known()
     ):
-        all_tags = {**active_run.context_tags(_settings.secret_values()), **tags}
+        all_tags = {**active_run.context_tags(redaction.secret_values()), **tags}
         record = store.create_run(experiment_id, run_name, all_tags, params=params)
         active_run.join_when_imported(record, lambda run: _join_fluent_stack(client_of, run))
         return record
@@ -233,7 +233,7 @@ def _start_active_run(
         from mlflow.tracking.context.registry import resolve_tags
 
         # MLflow's context tags include the git remote URL, which may embed a token.
-        secrets = _settings.secret_values()
+        secrets = redaction.secret_values()
         resolved = {k: redaction.scrub(str(v), secrets) for k, v in resolve_tags({}).items()}
         _context = (os.getpid(), resolved)
     all_tags = {**_context[1], **tags}

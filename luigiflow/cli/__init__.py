@@ -346,7 +346,12 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exception(exc)
+        from luigiflow._core import redaction
+
         first = str(exc).splitlines()[0] if str(exc) else ""
+        # A message may quote a secret in a form the error's own masking misses (a
+        # tracking URI's password decoded by a driver, an environment token).
+        first = redaction.scrub(first, redaction.secret_values())
         click.echo(f"{type(exc).__name__}: {first}", err=True)
         sys.exit(1)
     except SystemExit:

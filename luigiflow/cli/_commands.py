@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from luigiflow import _settings
-from luigiflow._errors import LuigiflowError, TrackingError
+from luigiflow._errors import LuigiflowError, TrackingError, mask_credentials
 from luigiflow._ops import lineage
 from luigiflow._store import client, schema, sqlite_file
 from luigiflow.cli import _render
@@ -382,17 +383,18 @@ def reproduce(run_id: str, force: bool, workers: int, module: str | None = None)
     console = make_console()
     original = _reproduce.load_run(run_id)
     task = _reproduce.task_from_run(original)
-    console.print(f"run {run_id} was made by {task!r}", highlight=False)
+    # Stored text (families, parameter values, paths) is shown as text, never as markup.
+    console.print(f"run {run_id} was made by {_render.safe(repr(task))}", highlight=False)
     found = _reproduce.differences(original, task)
     if found:
         console.print("differences from the recorded run:", highlight=False)
         for line in found:
-            console.print(f"  - {line}", highlight=False, soft_wrap=True)
+            console.print(f"  - {_render.safe(line)}", highlight=False, soft_wrap=True)
     else:
         console.print("code and inputs match the recorded run", highlight=False)
     inputs = _reproduce.forced_inputs(original, task) if force else None
     if inputs:
-        console.print(inputs, highlight=False, soft_wrap=True)
+        console.print(_render.safe(inputs), highlight=False, soft_wrap=True)
     result = lf.build(
         [task],
         workers=workers,
@@ -414,10 +416,17 @@ def reproduce(run_id: str, force: bool, workers: int, module: str | None = None)
     for column in ("metric", "recorded", "now", "same"):
         table.add_column(column)
     old_metrics, new_metrics = original.data.metrics, new.data.metrics
+    differ = []
     for key in sorted(set(old_metrics) | set(new_metrics)):
         a, b = old_metrics.get(key), new_metrics.get(key)
-        table.add_row(key, num(a), num(b), "yes" if a == b else "NO")
+        same = a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
+        table.add_row(_render.text(key), num(a), num(b), "yes" if same else "NO")
+        if not same:
+            differ.append(key)
     console.print(table)
+    if differ:  # a script (CI, a cron job) must be able to tell without reading the table
+        click.echo(f"reproduced metrics differ from run {run_id}: {', '.join(differ)}", err=True)
+        raise SystemExit(1)
 
 
 def gc(
@@ -515,7 +524,8 @@ def ui(port: int, host: str) -> None:
     # for tracking; on a small machine they delay the UI by minutes. Set it to keep them.
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     _port_is_free(host, port)
-    click.echo(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C stops it)", err=True)
+    shown = mask_credentials(uri)
+    click.echo(f"MLflow UI on http://{host}:{port} for {shown} (Ctrl-C stops it)", err=True)
     sys.stdout.flush()
     # Deprecation warnings from MLflow's own server code (Starlette's is a UserWarning)
     # tell a user nothing they can act on.

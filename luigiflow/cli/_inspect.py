@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from luigiflow._errors import LuigiflowError
 from luigiflow._store import schema
 from luigiflow._store.records import DELETED
 from luigiflow.cli._commands import check_store
-from luigiflow.cli._render import make_console, num, short_id
+from luigiflow.cli._render import make_console, num, plain, safe, short_id, text
 
 
 def runs(
@@ -48,7 +49,7 @@ def runs(
         linked = set(_sweep.leaf_runs(sweep_id))
     rows = _history.run_listing(name, filters, status, sort_by, ascending, limit, linked)
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        click.echo(_json_text(rows))
         return
     params = sorted({k for r in rows for k in r["params"]})
     metrics = sorted({k for r in rows for k in r["metrics"]})
@@ -64,11 +65,11 @@ def runs(
                 [
                     r["run_id"],
                     _time(r["start_time"]),
-                    *[r["params"].get(p, "") for p in params],
+                    *[plain(r["params"].get(p, "")) for p in params],
                     *[num(r["metrics"].get(m)) for m in metrics],
                     "yes" if r["duplicate"] else "",
                     r["signed"],
-                    *([r["status"], r["error"]] if failed else []),
+                    *([r["status"], plain(r["error"])] if failed else []),
                 ]
             )
         click.echo(buffer.getvalue(), nl=False)
@@ -97,7 +98,7 @@ def _runs_table(
     title = f"{name}: {len(rows)} {'' if status == 'all' else status + ' '}run(s)"
     if same:
         title += " · " + ", ".join(f"{k}={v}" for k, v in same.items())
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=safe(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     families = len({r.get("task", "") for r in rows}) > 1  # classes sharing an experiment
     # Run ids, times and task names are never cut (a printed id must stay usable).
     id_width = max([len(short_id(r["run_id"], full)) for r in rows] + [3])
@@ -109,11 +110,11 @@ def _runs_table(
         table.add_column("status", no_wrap=True)
     for p in varying:
         # Long values (paths) are cut with an ellipsis, never folded a character a line.
-        table.add_column(p, overflow="ellipsis", max_width=32, min_width=min(len(p), 8))
+        table.add_column(text(p), overflow="ellipsis", max_width=32, min_width=min(len(p), 8))
     cells = {m: [num(r["metrics"].get(m)) for r in rows] for m in metrics}
     for m in metrics:
         width = max([len(c) for c in cells[m]] + [1])
-        table.add_column(m, justify="right", no_wrap=True, min_width=width)
+        table.add_column(text(m), justify="right", no_wrap=True, min_width=width)
     duplicates = any(r["duplicate"] for r in rows)
     if duplicates:
         table.add_column("duplicate", no_wrap=True)
@@ -125,20 +126,30 @@ def _runs_table(
         if r["start_time"]:
             moment = dt.datetime.fromtimestamp(r["start_time"] / 1000)
             started = moment.strftime("%m-%d %H:%M")
-        row = [short_id(r["run_id"], full), started]
+        row: list[Any] = [text(short_id(r["run_id"], full)), started]
         if families:
-            row.append(r.get("task", ""))
+            row.append(text(r.get("task", "")))
         if status != "finished":
-            row.append(r["status"])
-        row += [str(r["params"].get(p, "")) for p in varying]
+            row.append(text(r["status"]))
+        row += [text(r["params"].get(p, "")) for p in varying]
         row += [cells[m][i] for m in metrics]
         if duplicates:
             row.append("yes" if r["duplicate"] else "")
-        row.append(r["signed"])
+        row.append(text(r["signed"]))
         if status != "finished":
-            row.append(r["error"])
+            row.append(text(r["error"]))
         table.add_row(*row)
     return table
+
+
+def _json_text(rows: Any) -> str:
+    """The rows as JSON; C1 control characters (which `ensure_ascii=False` leaves raw and a
+    terminal obeys) written as \\u escapes, so the text stays the same JSON."""
+    return re.sub(
+        "[\x7f-\x9f]",
+        lambda m: f"\\u{ord(m.group()):04x}",
+        json.dumps(rows, indent=2, ensure_ascii=False),
+    )
 
 
 def _hash(record: dict[str, Any] | None) -> str:
@@ -165,8 +176,6 @@ def show(run_id: str) -> None:
 
 
 def _node_label(node: Any) -> str:
-    from rich.markup import escape
-
     from luigiflow._ops import lineage as _history
 
     info, data = node.run.info, node.run.data
@@ -175,36 +184,36 @@ def _node_label(node: Any) -> str:
     deleted = info.lifecycle_stage == DELETED
     status = "DELETED" if deleted else info.status
     lines = [
-        f"[bold]{escape(node.family)}[/]  run {info.run_id}  [{status}]  "
+        f"[bold]{safe(node.family)}[/]  run {safe(info.run_id)}  {safe(f'[{status}]')}  "
         f"started {_time(info.start_time)}" + (f"  took {duration:.2f}s" if duration else ""),
-        f"signature: {node.signature()}",
+        f"signature: {safe(node.signature())}",
     ]
     if deleted:
         lines.append("[red]deleted by a user: luigiflow never reuses it[/]")
     origin = node.origin()
     if origin:  # its history up to that step came from there: `luigiflow show` it
-        lines.append(escape(origin) + " (whose history it carries)")
+        lines.append(safe(origin) + " (whose history it carries)")
     failure = _history.failure_of(node.run)
     if failure is not None:
-        lines.append(f"[red]error: {escape(failure.error)}[/]")
+        lines.append(f"[red]error: {safe(failure.error)}[/]")
         if failure.where:
-            lines.append(f"at {escape(failure.where)}")
+            lines.append(f"at {safe(failure.where)}")
         if failure.traceback_tail:
             lines.append("traceback (last lines):")
-            lines.extend("  " + escape(line) for line in failure.traceback_tail)
+            lines.extend("  " + safe(line) for line in failure.traceback_tail)
     if data.params:
         lines.append(
-            "params: " + escape(", ".join(f"{k}={v}" for k, v in sorted(data.params.items())))
+            "params: " + safe(", ".join(f"{k}={v}" for k, v in sorted(data.params.items())))
         )
     if data.metrics:
         lines.append(
-            "metrics: " + ", ".join(f"{k}={num(v)}" for k, v in sorted(data.metrics.items()))
+            "metrics: " + safe(", ".join(f"{k}={num(v)}" for k, v in sorted(data.metrics.items())))
         )
     arts = node.artifacts()
     if arts:
         lines.append(
             "artifacts: "
-            + escape(
+            + safe(
                 ", ".join(
                     f"{n} ({a.get('file')}, {a.get('bytes')} B)" for n, a in sorted(arts.items())
                 )
@@ -215,7 +224,7 @@ def _node_label(node: Any) -> str:
     if files:
         lines.append(
             "data: "
-            + escape(", ".join(f"{r.get('path')} ({_hash(r)})" for _, r in sorted(files.items())))
+            + safe(", ".join(f"{r.get('path')} ({_hash(r)})" for _, r in sorted(files.items())))
         )
     git = schema.git_of(tags)
     fingerprint = schema.task_facts(tags).get("code_fingerprint")
@@ -225,84 +234,86 @@ def _node_label(node: Any) -> str:
         ran = " && ".join(command.get("steps") or [])
         python = f", Python {command['python_version']}" if command.get("python_version") else ""
         lines.append(
-            escape(f"command: {ran} (exit {command.get('exit_code')}, ")
-            + escape(f"{command.get('interpreter', '?')}{python})")
+            safe(f"command: {ran} (exit {command.get('exit_code')}, ")
+            + safe(f"{command.get('interpreter', '?')}{python})")
         )
         fingerprint = None
     if commit:
         dirty = " (dirty)" if git.get("dirty") == "True" else ""
         shown = f", fingerprint {fingerprint}" if fingerprint else ""
-        lines.append(f"code: git {commit[:12]}{dirty}{shown}")
+        lines.append(safe(f"code: git {commit[:12]}{dirty}{shown}"))
     elif fingerprint:
-        lines.append(f"code: fingerprint {fingerprint} (no git)")
+        lines.append(safe(f"code: fingerprint {fingerprint} (no git)"))
     return "\n".join(lines)
 
 
 def _show_tree(tree: Tree, node: Any, shown: set[str]) -> None:
     """Each run once: a run consumed again further down refers back to where it was shown."""
-    from rich.markup import escape
-
     for name, child in node.upstream.items():
         if child is None:
-            tree.add(f"[dim]{name}:[/] [red]run not found (deleted?)[/]")
+            tree.add(f"[dim]{safe(name)}:[/] [red]run not found (deleted?)[/]")
             continue
         run_id = child.run.info.run_id
         if run_id in shown:
             tree.add(
-                f"[dim]{name}:[/] {escape(child.family)}  run {short_id(run_id)}  "
+                f"[dim]{safe(name)}:[/] {safe(child.family)}  run {safe(short_id(run_id))}  "
                 "[dim](shown above)[/]"
             )
             continue
         shown.add(run_id)
-        branch = tree.add(f"[dim]{name}:[/] " + _node_label(child))
+        branch = tree.add(f"[dim]{safe(name)}:[/] " + _node_label(child))
         _show_tree(branch, child, shown)
 
 
 def diff(run_a: str, run_b: str) -> None:
-    from rich.markup import escape
-
     from luigiflow._ops import lineage as _history
 
     check_store(existing=True)
     result = _history.diff(run_a, run_b)
     console = make_console()
-    console.print(f"A = {run_a} ({result.root_a.family})\nB = {run_b} ({result.root_b.family})")
+    console.print(
+        f"A = {safe(run_a)} ({safe(result.root_a.family)})\n"
+        f"B = {safe(run_b)} ({safe(result.root_b.family)})"
+    )
     if not result.steps:
         console.print("no parameter, data file or code differs along the two chains")
     for step in result.steps:
         if step.run_a is None:
             console.print(
-                f"[bold]{escape(step.path)}[/]: only in B ({step.family_b}, run {step.run_b})"
+                f"[bold]{safe(step.path)}[/]: only in B "
+                + safe(f"({step.family_b}, run {step.run_b})")
             )
             continue
         if step.run_b is None:
             console.print(
-                f"[bold]{escape(step.path)}[/]: only in A ({step.family_a}, run {step.run_a})"
+                f"[bold]{safe(step.path)}[/]: only in A "
+                + safe(f"({step.family_a}, run {step.run_a})")
             )
             continue
-        title = f"[bold]{escape(step.path)}[/]"
+        title = f"[bold]{safe(step.path)}[/]"
         if step.family_a != step.family_b:
-            title += f": task {step.family_a} vs {step.family_b}"
+            title += safe(f": task {step.family_a} vs {step.family_b}")
         console.print(title)
         for key, (old, new) in step.params.items():
-            console.print(f"    {escape(key)}: {escape(str(old))} -> {escape(str(new))}")
+            console.print(f"    {safe(key)}: {safe(str(old))} -> {safe(str(new))}")
         if step.formats is not None:
             console.print(
-                f"    identity formula changed (store format {step.formats[0]} → "
-                f"{step.formats[1]}): the older run was made by an earlier luigiflow",
+                safe(f"    identity formula changed (store format {step.formats[0]} → ")
+                + safe(f"{step.formats[1]}): the older run was made by an earlier luigiflow"),
                 highlight=False,
             )
         if step.code is not None:
             fa, fb = step.code
             console.print(
-                f"    code changed: {escape(step.family_a or step.family_b or '?')} "
-                f"{(fa or '(not recorded)')[:12]} -> {(fb or '(not recorded)')[:12]}",
+                f"    code changed: {safe(step.family_a or step.family_b or '?')} "
+                + safe(f"{(fa or '(not recorded)')[:12]} -> {(fb or '(not recorded)')[:12]}"),
                 highlight=False,
             )
         for key, (da, db) in step.data.items():
             path = (db or da or {}).get("path", key)
             console.print(
-                f"    data changed: {escape(str(path))} (hash {_hash(da)} -> {_hash(db)})",
+                f"    data changed: {safe(str(path))} "
+                + safe(f"(hash {_hash(da)} -> {_hash(db)})"),
                 highlight=False,
             )
     table = Table(title="metrics of the two results")
@@ -310,5 +321,5 @@ def diff(run_a: str, run_b: str) -> None:
         table.add_column(column, justify="left" if column == "metric" else "right")
     for key, (ma, mb) in result.metrics.items():
         delta = "" if ma is None or mb is None else num(mb - ma)
-        table.add_row(key, num(ma), num(mb), delta)
+        table.add_row(text(key), num(ma), num(mb), delta)
     console.print(table)

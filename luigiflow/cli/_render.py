@@ -4,11 +4,15 @@ report of failed tasks. Only presentation; every fact comes from `_ops`."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from luigiflow._core import redaction
 from luigiflow._core.labels import task_label
 from luigiflow._store.records import DELETED
 
@@ -24,6 +28,37 @@ def make_console(stderr: bool = False) -> Console:
     if console.is_terminal or "COLUMNS" in os.environ:
         return console
     return Console(stderr=stderr, width=120)
+
+
+# Terminal escape sequences: CSI (colours, cursor moves, screen clears), OSC to BEL or ST
+# (window titles, hyperlinks, OSC 52 writing the clipboard), DCS/SOS/PM/APC strings, and
+# any other ESC pair; then every C0/C1 control but tab and newline, and the bidirectional
+# overrides that make text read otherwise than it is.
+_ESCAPE_SEQUENCE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]?"
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
+    r"|\x1b.?",
+    re.DOTALL,
+)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(value: Any) -> str:
+    """Text read from the store (written by anyone who can write to it) as it may reach a
+    terminal: escape sequences and control characters removed, tab and newline kept."""
+    return _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", str(value)))
+
+
+def text(value: Any) -> Text:
+    """A table cell or line of stored text, shown as the characters it holds: a rich
+    `Text` is never read as markup (`[/data/col]`, `[bold red]x[/]` print as written)."""
+    return Text(plain(value))
+
+
+def safe(value: Any) -> str:
+    """Stored text to put inside a markup string: cleaned, and its brackets escaped."""
+    return escape(plain(value))
 
 
 def num(value: float | None) -> str:
@@ -43,7 +78,7 @@ def key_metrics(metrics: dict[str, float], limit: int = 3) -> str:
 
 def build_summary(result: Any, runs: dict[str, Any], title: str) -> Table:
     """One row per task of the build: status, short run id, duration, key metrics."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=safe(title), title_justify="left")
     for column in ("task", "status", "run", "took", "metrics"):
         table.add_column(column, no_wrap=column in ("status", "run", "took"))
     for task in result.tasks:
@@ -69,7 +104,7 @@ def build_summary(result: Any, runs: dict[str, Any], title: str) -> Table:
             took = f"{(found.info.end_time - found.info.start_time) / 1000:.1f}s"
         if found is not None and task in result.executed:
             metrics = key_metrics(dict(found.data.metrics))
-        table.add_row(task_label(task), status, short_id(run_id), took, metrics)
+        table.add_row(text(task_label(task)), status, short_id(run_id), took, text(metrics))
     return table
 
 
@@ -116,6 +151,7 @@ def failure_report(result: Any) -> list[str]:
 
     lines = []
     for task, exc in result.failed.items():
+        secrets = redaction.secrets_of(task)
         detail = result.failure_details.get(task)
         run_id = detail.run_id if detail is not None else ""
         lines.append(f"FAILED {task_label(task)}" + (f"  run {run_id}" if run_id else ""))
@@ -126,7 +162,9 @@ def failure_report(result: Any) -> list[str]:
             lines.append(f"  at {detail.where}")
         if run_id:
             lines.append(f"  full traceback: luigiflow show {run_id}")
-    return lines
+    # An exception's text may quote a secret parameter (a failed login) or carry escape
+    # sequences from a command's output.
+    return [plain(redaction.scrub(line, secrets)) for line in lines]
 
 
 def write_graph(entries: Any, fmt: str, output: str | None) -> None:

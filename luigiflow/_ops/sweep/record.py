@@ -13,7 +13,6 @@ import pathlib
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from luigiflow import _settings
 from luigiflow._core import redaction
 from luigiflow._core.suggest import did_you_mean
 from luigiflow._engine import session as _session
@@ -151,4 +150,4 @@ def _recorded_config(config: ExperimentConfig) -> str:
     secret parameter values scrubbed wherever else they appear in it."""
     text = redaction.redact_config_text(config.path.read_text(encoding="utf-8"))
     secrets = [str(v) for k, v in config.params.items() if redaction.looks_secret(k)]
-    return redaction.scrub(text, secrets + _settings.secret_values())
+    return redaction.scrub(text, secrets + redaction.secret_values())
