@@ -276,13 +276,17 @@ def build(
 
 
 def _refuse_a_read_only_store(session: _session.Session, roots: list[luigi.Task]) -> None:
-    """On a read-only store a build that would run anything stops here, in one line."""
-    if not client.is_read_only(session.store.uri):
+    """On a read-only store, or one an older MLflow made (unless --upgrade-store migrates
+    it), a build that would run anything stops here, in one line."""
+    read_only = client.is_read_only(session.store.uri)
+    if not read_only and not current.made_by_an_older_mlflow(session.store.uri):
         return
     pending = [r for r in roots if not r.complete()]
     if pending:
         shown = ", ".join(map(repr, pending[:3])) + (", ..." if len(pending) > 3 else "")
-        client.refuse_writes_if_read_only(session.store.uri, f"building {shown}")
+        if read_only:
+            client.refuse_writes_if_read_only(session.store.uri, f"building {shown}")
+        current.migrate_if_asked(session.store.uri)
 
 
 def _run_luigi(

@@ -49,3 +49,24 @@ def prepare_for_writes(uri: str | None = None) -> None:
         made = _stores.get((os.getpid(), uri))
         if made is not None and type(made) is MlflowStore:
             del _stores[(os.getpid(), uri)]
+
+
+def made_by_an_older_mlflow(uri: str) -> bool:
+    """The embedded store's schema is older than the installed MLflow's (read without
+    importing mlflow)."""
+    path = sqlite_file.sqlite_path(uri)
+    return path is not None and sqlite_file.older_revision(path) is not None
+
+
+def migrate_if_asked(uri: str) -> None:
+    """Before a build writes to a store an older MLflow made: migrated only when the user
+    asked (`run --upgrade-store`), after a backup; otherwise one line says what to do.
+
+    The SQL writes would fit many older schemas, but rows written as today's MLflow
+    writes them into an older MLflow's tables are what neither MLflow expects.
+    """
+    path = sqlite_file.sqlite_path(uri)
+    if path is None or not path.exists():
+        return
+    with sqlite_file.creation_lock(path):
+        sqlite_file.refuse_silent_migration(path, uri, read_only=False, newer_ok=True)

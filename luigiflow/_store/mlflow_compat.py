@@ -33,14 +33,28 @@ def open_store(client: MlflowClient) -> None:
 
 
 def schema_revisions() -> tuple[str, frozenset[str]]:
-    """This MLflow's newest store schema revision, and every revision its migrations know."""
-    from alembic.script import ScriptDirectory
-    from mlflow.store.db import utils
+    """The installed MLflow's newest store schema revision, and every revision its
+    migrations know, read from its alembic scripts without importing mlflow (a build
+    checks a store before it writes, and a plain build does not import mlflow)."""
+    import importlib.util
+    import pathlib
+    import re
 
-    script = ScriptDirectory.from_config(utils._get_alembic_config(db_url=""))
-    return utils._get_latest_schema_revision(), frozenset(
-        rev.revision for rev in script.walk_revisions()
-    )
+    spec = importlib.util.find_spec("mlflow")  # locates the package, imports nothing
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("mlflow is not installed")
+    folder = pathlib.Path(next(iter(spec.submodule_search_locations)))
+    downs: dict[str, str | None] = {}
+    for script in (folder / "store" / "db_migrations" / "versions").glob("*.py"):
+        text = script.read_text(encoding="utf-8")
+        rev = re.search(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M)
+        down = re.search(r"^down_revision\s*=\s*['\"](\w+)['\"]", text, re.M)
+        if rev is not None:
+            downs[rev.group(1)] = down.group(1) if down else None
+    heads = set(downs) - set(downs.values())
+    if len(heads) != 1:  # MLflow's own check (_get_latest_schema_revision)
+        raise RuntimeError(f"MLflow's migrations have {len(heads)} heads: {sorted(heads)}")
+    return heads.pop(), frozenset(downs)
 
 
 def mlflow_version() -> str:

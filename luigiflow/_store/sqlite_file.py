@@ -111,23 +111,34 @@ def judge(path: pathlib.Path) -> None:
         )
 
 
+_peeks: dict[tuple[int, str, bool], sqlite3.Connection] = {}
+
+
+def peek(path: str | pathlib.Path, read_only: bool = False) -> sqlite3.Connection:
+    """A read-only connection for a quick look at a store file, kept (never closed, see
+    `_held`: closing it would drop the locks of this process's other connections)."""
+    key = (os.getpid(), str(path), read_only)
+    conn = _peeks.get(key)
+    if conn is None:
+        # On a read-only mount a store left in WAL mode opens only as immutable.
+        query = "mode=ro&immutable=1" if read_only else "mode=ro"
+        conn = sqlite3.connect(file_uri(path, query), uri=True, timeout=30, check_same_thread=False)
+        _peeks[key] = conn
+    return conn
+
+
 def _revision(path: pathlib.Path, read_only: bool) -> tuple[bool, str | None]:
     """(the file holds MLflow's tables, their alembic revision)."""
     if not path.is_file() or path.stat().st_size == 0:
         return False, None
-    # On a read-only mount a store left in WAL mode opens only as immutable (read_only_uri).
-    query = "mode=ro&immutable=1" if read_only else "mode=ro"
-    conn = sqlite3.connect(file_uri(path, query), uri=True, timeout=30)
-    try:
-        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        if "experiments" not in names:
-            return False, None
-        if "alembic_version" not in names:
-            return True, None
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        return True, None if row is None else str(row[0])
-    finally:
-        conn.close()
+    conn = peek(path, read_only)
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    if "experiments" not in names:
+        return False, None
+    if "alembic_version" not in names:
+        return True, None
+    row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return True, None if row is None else str(row[0])
 
 
 def backup_path(path: pathlib.Path, revision: str | None) -> pathlib.Path:
@@ -140,7 +151,25 @@ def backup_path(path: pathlib.Path, revision: str | None) -> pathlib.Path:
     return candidate
 
 
-def refuse_silent_migration(path: pathlib.Path, uri: str, read_only: bool) -> None:
+def older_revision(path: pathlib.Path) -> str | None:
+    """The store's schema revision when it is older than the installed MLflow's head."""
+    from luigiflow._store import mlflow_compat
+
+    try:
+        tables, revision = _revision(path, is_read_only(path))
+    except sqlite3.Error:
+        return None  # judged, with its one-line error, where the store is opened
+    if not tables:
+        return None
+    head, known = mlflow_compat.schema_revisions()
+    if revision == head or (revision is not None and revision not in known):
+        return None
+    return revision or "unversioned"
+
+
+def refuse_silent_migration(
+    path: pathlib.Path, uri: str, read_only: bool, newer_ok: bool = False
+) -> None:
     """Before MLflow's client opens an existing store (call with the creation lock held).
 
     MLflow migrates a store whose tables are older than its own when it opens it, for
@@ -158,6 +187,8 @@ def refuse_silent_migration(path: pathlib.Path, uri: str, read_only: bool) -> No
     if revision == head:
         return
     if revision is not None and revision not in known:
+        if newer_ok:  # the SQL writes judge its columns; MLflow's code is not needed yet
+            return
         raise TrackingError(
             f"the store {path} has MLflow schema revision {revision}, which the installed "
             f"MLflow {mlflow_compat.mlflow_version()} does not know (a newer MLflow made or "
@@ -177,13 +208,11 @@ def refuse_silent_migration(path: pathlib.Path, uri: str, read_only: bool) -> No
             f"store silently: back it up (cp {path} {backup}), then run `mlflow db upgrade "
             f"{uri}`, {how}"
         )
-    source = sqlite3.connect(file_uri(path, "mode=ro"), uri=True, timeout=60)
     target = sqlite3.connect(backup)
     try:
-        source.backup(target)  # a consistent copy, the WAL's commits included
+        peek(path).backup(target)  # a consistent copy, the WAL's commits included
     finally:
-        target.close()
-        source.close()
+        target.close()  # the copy's own connection: closing it touches no lock of the store
     sys.stderr.write(
         f"luigiflow: migrating the store {path} from MLflow schema {revision} to {head} "
         f"(MLflow {mlflow_compat.mlflow_version()}); the store as it was: {backup}\n"

@@ -45,11 +45,7 @@ def readable(uri: str) -> bool:
     if path is None or not path.is_file() or path.stat().st_size == 0:
         return False
     try:
-        conn = sqlite3.connect(sqlite_file.file_uri(path, "mode=ro"), uri=True, timeout=30)
-        try:
-            return sqlite_schema.judge(conn).readable
-        finally:
-            conn.close()
+        return sqlite_schema.judge(sqlite_file.peek(path)).readable
     except sqlite3.Error:
         return False
 
