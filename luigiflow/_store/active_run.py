@@ -26,7 +26,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from luigiflow._core import provenance, redaction
+from luigiflow._core import redaction
 from luigiflow._store.records import RunRecord
 
 _log = logging.getLogger(__name__)
@@ -101,6 +101,10 @@ def _git_tags(main: str) -> dict[str, str]:
     folder = os.path.dirname(path) if os.path.isfile(path) else path
     if not os.path.isdir(folder):
         return {}
+    # Here, not at the top: provenance imports Luigi, which `runs` and `show` never load
+    # (this module comes with mlflow_compat on the read path).
+    from luigiflow._core import provenance
+
     state = provenance.git_state(folder)
     commit = state.get("commit")
     if not commit or provenance._git("check-ignore", "-q", folder, cwd=folder) is not None:
