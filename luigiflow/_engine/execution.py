@@ -340,15 +340,20 @@ def _finish(
             f"{task.get_task_family()} (run {writer.run_id}) did not save declared "
             f"artifact(s) {', '.join(map(repr, missing))}; call self.save() with them"
         )
+    note = _description(task, writer.run_id, upstream, writer.tags, writer.experiment_id)
+    if len(note) > schema.MAX_TAG_LENGTH:
+        # A wide fan-in: the whole lineage goes in a file, the description lists what fits.
+        writer.write_extra(schema.LINEAGE_FILE, _lineage_json(upstream))
+        note = _description(
+            task, writer.run_id, upstream, writer.tags, writer.experiment_id, fits=True
+        )
     writer.upload()
     tags = writer.record_tags()
     # A resumed (or warm-started) run's state took the earlier run's work too.
     took = time.time() - started + checkpoints.carried_s(writer.tags)
     tags[schema.DURATION_TAG] = f"{took:.3f}"
     store = current.get_store(writer.uri)
-    tags[schema.NOTE_TAG] = _description(
-        task, writer.run_id, upstream, writer.tags, writer.experiment_id
-    )
+    tags[schema.NOTE_TAG] = note
     inputs = _dataset_inputs(upstream) + _data_inputs(writer.tags)
     with client.translate_errors(f"finishing run {writer.run_id} of {task!r}", writer.uri):
         # Values user code logged asynchronously land before the run ends.
@@ -444,10 +449,12 @@ def _description(
     upstream: Mapping[str, RunRecord],
     tags: Mapping[str, str] | None = None,
     experiment_id: str = "",
+    fits: bool = False,
 ) -> str:
     """The run's MLflow description (Markdown): what made it, links to the upstream runs'
     pages and to the run it resumed or warm-started from, and the command that shows
-    the whole chain."""
+    the whole chain. With `fits`, the upstream links that fit MLflow's limit on a tag
+    (which MLflow would cut, with a warning), then where the others are listed."""
     lines = [f"**{_run_name(task)}**, recorded by luigiflow.", ""]
     origin = schema.origin_of(tags or {})
     if origin is not None:
@@ -458,15 +465,43 @@ def _description(
             f"run {record['run_id']}", f"run [{record['run_id']}]({page})"
         )
         lines += [text[0].upper() + text[1:] + ": its metric history up to that step is here.", ""]
+    tail = f"The whole chain: `luigiflow show {run_id}`"
     if upstream:
         lines.append("Upstream runs:")
+        links = []
         for name, run in sorted(upstream.items()):
             page = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
             label = run.info.run_name or run.info.run_id
-            lines.append(f"- {name}: [{label}]({page})")
-        lines.append("")
-    lines.append(f"The whole chain: `luigiflow show {run_id}`")
+            links.append(f"- {name}: [{label}]({page})")
+        if fits:
+            more = (
+                f"- ... and {{}} more: all {len(links)} upstream runs are listed in "
+                f"`{schema.LINEAGE_FILE}` among this run's artifacts"
+            )
+            room = schema.MAX_TAG_LENGTH - len("\n".join([*lines, more, "", tail])) - 8
+            shown = 0
+            while shown < len(links) and len(links[shown]) + 1 <= room:
+                room -= len(links[shown]) + 1
+                shown += 1
+            links = [*links[:shown], more.format(len(links) - shown)]
+        lines += [*links, ""]
+    lines.append(tail)
     return "\n".join(lines)
+
+
+def _lineage_json(upstream: Mapping[str, RunRecord]) -> str:
+    """Every upstream run the task consumed, by its name in requires()."""
+    return json.dumps(
+        {
+            name: {
+                "run_id": run.info.run_id,
+                "experiment_id": run.info.experiment_id,
+                "run_name": run.info.run_name,
+            }
+            for name, run in sorted(upstream.items())
+        },
+        indent=1,
+    )
 
 
 def _data_inputs(tags: Mapping[str, str]) -> list[DatasetRef]:

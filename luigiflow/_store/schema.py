@@ -106,6 +106,7 @@ STDERR_FILE = "luigiflow/stderr.txt"
 STAGE_FILE = "luigiflow/stage.json"  # a stage's metadata from its file (DVC desc, artifacts)
 PARAMS_IN_FILE = "@artifact:" + PARAMS_FILE
 CODE_FILE = "luigiflow/code.json"
+LINEAGE_FILE = "luigiflow/lineage.json"  # every upstream run, when the description cannot list them
 CODE_PARTS_IN_FILE = "@artifact:" + CODE_FILE
 
 # --- MLflow's limits --------------------------------------------------------------
