@@ -73,9 +73,10 @@ def _open_sqlite(uri: str, db: pathlib.Path) -> MlflowClient:
         if read_only:
             mlflow_compat.allow_sqlite_uri_filenames()
             _read_only[uri] = db
-        client = _open(sqlite_file.read_only_uri(db) if read_only else uri)
         try:
-            mlflow_compat.open_store(client)  # MLflow creates and migrates it here
+            with mlflow_compat.quiet_migrations():
+                client = _open(sqlite_file.read_only_uri(db) if read_only else uri)
+                mlflow_compat.open_store(client)  # MLflow creates and migrates it here
         except Exception as exc:
             broken = sqlite_file.broken_store_error(db, exc)
             if broken is not None:

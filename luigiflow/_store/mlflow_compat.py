@@ -6,12 +6,14 @@ Keeping them here means an MLflow upgrade is checked in one file.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import logging
 import os
 import posixpath
 import re
 import sys
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from luigiflow import _settings
@@ -27,9 +29,44 @@ if TYPE_CHECKING:
 _context: tuple[int, dict[str, str]] | None = None
 
 
+# MLflow and alembic say at INFO what they do to a new store ("Creating initial MLflow
+# database tables...", "Running upgrade ..."): not news on a luigiflow command's output.
+_MIGRATION_LOGGERS = ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration")
+
+
 def open_store(client: MlflowClient) -> None:
     """Make MLflow open (and for a new SQLite file, create and migrate) the store now."""
     _ = client._tracking_client.store
+
+
+@contextlib.contextmanager
+def quiet_migrations() -> Iterator[None]:
+    """MLflow creating or migrating a store (in its client's constructor or on first
+    use) without its INFO lines; its warnings and errors still show."""
+    loggers = [logging.getLogger(name) for name in _MIGRATION_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """MLflow's "Downloading artifacts" bars off while luigiflow fills its caches (its
+    own progress display says what a build does); a user's setting wins."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def schema_revisions() -> tuple[str, frozenset[str]]:

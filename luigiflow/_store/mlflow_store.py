@@ -404,7 +404,10 @@ class MlflowStore:
             return list(self.client.list_artifacts(run_id, path))
 
     def download_artifacts(self, run_id: str, path: str, dest: str) -> str:
-        with _client.translate_errors(f"downloading {path} of run {run_id}", self.uri):
+        with (
+            _client.translate_errors(f"downloading {path} of run {run_id}", self.uri),
+            mlflow_compat.no_progress_bars(),
+        ):
             return str(self.client.download_artifacts(run_id, path, dest))
 
 

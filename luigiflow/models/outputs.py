@@ -24,7 +24,7 @@ from typing import Any
 from luigiflow import _settings
 from luigiflow._core import hashing
 from luigiflow._errors import ArtifactError
-from luigiflow._store import schema
+from luigiflow._store import mlflow_compat, schema
 from luigiflow._store.records import RunRecord
 
 
@@ -44,7 +44,10 @@ def log_model(family: str, name: str, flavour: str, model: Any) -> dict[str, Any
             f"{family}: logging model output {name!r} with mlflow.{flavour}.log_model "
             f"failed: {type(exc).__name__}: {exc}"
         ) from exc
-    with tempfile.TemporaryDirectory(prefix="luigiflow-model-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="luigiflow-model-") as tmp,
+        mlflow_compat.no_progress_bars(),
+    ):
         local = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=tmp)
         digest = hashing.file_digest(pathlib.Path(local))
     return {"flavour": flavour, "uri": info.model_uri, "sha256": digest}
@@ -81,7 +84,8 @@ def _fetched_digest(uri: str, folder: pathlib.Path) -> str:
     if not folder.exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = pathlib.Path(tempfile.mkdtemp(prefix=".dl-", dir=folder.parent))
-        local = mlflow.artifacts.download_artifacts(uri, dst_path=str(staging))
+        with mlflow_compat.no_progress_bars():
+            local = mlflow.artifacts.download_artifacts(uri, dst_path=str(staging))
         with contextlib.suppress(OSError):  # another process put it there first
             pathlib.Path(local).rename(folder)
         shutil.rmtree(staging, ignore_errors=True)
