@@ -25,6 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import one_changed  # noqa: E402
 import round_trips  # noqa: E402
 import scale  # noqa: E402  (bench modules beside this file)
 import server_artifacts  # noqa: E402
@@ -142,6 +143,7 @@ def main() -> None:
     }
     helps = help_time()
     user = user_seen.measure(args.repeats, "gokart" in systems)
+    changed = one_changed.measure(args.repeats, "gokart" in systems)
     served = server_artifacts.measure(artifact_mib)
     trips = round_trips.measure(10_000, 1_000)
     scaled = scale.measure(10_000 if args.quick else 100_000, 2_000 if args.quick else 10_000)
@@ -224,6 +226,7 @@ def main() -> None:
     )
     lines.append(f"## CLI\n\n`luigiflow --help`: {helps:.3f} s (median of 5)\n")
     lines += user_seen.report(user)
+    lines += one_changed.report(changed)
     lines += scale.report(scaled)
     lines += server_artifacts.report(served)
     lines += round_trips.report(trips)
@@ -286,6 +289,15 @@ def main() -> None:
             f"{ours:.3f} vs {gokart_noop:.3f} s",
             ours < gokart_noop,
         )
+    for peer, label in (("gokart", "gokart"), ("dvc", "`dvc repro` of one stage")):
+        if peer in changed:
+            ratio = float(changed["luigiflow"]) / float(changed[peer])  # type: ignore[arg-type]
+            target(f"one changed task: at most 1.0x {label}", f"{ratio:.2f}x", ratio <= 1.0)
+    target(
+        "one changed task: the build does not import mlflow",
+        str(changed["luigiflow imported mlflow"]),
+        not changed["luigiflow imported mlflow"],
+    )
     per_task = scaled["completion"]["ms_per_task"]
     target(
         f"completion of {scaled['asked']:,} tasks among {scaled['runs']:,} runs: <= 0.5 ms/task",
