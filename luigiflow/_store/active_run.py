@@ -97,9 +97,6 @@ def _user() -> str:
 def _git_tags(main: str) -> dict[str, str]:
     """Commit, branch and first remote of the repository holding the main script, as
     MLflow's git context reads them (none for an ignored script or no repository)."""
-    # Imported here: provenance imports Luigi, which `runs` and `show` never need.
-    from luigiflow._core import provenance
-
     path = os.path.abspath(main)
     folder = os.path.dirname(path) if os.path.isfile(path) else path
     if not os.path.isdir(folder):
