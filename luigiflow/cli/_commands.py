@@ -162,9 +162,11 @@ def run(
         + (f", run deleted {len(deleted)}" if deleted else ""),
         highlight=False,
     )
-    reformatted = result.rerun_after_format_change() if result.executed else {}
+    # Every task reran: after an upgrade, say why here, not only in `plan`. Asked only
+    # then, as it reads three tags of each run of the executed tasks' experiments.
+    everything = result.executed and not result.reused
+    reformatted = result.rerun_after_format_change() if everything else {}
     if reformatted:
-        # Every task reran with no parameter changed: say why here, not only in `plan`.
         console.print(
             f"{len(reformatted)} of the executed tasks ran again with the same parameters, "
             f"their runs made by an earlier luigiflow: "
