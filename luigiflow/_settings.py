@@ -40,6 +40,13 @@ SIGNING_KEY = "LUIGIFLOW_SIGNING_KEY"
 SIGNING_KEY_FILE = "LUIGIFLOW_SIGNING_KEY_FILE"
 MIN_KEY_LENGTH = 16
 UNSUPPORTED_PLATFORM = "LUIGIFLOW_UNSUPPORTED_PLATFORM"
+OUTAGE_WINDOW_S = "LUIGIFLOW_OUTAGE_WINDOW"
+# The retry variables luigiflow set itself (not the user): only those are widened to the
+# outage window once the server has answered.
+_ours: set[str] = set()
+_riding_out = [False]  # requests of this process span the outage window (forks inherit it)
+
+
 UPGRADE_STORE = "LUIGIFLOW_UPGRADE_STORE"
 # MLflow's own workspace switches (MLflow 3.10+), read as MLflow's client reads them.
 WORKSPACES_ON = "MLFLOW_ENABLE_WORKSPACES"
@@ -193,7 +200,46 @@ def bound_http_retries() -> None:
     luigiflow's client makes its first one; they also apply to MLflow calls in user code.
     """
     for name, value in HTTP_RETRY_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+        if name not in os.environ:
+            os.environ[name] = value
+            _ours.add(name)
+            if name == HTTP_MAX_RETRIES:
+                _riding_out[0] = False
+
+
+def riding_out() -> bool:
+    """Requests of this process are retried for the outage window (`ride_out_outages`)."""
+    return _riding_out[0]
+
+
+def outage_window() -> float:
+    """Seconds a tracking server that has answered may stay away (HTTP 503, reset
+    connections, a restart) before a build gives up (LUIGIFLOW_OUTAGE_WINDOW, default 120;
+    0: give up within seconds, as for a server that never answered)."""
+    return seconds(OUTAGE_WINDOW_S, 120.0)
+
+
+def ride_out_outages() -> None:
+    """The server has answered: from now on a request is retried, with exponential backoff,
+    for about `outage_window()` seconds before its failure counts.
+
+    MLflow's client and luigiflow's reads retry through urllib3 (connection errors, resets,
+    HTTP 408/429/5xx), sleeping factor * 2**(n - 1) seconds before the n-th retry (none
+    before the first): with factor 1, n retries span 2**n - 2 seconds. Values the user set
+    are kept; before the first answer a wrong URI still fails within seconds.
+    """
+    if HTTP_MAX_RETRIES not in _ours:
+        return
+    window = outage_window()
+    if window <= 0:
+        return
+    _riding_out[0] = True
+    retries = 2
+    while 2**retries - 2 < window:
+        retries += 1
+    os.environ[HTTP_MAX_RETRIES] = str(retries)
+    if HTTP_BACKOFF_FACTOR in _ours:
+        os.environ[HTTP_BACKOFF_FACTOR] = "1"
 
 
 def validate() -> None:
@@ -211,6 +257,7 @@ def validate() -> None:
         _check_cache_dir,
         mlflow_workspace,
         secret_pattern,
+        outage_window,
     )
     for check in checks:
         try:

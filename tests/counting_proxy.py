@@ -29,11 +29,24 @@ class Seen:
 
 
 @dataclass
+class Fault:
+    """Answer matching requests with `status` and `body` (status 0: reset the connection
+    without an answer) instead of forwarding them, until `until` (time.monotonic())."""
+
+    status: int
+    body: bytes = b""
+    until: float = float("inf")
+    path_contains: str = ""
+    answered: int = 0
+
+
+@dataclass
 class Recorder:
     upstream: str
     delay_s: float = 0.0
     seen: list[Seen] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    fault: Fault | None = None
 
     def clear(self) -> None:
         with self.lock:
@@ -62,6 +75,18 @@ def _handler(recorder: Recorder) -> type[http.server.BaseHTTPRequestHandler]:
                 recorder.seen.append(Seen(self.command, self.path, dict(self.headers.items())))
             if recorder.delay_s:
                 time.sleep(recorder.delay_s)
+            fault = recorder.fault
+            if fault and time.monotonic() < fault.until and fault.path_contains in self.path:
+                fault.answered += 1
+                if not fault.status:
+                    self.close_connection = True  # a reset: no answer at all
+                    return
+                self.send_response(fault.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(fault.body)))
+                self.end_headers()
+                self.wfile.write(fault.body)
+                return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
             conn = http.client.HTTPConnection(
                 target.hostname or "127.0.0.1", target.port, timeout=300

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -134,13 +135,82 @@ def translate_errors(doing: str, uri: str | None = None) -> Iterator[None]:
             broken = sqlite_file.broken_store_error(db, exc)
             if broken is not None:
                 raise broken from exc
+        named = server_error(exc, shown_uri(uri or tracking_uri()), doing)
+        if named is not None:
+            raise named from exc
         if _is_connection_problem(exc):
+            shown = shown_uri(uri or tracking_uri())
             raise TrackingError(
-                f"cannot reach the MLflow tracking server at {uri or tracking_uri()} while "
-                f"{doing}: {type(exc).__name__}; check that it is running and that "
-                "MLFLOW_TRACKING_URI is right"
+                f"cannot reach the MLflow tracking server at {shown} "
+                f"while {doing}: {type(exc).__name__}; check that it is running and that "
+                "MLFLOW_TRACKING_URI is right" + _outage_note()
             ) from exc
         raise
+
+
+def shown_uri(uri: str) -> str:
+    """The URI with a password in it masked (`http://alice:***@host`): messages are
+    printed and stored."""
+    scheme, sep, rest = uri.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not sep or not at or "/" in userinfo or ":" not in userinfo:
+        return uri
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
+
+
+def _outage_note() -> str:
+    """How long requests were retried, when a server that had answered went away."""
+    if not _settings.riding_out():
+        return ""
+    return f" (retried for {_settings.OUTAGE_WINDOW_S}={_settings.outage_window():g} s)"
+
+
+# MLflow's client retries HTTP 408/429/5xx and then reports only the last status
+# ("too many 503 error responses"), not the server's message.
+_RETRIED_STATUS = re.compile(r"too many (\d{3}) error responses")
+
+
+def server_error(exc: BaseException, uri: str, doing: str) -> TrackingError | None:
+    """A server-side failure named as what it is (disk full, permission, unavailable,
+    an internal error), not as a server that cannot be reached; None for anything else."""
+    text = str(exc)
+    code = str(getattr(exc, "error_code", "") or "")
+    found = _RETRIED_STATUS.search(text)
+    status = int(found.group(1)) if found else 403 if "HTTP 403" in text else 0
+    return status_error(status, code, text, uri, doing)
+
+
+def status_error(
+    status: int, code: str, message: str, uri: str, doing: str
+) -> TrackingError | None:
+    """The one line for a server's error answer (`status`, MLflow `code`), or None when
+    the answer names nothing more precise than "refused"."""
+    if "No space left" in message or "Errno 28" in message:
+        return TrackingError(
+            f"the MLflow tracking server at {uri} is out of disk space (No space left on "
+            f"device) while {doing}; free space where it keeps artifacts "
+            "(--artifacts-destination) and its database"
+        )
+    if status == 403 or code == "PERMISSION_DENIED":
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "this user"
+        return TrackingError(
+            f"the MLflow tracking server at {uri} denied {user} permission while {doing} "
+            "(HTTP 403 PERMISSION_DENIED); ask its admin for EDIT permission on that "
+            "experiment (READ only lists and loads runs)"
+        )
+    if status in (502, 503, 504):
+        return TrackingError(
+            f"the MLflow tracking server at {uri} answered HTTP {status} (unavailable: its "
+            f"database or a proxy before it is down) while {doing}{_outage_note()}; see "
+            "the server's log, then build again"
+        )
+    if status >= 500:
+        return TrackingError(
+            f"the MLflow tracking server at {uri} failed with HTTP {status} while {doing} "
+            "(an error inside the server: a full disk where it keeps artifacts or its "
+            "database, or a database it cannot write); see the server's log"
+        )
+    return None
 
 
 def _is_connection_problem(exc: BaseException) -> bool:

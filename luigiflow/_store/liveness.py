@@ -53,12 +53,19 @@ def now_beat() -> str:
     return f"{time.time():.3f}"
 
 
+# Runs this process is beating now: a RUNNING run of this very process (same worker
+# token) that is not among them was left by an earlier build here (a failure or an
+# outage that kept it from being marked): its worker is gone, whatever its heartbeat.
+_beating: set[str] = set()
+
+
 class Heartbeat:
     """Marks a run alive every few seconds while its task works, from a daemon thread."""
 
     def __init__(self, store: RunStore, run_id: str) -> None:
         self.store = store
         self.run_id = run_id
+        _beating.add(run_id)
         self.interval = _settings.heartbeat_interval()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
@@ -72,6 +79,7 @@ class Heartbeat:
                 continue
 
     def stop(self) -> None:
+        _beating.discard(self.run_id)
         self.done.set()
         self.thread.join()
 
@@ -83,6 +91,8 @@ def worker_is_gone(run: RunRecord) -> bool:
     pid_text = rest.partition("/")[0]
     if run.info.status != RUNNING or host != worker_token().partition("/")[0]:
         return False
+    if token == worker_token():
+        return run.info.run_id not in _beating
     if not pid_text.isdigit() or int(pid_text) == os.getpid():
         return False
     # Unknown (None, on Windows) is not gone: the heartbeat's age decides.

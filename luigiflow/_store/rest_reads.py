@@ -182,7 +182,7 @@ def send(
     timeout = timeout_s or settings["timeout"]
     with _client.translate_errors(doing, uri):  # its "cannot reach" line, as for MLflow's client
         try:
-            return session(settings).request(
+            reply = session(settings).request(
                 method,
                 uri.rstrip("/") + endpoint,
                 params=params,
@@ -193,9 +193,14 @@ def send(
                 verify=settings["verify"],
                 cert=settings["cert"],
             )
+            if reply.status_code < 500:
+                # A server that answers: a later outage of it is ridden out (_settings).
+                _settings.ride_out_outages()
+            return reply
         except requests.exceptions.SSLError as exc:
             raise TrackingError(
-                f"TLS with the MLflow tracking server at {uri} failed while {doing} "
+                f"TLS with the MLflow tracking server at {_client.shown_uri(uri)} failed "
+                f"while {doing} "
                 f"({type(exc).__name__}); set MLFLOW_TRACKING_SERVER_CERT_PATH to its CA "
                 "bundle, or MLFLOW_TRACKING_INSECURE_TLS=true to skip verification"
             ) from exc
@@ -203,7 +208,8 @@ def send(
             raise
         except requests.exceptions.RequestException as exc:
             raise TrackingError(
-                f"cannot send {method} {endpoint} to the MLflow tracking server at {uri} "
+                f"cannot send {method} {endpoint} to the MLflow tracking server at "
+                f"{_client.shown_uri(uri)} "
                 f"while {doing} ({type(exc).__name__}: {exc}); check MLFLOW_TRACKING_URI"
             ) from exc
 
@@ -226,7 +232,8 @@ def call(
         answer = None
     if not isinstance(answer, dict):
         raise TrackingError(
-            f"the server at {uri} answered {method} {endpoint} with HTTP {reply.status_code} "
+            f"the server at {_client.shown_uri(uri)} answered {method} {endpoint} with HTTP "
+            f"{reply.status_code} "
             f"and no MLflow JSON while {doing}; check that MLFLOW_TRACKING_URI is an MLflow "
             "tracking server"
         )
@@ -237,12 +244,16 @@ def call(
         return None
     hint = (
         "check MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN"
-        if reply.status_code in (401, 403)
+        if reply.status_code == 401
         else "see the server's log"
     )
     message = (str(answer.get("message") or "").splitlines() or [""])[0]
+    named = _client.status_error(reply.status_code, code, message, _client.shown_uri(uri), doing)
+    if named is not None:
+        raise named
     raise TrackingError(
-        f"the MLflow tracking server at {uri} refused {doing} (HTTP {reply.status_code} "
+        f"the MLflow tracking server at {_client.shown_uri(uri)} refused {doing} (HTTP "
+        f"{reply.status_code} "
         f"{code}: {message}); {hint}"
     )
 

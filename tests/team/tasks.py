@@ -70,3 +70,20 @@ if _hold:
     def _release_and_wait(task: luigi.Task, dependency: luigi.Task) -> None:
         pathlib.Path(os.environ["TEAM_RELEASE"]).touch()
         _wait_for("Held DONE in luigid", lambda: _scheduler_says_done(str(_hold), "Held"))
+
+
+# Called by Outaged's body (in-process builds, one worker): a test turns a fault on there.
+BODY_HOOKS: list = []
+
+
+class Outaged(lf.MlflowTask):
+    """Its body calls BODY_HOOKS: the tracking server's outage starts mid-task."""
+
+    artifacts = {"n": "n.json"}
+    label = luigi.Parameter(default="a")
+
+    def run_task(self) -> None:
+        note(f"Outaged({self.label})")
+        for hook in BODY_HOOKS:
+            hook()
+        self.save({"n": 1}, metrics={"m": 1.0})
