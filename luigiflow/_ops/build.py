@@ -339,25 +339,42 @@ def _run_luigi(
     return luigi_result, events, failures_by_id
 
 
+# Under luigid, a keep-alive worker that has had nothing to run for this long leaves
+# Luigi, and `build` asks the scheduler again (see elsewhere.Waiting). Offering the graph
+# again turns a task luigid marked FAILED for a dead worker back into PENDING at once, so
+# it runs within that worker's lease, not after luigid's `retry_delay` (900 s).
+IDLE_WORKER_LEAVES_AFTER = "20 seconds"
+
+
 @contextlib.contextmanager
 def _waiting_for_other_workers(shared: bool) -> Iterator[None]:
     """With a central scheduler, wait for tasks other processes are running.
 
     Luigi's worker otherwise exits as soon as everything left is taken by someone
     else, and `build` would return before the graph it was asked for exists. A user's
-    own `[worker] keep_alive` setting is respected.
+    own `[worker] keep_alive` and `max_keep_alive_idle_duration` settings are respected.
     """
     config = luigi.configuration.get_config()
-    if not shared or config.has_option("worker", "keep_alive"):
+    if not shared:
         yield
         return
     if not config.has_section("worker"):
         config.add_section("worker")
-    config.set("worker", "keep_alive", "true")
+    ours = [
+        (name, value)
+        for name, value in (
+            ("keep_alive", "true"),
+            ("max_keep_alive_idle_duration", IDLE_WORKER_LEAVES_AFTER),
+        )
+        if not config.has_option("worker", name)
+    ]
+    for name, value in ours:
+        config.set("worker", name, value)
     try:
         yield
     finally:
-        config.remove_option("worker", "keep_alive")
+        for name, _ in ours:
+            config.remove_option("worker", name)
 
 
 class _Watcher:

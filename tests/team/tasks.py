@@ -57,6 +57,20 @@ class Held(lf.MlflowTask):
         self.save({"n": self.load("up") + 1})
 
 
+class AfterHeld(lf.MlflowTask):
+    """Downstream of Held: a client building it keeps Luigi's worker alive while Held is
+    RUNNING, FAILED or PENDING in luigid."""
+
+    artifacts = {"n": "n.json"}
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {"held": Held()}
+
+    def run_task(self) -> None:
+        note("AfterHeld")
+        self.save({"n": self.load("held") + 1})
+
+
 def _scheduler_says_done(url: str, family: str) -> bool:
     query = urllib.parse.urlencode({"data": json.dumps({"status": "DONE", "search": family})})
     with urllib.request.urlopen(f"{url}/api/task_list?{query}", timeout=10) as answer:

@@ -29,9 +29,9 @@ LATE = (
 )
 
 
-def _start(tmp_path, scheduler, env, name):
+def _start(tmp_path, scheduler, env, name, task="Held"):
     out = (tmp_path / f"{name}.out").open("w")
-    command = ["-m", "luigiflow.cli", "run", "--module", "tests.team.tasks", "Held"]
+    command = ["-m", "luigiflow.cli", "run", "--module", "tests.team.tasks", task]
     command += ["--scheduler-url", scheduler]
     return subprocess.Popen(
         [sys.executable, *(["-c", LATE, scheduler] if name == "late" else command)],
@@ -84,3 +84,44 @@ def test_clients_wait_for_a_root_another_client_builds(client, tmp_path):
     assert "reused 2 (1 built by another worker now), failed 0" in outputs["waiter"]
     [line] = [x for x in outputs["waiter"].splitlines() if "waiting for Held()" in x]
     assert held.info.run_id in line
+
+
+def test_a_dead_machines_task_is_taken_over_within_its_lease(client, tmp_path, monkeypatch):
+    """Client A dies (SIGKILL) while running Held; client B, waiting downstream of it in
+    Luigi's keep-alive loop, runs Held itself once luigid has marked A's task FAILED (its
+    retry_delay is Luigi's default 900 s: B must not wait for it)."""
+    config = tmp_path / "luigid.cfg"
+    # What docs/team.md recommends for luigid, shortened for the test: a worker silent for
+    # 3 s is dead, and the scheduler prunes on every request instead of once a minute.
+    config.write_text("[scheduler]\nworker_disconnect_delay = 3\nprune_on_get_work = true\n")
+    monkeypatch.setenv("LUIGI_CONFIG_PATH", str(config))
+    release = tmp_path / "release"
+    ledger = tmp_path / "ledger"
+    env = dict(os.environ, TEAM_RELEASE=str(release), LEDGER=str(ledger))
+    with luigid(tmp_path) as scheduler:
+        dying = _start(tmp_path, scheduler, env, "dying")
+        procs = [dying]
+        try:
+            _wait_until("Held runs", release.with_suffix(".running").exists, procs)
+            taker = _start(tmp_path, scheduler, env, "taker", task="AfterHeld")
+            procs.append(taker)
+            _wait_until("B schedules", lambda: "AfterHeld" in _task_list(scheduler), procs)
+            dying.kill()
+            dying.wait(timeout=BOUND_S)
+            release.touch()
+            assert taker.wait(timeout=BOUND_S) == 0, (tmp_path / "taker.out").read_text()
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+    assert sorted(ledger.read_text().split()) == ["AfterHeld", "Held", "Held", "Upstream"]
+    [killed] = runs_of(client, "Held", "KILLED")
+    assert "is gone" in killed.data.tags["luigiflow.error"]
+    assert len(runs_of(client, "Held", "FINISHED")) == 1
+
+
+def _task_list(scheduler: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{scheduler}/api/task_list?data=%7B%7D", timeout=10) as r:
+        return r.read().decode()
