@@ -124,9 +124,14 @@ def test_running_and_deleted_runs_never_count(client):
     [run] = runs_of(client, "Source")
     client.delete_run(run.info.run_id)
     assert not task.complete()
-    # A RUNNING run with the right identity (a crashed worker) does not count either.
+    # A RUNNING run with the right identity (a crashed worker: its last heartbeat an
+    # hour old, so the build does not wait for it as a live lease) does not count either.
     exp = client.get_experiment_by_name("Source")
-    client.create_run(exp.experiment_id, tags={IDENTITY_TAG: task.identity})
+    crashed_beat = f"{time.time() - 3600:.3f}"
+    client.create_run(
+        exp.experiment_id,
+        tags={IDENTITY_TAG: task.identity, "luigiflow.heartbeat": crashed_beat},
+    )
     assert not task.complete()
     result = lf.build([task])
     assert result.executed == [task]
