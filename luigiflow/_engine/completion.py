@@ -7,7 +7,12 @@ by `deps()`), `prefetch` decides all of them with one query per experiment.
 
 Freshness rule: a "not complete" answer is *single use*: the next `complete()` on that
 task consumes it and any later call asks the store again, so a run finished by another
-worker is seen at once. A "complete" answer may be reused for RECENT_S seconds (siblings
+worker is seen at once. An answer nobody consumed (Luigi asks `complete()` of a task
+once per build, while every `deps()` list naming it prefetches again) is never older
+than the work it describes: the next `deps()` naming the task asks again, a waiting
+"not complete" older than RECENT_S is asked again when consumed, and a forked worker
+drops the waiting "not complete" answers it inherited (they were given in its parent
+before the work it is about to check was done, possibly by another process). A "complete" answer may be reused for RECENT_S seconds (siblings
 that share an upstream would otherwise each re-ask about it); after that the store is
 asked again, so a run deleted meanwhile stops counting. A task is not run on a stale
 answer either: right before creating its run, `recheck` looks for runs other workers
@@ -21,6 +26,7 @@ than RECENT_S ago (Luigi asks about a shared upstream once, while each sibling's
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import defaultdict
@@ -64,6 +70,17 @@ class Completion:
         # identity -> epoch ms: runs of that identity started earlier do not count (set
         # by `--rerun-changed`, `--force`: complete tasks that must run again).
         self.not_before: dict[str, int] = dict(not_before or {})
+        self._pid = os.getpid()
+
+    def _forget_inherited(self) -> None:
+        """In a forked worker, drop the waiting "not complete" answers of the parent
+        (called under the lock): the parent gave them before the upstream work this
+        worker checks was done, and would hand a stale one to Luigi's run-time check."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        for key in [k for k, entry in self._answers.items() if entry[0] is None]:
+            del self._answers[key]
 
     # ----- forced re-execution ------------------------------------------------------
     def ignore_runs_before(self, identities: Iterable[str], epoch: int) -> None:
@@ -133,6 +150,7 @@ class Completion:
         by_experiment: dict[str, list[TrackedTask]] = defaultdict(list)
         seen: set[str] = set()
         with self._lock:
+            self._forget_inherited()
             for task in tasks:
                 if not is_tracked(task) or task.task_id in seen:
                     continue
@@ -176,9 +194,10 @@ class Completion:
             self._answers.update({key: (run, now, asked_ms) for key, run in found.items()})
 
     def _recently_answered(self, key: Key) -> bool:
-        """An answer is waiting for complete(), or one was given less than RECENT_S ago."""
-        entry = self._answers.get(key)
-        if entry is not None and (entry[0] is None or self._fresh_positive(key) is not None):
+        """A fresh "complete" answer is waiting, or a "not complete" one was given less than
+        RECENT_S ago. A waiting "not complete" is asked again: Luigi may never consume it
+        (it asks a task named by several `deps()` lists once), and it would age."""
+        if self._fresh_positive(key) is not None:
             return True
         given = self._given_negative.get(key)
         return given is not None and time.monotonic() - given[0] < RECENT_S
@@ -199,11 +218,16 @@ class Completion:
         key = (task.get_experiment_name(), task.identity)
         if not fresh:
             with self._lock:
+                self._forget_inherited()
                 run = self._fresh_positive(key)
                 if run is not None:
                     return run
                 entry = self._answers.pop(key, None)
-                if entry is not None and entry[0] is None:  # a single-use "not complete"
+                if (
+                    entry is not None
+                    and entry[0] is None
+                    and time.monotonic() - entry[1] < RECENT_S
+                ):  # a single-use "not complete", recent enough to describe the work
                     self._given_negative[key] = (entry[1], entry[2])
                     return None
         asked_ms = epoch_ms()
