@@ -28,12 +28,13 @@ runs at once).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from luigiflow import _settings
-from luigiflow._store import liveness, schema
+from luigiflow._store import liveness, schema, signatures
 from luigiflow._store.port import RunStore
 from luigiflow._store.records import FINISHED, KILLED, RUNNING, RunRecord
 
@@ -77,6 +78,7 @@ class Claim:
         """
         poll = FIRST_POLL_S
         holder: RunRecord | None = None  # the run we yielded to (or waited for)
+        announced: set[str] = set()  # runs we said we wait for
         while True:
             runs = self._look(experiment_id, identity)
             finished = [r for r in runs if r.info.status == FINISHED and self.counts(r)]
@@ -91,6 +93,7 @@ class Claim:
             if mine is None or holder is not None:
                 if not rivals:  # the holder failed or died: the task is free again
                     return Settled()
+                _announce_wait(min(rivals, key=order), announced)
             else:
                 earlier = [r for r in rivals if order(r) < order(mine)]
                 if earlier:
@@ -115,10 +118,32 @@ def _yield_reason(holder: RunRecord) -> str:
     )
 
 
+def _announce_wait(holder: RunRecord, announced: set[str]) -> None:
+    """Say once, in one line, which run and host a waiting build waits for."""
+    if holder.info.run_id in announced:
+        return
+    announced.add(holder.info.run_id)
+    worker = holder.data.tags.get(schema.WORKER_TAG, "")
+    host = worker.partition("@")[0].partition("/")[0] or "an unknown host"
+    family = holder.data.tags.get(schema.FAMILY_TAG, "a task")
+    print(
+        f"luigiflow: {family}: waiting for run {holder.info.run_id} on {host} (worker "
+        f"{worker or 'unknown'}), which is running the same task; its result is reused, "
+        f"or the task is taken over once it stops beating for {_settings.stale_after():g} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def alive(run: RunRecord) -> bool:
-    """A RUNNING run whose worker beats, and, when it ran on this host, still exists.
+    """A RUNNING run whose worker beats, and, when it ran on this host, still exists;
+    under a team key, only a run whose lease is signed (see signatures.lease_trusted).
 
     A process of this host that is gone (killed with its whole build) is known dead at
     once; on another host only the heartbeat's staleness tells.
     """
-    return run.info.status == RUNNING and not liveness.is_abandoned(run)
+    return (
+        run.info.status == RUNNING
+        and not liveness.is_abandoned(run)
+        and signatures.lease_trusted(run)
+    )

@@ -12,11 +12,13 @@ once per build, while every `deps()` list naming it prefetches again) is never o
 than the work it describes: the next `deps()` naming the task asks again, a waiting
 "not complete" older than RECENT_S is asked again when consumed, and a forked worker
 drops the waiting "not complete" answers it inherited (they were given in its parent
-before the work it is about to check was done, possibly by another process). A "complete" answer may be reused for RECENT_S seconds (siblings
-that share an upstream would otherwise each re-ask about it); after that the store is
-asked again, so a run deleted meanwhile stops counting. A task is not run on a stale
-answer either: right before creating its run, `recheck` looks for runs other workers
-finished since the answer was given.
+before the work it is about to check was done, possibly by another process).
+
+A "complete" answer may be reused for RECENT_S seconds (siblings that share an
+upstream would otherwise each re-ask about it); after that the store is asked again,
+so a run deleted meanwhile stops counting. A task is not run on a stale answer either:
+right before creating its run, `recheck` looks for runs other workers finished since
+the answer was given.
 
 Two savings keep the number of queries small: `prefetch` skips tasks it answered less
 than RECENT_S ago (Luigi asks about a shared upstream once, while each sibling's

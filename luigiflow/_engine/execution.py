@@ -33,7 +33,7 @@ from luigiflow._engine import checkpoints, interrupts, luigi_compat, warm_start
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import RUN_STATE, TrackedTask, bind_run
 from luigiflow._errors import ArtifactError
-from luigiflow._store import client, current, liveness, mlflow_compat, schema
+from luigiflow._store import client, current, liveness, mlflow_compat, schema, signatures
 from luigiflow._store.artifacts import RunWriter
 from luigiflow._store.port import DatasetRef, RunStore
 from luigiflow._store.records import FAILED, FINISHED, KILLED, RunRecord
@@ -88,6 +88,9 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
         session.record("started", task.task_id, run_id)
         heartbeat = liveness.Heartbeat(store, run_id)
         try:
+            lease = signatures.sign_lease(run_id, exp_id, tags)
+            for key, value in lease.items():  # under a team key others wait only on signed
+                store.set_tag(run_id, key, value)  # leases: sign before settling
             settled = session.claim.settle(exp_id, task.identity, active)
         except BaseException as exc:
             heartbeat.stop()

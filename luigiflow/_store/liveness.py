@@ -3,16 +3,26 @@
 A RUNNING run carries the worker that created it (`luigiflow.worker`) and a heartbeat
 tag its worker refreshes every few seconds. A run whose heartbeat stopped belongs to
 a worker that died; it never counts as complete and is marked KILLED when seen.
+
+Heartbeats are written with their worker's clock. One that lies in the future (a
+forged run, or a machine whose clock runs ahead) proves nothing about when it was
+written: it counts as written when this process first saw that value, so a worker
+whose clock runs ahead keeps its lease by beating, and a silent one loses it
+`stale_after()` seconds after it was first seen here. A heartbeat that is not a
+number (written by another tool) is skipped with a warning: the run is judged by its
+start time, as one that never beat.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterable
 
 from luigiflow import _settings
@@ -22,6 +32,13 @@ from luigiflow._store.port import RunStore
 from luigiflow._store.records import KILLED, RUNNING, RunRecord
 
 _worker: tuple[int, str] | None = None
+# Clocks of workers on different machines disagree a little: a heartbeat up to this far
+# ahead of ours is taken at its word.
+AHEAD_S = 60.0
+# run id -> (heartbeat text lying in the future, monotonic time this process first saw it)
+_future_beats: dict[str, tuple[str, float]] = {}
+# Runs whose malformed heartbeat was already warned about (once per run and process).
+_warned: set[str] = set()
 
 
 def worker_token() -> str:
@@ -99,14 +116,55 @@ def worker_is_gone(run: RunRecord) -> bool:
     return platform.process_exists(int(pid_text)) is False
 
 
+def _stated_beat(run: RunRecord) -> float:
+    """The run's heartbeat as its worker wrote it (epoch s), else its start time."""
+    started = (run.info.start_time or 0) / 1000
+    text = run.data.tags.get(schema.HEARTBEAT_TAG)
+    if not text:
+        return started
+    try:
+        beat = float(text)
+    except ValueError:
+        beat = math.nan
+    if math.isfinite(beat):
+        return beat
+    if run.info.run_id not in _warned:
+        _warned.add(run.info.run_id)
+        warnings.warn(
+            f"run {run.info.run_id} has a heartbeat tag that is not a time "
+            f"({schema.HEARTBEAT_TAG}={text[:40]!r}); luigiflow skips it and judges the run "
+            "by its start time",
+            stacklevel=3,
+        )
+    return started
+
+
+def last_beat(run: RunRecord, now: float | None = None) -> float:
+    """When the run's worker last beat, as far as this process can tell (epoch s).
+
+    A beat stated in the future counts as made when this process first saw it (see the
+    module's docstring): a future timestamp never extends a lease on its own.
+    """
+    now = now or time.time()
+    beat = _stated_beat(run)
+    if beat <= now + AHEAD_S:
+        _future_beats.pop(run.info.run_id, None)
+        return beat
+    text = run.data.tags.get(schema.HEARTBEAT_TAG, "")
+    seen = _future_beats.get(run.info.run_id)
+    if seen is None or seen[0] != text:  # a new beat: its worker is still writing
+        seen = (text, time.monotonic())
+        _future_beats[run.info.run_id] = seen
+    return now - (time.monotonic() - seen[1])
+
+
 def is_abandoned(run: RunRecord, now: float | None = None) -> bool:
     """A RUNNING run whose worker is dead: it has not beaten for `stale_after()` seconds,
     or it was a process of this machine that no longer exists (known at once)."""
     if run.info.status != RUNNING:
         return False
-    beat = run.data.tags.get(schema.HEARTBEAT_TAG)
-    last = float(beat) if beat else run.info.start_time / 1000
-    return (now or time.time()) - last > _settings.stale_after() or worker_is_gone(run)
+    now = now or time.time()
+    return now - last_beat(run, now) > _settings.stale_after() or worker_is_gone(run)
 
 
 def retire(store: RunStore, run: RunRecord) -> None:

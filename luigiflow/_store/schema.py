@@ -79,6 +79,10 @@ SIGNED_TAGS = (
     DATA_TAG,
 )
 SIGNED_PREFIXES = (UPSTREAM_TAG_PREFIX, ARTIFACT_TAG_PREFIX, MODEL_TAG_PREFIX)
+# Under a team key, a RUNNING run holds its identity's lease only with this HMAC over
+# its run id, experiment, identity and worker (set right after the run is created).
+LEASE_SIGNATURE_TAG = "luigiflow.lease_signature"
+LEASE_SIGNED_TAGS = (IDENTITY_TAG, WORKER_TAG)
 COMMAND_TAG = "luigiflow.command"  # a command task's command, exit code and interpreter
 STAGE_TAG = "luigiflow.stage"  # the pipeline file / dvc.yaml and stage a run came from
 

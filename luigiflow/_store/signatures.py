@@ -73,3 +73,26 @@ def checkpoint_trusted(run: RunRecord, record: Mapping[str, Any]) -> bool:
     data = _checkpoint_payload(run.info.run_id, run.info.experiment_id, record)
     signature = record.get("signature")
     return signing.verify(keys, data, signature if isinstance(signature, str) else None)
+
+
+def sign_lease(run_id: str, experiment_id: str, tags: Mapping[str, str]) -> dict[str, str]:
+    """The lease signature tag for a RUNNING run ({} when no key is configured)."""
+    keys = _settings.signing_keys()
+    if not keys:
+        return {}
+    data = signing.payload(run_id, experiment_id, _lease_facts(tags))
+    return {schema.LEASE_SIGNATURE_TAG: signing.sign(keys[0], data)}
+
+
+def lease_trusted(run: RunRecord) -> bool:
+    """The RUNNING run may hold its identity's lease here: without a key any run; with
+    one, only a run whose lease signature verifies (a forged run never makes us wait)."""
+    keys = _settings.signing_keys()
+    if not keys:
+        return True
+    data = signing.payload(run.info.run_id, run.info.experiment_id, _lease_facts(run.data.tags))
+    return signing.verify(keys, data, run.data.tags.get(schema.LEASE_SIGNATURE_TAG))
+
+
+def _lease_facts(tags: Mapping[str, str]) -> dict[str, str]:
+    return {k: tags.get(k, "") for k in schema.LEASE_SIGNED_TAGS}
