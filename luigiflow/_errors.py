@@ -11,6 +11,7 @@
      ├── CommandFailedError    a command task's command exited non-zero
      ├── WorkerDiedError       the process running a task died (SIGKILL, out of memory)
      ├── UntrustedRunError     a run's signature or stored code does not verify: not executed
+     ├── RunStoppedError       another worker ended a task's run before it was recorded
      └── BuildError            one or more tasks failed during `luigiflow.build`
 
     BuildInterrupted (a KeyboardInterrupt)  Ctrl-C or SIGTERM stopped a build
@@ -86,6 +87,11 @@ class UnsupportedPlatformError(LuigiflowError):
 
 class StrArtifactWarning(UserWarning):
     """A `str` given to `save()` names a file; it is stored as the text, not the file."""
+
+
+class RunStoppedError(LuigiflowError):
+    """Another worker marked a task's run KILLED (it judged this one dead, e.g. paused past
+    its lease) before the result was recorded: the result is not recorded."""
 
 
 class WorkerDiedError(LuigiflowError):

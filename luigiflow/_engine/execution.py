@@ -32,7 +32,7 @@ from luigiflow._core.parameters import FileParameter, param_text
 from luigiflow._engine import checkpoints, interrupts, luigi_compat, warm_start
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import RUN_STATE, TrackedTask, bind_run
-from luigiflow._errors import ArtifactError
+from luigiflow._errors import ArtifactError, RunStoppedError
 from luigiflow._store import client, current, liveness, mlflow_compat, schema, signatures
 from luigiflow._store.artifacts import RunWriter
 from luigiflow._store.port import DatasetRef, RunStore
@@ -364,21 +364,31 @@ def _finish(
     # Saved metrics go at the highest step logged live and strictly later, so they are
     # the values the run shows (MLflow keeps the value of the highest step, then time).
     # Results and status go together (one transaction on the embedded store).
-    store.finish_run(
-        writer.run_id,
-        FINISHED,
-        metrics=writer.metrics,
-        steps=writer.steps,
-        timestamp_ms=max(int(time.time() * 1000), writer.last_metric_ms + 1),
-        tags=tags,
-        inputs=inputs,
-    )
+    try:
+        store.finish_run(
+            writer.run_id,
+            FINISHED,
+            metrics=writer.metrics,
+            steps=writer.steps,
+            timestamp_ms=max(int(time.time() * 1000), writer.last_metric_ms + 1),
+            tags=tags,
+            inputs=inputs,
+        )
+    except RunStoppedError as exc:  # ended by another worker while this one was paused
+        raise RunStoppedError(f"{task!r}: {exc}") from None
     # Off MLflow's active-run stack (user code may have ended the run itself already).
     if not mlflow_compat.pop_active_run(writer.run_id):
         mlflow_compat.end_active_run_if(writer.run_id, FINISHED)
 
 
 def _fail(task: TrackedTask, writer: RunWriter, exc: BaseException) -> None:
+    if isinstance(exc, RunStoppedError):
+        # Another worker ended the run (KILLED, with its reason): leave it as it is, and
+        # off MLflow's active-run stack, whose exit hook would end it FINISHED.
+        with contextlib.suppress(Exception):
+            mlflow_compat.end_active_run_if(writer.run_id, KILLED)
+        _session.of(task).record_failure(task.task_id, exc, writer.run_id)
+        return
     store = current.get_store(writer.uri)
     # Best effort, each write on its own: the store may be the very thing that failed,
     # and the run must end FAILED even when the traceback upload does not get through.

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 
 from luigiflow import _settings
 from luigiflow._core import platform
+from luigiflow._errors import RunStoppedError
 from luigiflow._store import schema
 from luigiflow._store.port import RunStore
 from luigiflow._store.records import KILLED, RUNNING, RunRecord
@@ -167,18 +168,21 @@ def is_abandoned(run: RunRecord, now: float | None = None) -> bool:
     return now - last_beat(run, now) > _settings.stale_after() or worker_is_gone(run)
 
 
-def retire(store: RunStore, run: RunRecord) -> None:
-    """Mark an abandoned RUNNING run KILLED, saying why; it never counted as complete."""
+def retire_reason(run: RunRecord) -> str:
+    """Why an abandoned run is marked KILLED (its `luigiflow.error` tag)."""
     beat = run.data.tags.get(schema.HEARTBEAT_TAG, "never")
     worker = run.data.tags.get(schema.WORKER_TAG, "")
     why = (
         f"its worker process {worker} is gone"
         if worker_is_gone(run)
-        else f"no heartbeat from its worker since {beat}"
+        else f"no heartbeat from its worker since {beat[:40]}"
     )
-    store.set_tag(
-        run.info.run_id, schema.ERROR_TAG, f"abandoned: {why} (luigiflow marked it KILLED)"
-    )
+    return f"abandoned: {why} (luigiflow marked it KILLED)"
+
+
+def retire(store: RunStore, run: RunRecord) -> None:
+    """Mark an abandoned RUNNING run KILLED, saying why; it never counted as complete."""
+    store.set_tag(run.info.run_id, schema.ERROR_TAG, retire_reason(run))
     store.terminate(run.info.run_id, KILLED)
 
 
@@ -188,3 +192,13 @@ def retire_abandoned(store: RunStore, runs: Iterable[RunRecord]) -> None:
     for run in runs:
         if is_abandoned(run, now):
             retire(store, run)
+
+
+def stopped_error(run_id: str, status: str, reason: str | None) -> RunStoppedError:
+    """A run that is no longer RUNNING when its worker records the result (see the
+    compare-and-set in `finish_run`): that result is never recorded."""
+    why = f" ({reason[:200]})" if reason else ""
+    return RunStoppedError(
+        f"run {run_id} was marked {status} by another worker before its result was "
+        f"recorded{why}; the result is not recorded: build again to reuse or redo it"
+    )

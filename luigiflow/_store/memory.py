@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 
 from luigiflow._errors import RunNotFoundError
-from luigiflow._store import schema
+from luigiflow._store import liveness, schema
 from luigiflow._store.port import DatasetRef, ExperimentRecord, MetricPoint
 from luigiflow._store.records import ACTIVE, DELETED, FINISHED, RUNNING, RunData, RunInfo, RunRecord
 
@@ -199,6 +199,10 @@ class MemoryStore:
         tags: Mapping[str, str],
         inputs: Sequence[DatasetRef],
     ) -> None:
+        run = self.get_run(run_id)
+        if run.info.status != RUNNING:  # compare-and-set on status, as the SQL path
+            reason = run.data.tags.get(schema.ERROR_TAG)
+            raise liveness.stopped_error(run_id, run.info.status, reason)
         if inputs:
             self.log_inputs(run_id, inputs)
         self.log_batch(run_id, metrics=metrics, tags=tags, steps=steps, timestamp_ms=timestamp_ms)

@@ -12,6 +12,7 @@ import os
 import posixpath
 import re
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -410,9 +411,12 @@ def validated_batch(
     )
 
 
-def latest_metric_positions(client: MlflowClient, run_id: str) -> dict[str, tuple[int, int]]:
-    """Per metric key of the run, the (step, timestamp) of the value it shows."""
-    run = client.get_run(run_id)
+def latest_metric_positions(
+    client: MlflowClient, run_id: str, run: Any = None
+) -> dict[str, tuple[int, int]]:
+    """Per metric key of the run, the (step, timestamp) of the value it shows (`run`: the
+    run as just read, saving a request)."""
+    run = run if run is not None else client.get_run(run_id)
     found = getattr(run.data, "_metric_objs", None)
     if isinstance(found, list):
         return {m.key: (int(m.step), int(m.timestamp or 0)) for m in found}
@@ -616,6 +620,59 @@ def hard_delete_run(uri: str, run_id: str) -> bool:
         return False
     store._hard_delete_run(run_id)
     return True
+
+
+def retire_under_lock(
+    uri: str, run_id: str, retire_tags: Callable[[RunRecord], dict[str, str] | None]
+) -> tuple[RunRecord | None, bool]:
+    """Read a run under the store's write lock and, in the same transaction, mark it KILLED
+    with the tags `retire_tags` returns (None: leave it). Returns (the run as read, or None
+    when it is gone; whether it was marked). SQL stores only (where gc can delete).
+
+    The lock is taken first (a no-op update of the run's row: the database on SQLite, the
+    row on PostgreSQL), so no heartbeat of a resumed worker commits between the look and
+    the change, and a worker whose run is marked never finishes it (the compare-and-set in
+    `finish_run`).
+    """
+    from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    from luigiflow._store.records import RunData, RunInfo, RunRecord
+
+    store: Any = _get_store(uri)
+    try:
+        session_of = store.ManagedSessionMaker(read_only=False)
+    except TypeError:  # an MLflow whose sessions are all read-write
+        session_of = store.ManagedSessionMaker()
+    with session_of as session:
+        query = session.query(SqlRun).filter(SqlRun.run_uuid == run_id)
+        if not query.update({SqlRun.status: SqlRun.status}, synchronize_session=False):
+            return None, False
+        row = query.one()
+        tags = {t.key: t.value for t in session.query(SqlTag).filter(SqlTag.run_uuid == run_id)}
+        record = RunRecord(
+            RunInfo(
+                run_id=row.run_uuid,
+                experiment_id=str(row.experiment_id),
+                status=row.status,
+                start_time=row.start_time or 0,
+                end_time=row.end_time,
+                artifact_uri=row.artifact_uri or "",
+                lifecycle_stage=row.lifecycle_stage,
+                run_name=row.name or "",
+            ),
+            RunData(tags=tags),
+        )
+        marks = retire_tags(record)
+        if marks is None:
+            return record, False
+        query.update(
+            {SqlRun.status: "KILLED", SqlRun.end_time: int(time.time() * 1000)},
+            synchronize_session=False,
+        )
+        for key, value in marks.items():
+            session.merge(SqlTag(key=key, value=value, run_uuid=run_id))
+        return record, True
 
 
 def can_hard_delete(uri: str) -> bool:

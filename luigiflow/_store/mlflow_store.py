@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from luigiflow._errors import RunNotFoundError
 from luigiflow._store import client as _client
-from luigiflow._store import mlflow_compat, schema
+from luigiflow._store import liveness, mlflow_compat, schema
 from luigiflow._store.port import DatasetRef, ExperimentRecord, MetricPoint, chunks
-from luigiflow._store.records import RunData, RunRecord, from_mlflow
+from luigiflow._store.records import RUNNING, RunData, RunRecord, from_mlflow
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -302,12 +302,22 @@ class MlflowStore:
     ) -> None:
         from mlflow.entities import Metric, RunTag
 
+        # Compare-and-set on status as far as MLflow's API allows (it has none): the run is
+        # read right before its results are written, and one another worker ended (KILLED:
+        # it judged this worker dead) is never turned FINISHED.
+        with _client.translate_errors(f"reading run {run_id}", self.uri):
+            run = self.client.get_run(run_id)
+        if run.info.status != RUNNING:
+            reason = run.data.tags.get(schema.ERROR_TAG)
+            raise liveness.stopped_error(run_id, run.info.status, reason)
         if inputs:
             self.log_inputs(run_id, inputs)
         # Each saved value goes above any the run already has for its key (user code's
         # `mlflow.log_metric`, autologging), so it is the value the run shows.
         with _client.translate_errors(f"reading metrics of run {run_id}", self.uri):
-            latest = mlflow_compat.latest_metric_positions(self.client, run_id) if metrics else {}
+            latest = (
+                mlflow_compat.latest_metric_positions(self.client, run_id, run) if metrics else {}
+            )
         placed = []
         for key, value in metrics.items():
             step, ts = steps.get(key, 0), timestamp_ms

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 
-from luigiflow._store import mlflow_compat, schema, sqlite_file, workspaces
+from luigiflow._store import liveness, mlflow_compat, schema, sqlite_file, workspaces
 from luigiflow._store.port import DatasetRef
 from luigiflow._store.records import ACTIVE, RUNNING, RunData, RunInfo, RunRecord
 
@@ -159,6 +159,7 @@ class SqliteWriter:
         end = end_time if end_time is not None else int(time.time() * 1000)
         with self._transaction() as conn:
             experiment_id = _active_run(conn, run_id, scope or _ANYWHERE)
+            _still_running(conn, run_id)
             _write_inputs(conn, experiment_id, run_id, inputs)
             _write_metrics(conn, run_id, metrics)
             conn.executemany(
@@ -166,10 +167,12 @@ class SqliteWriter:
                 "ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value",
                 [(k, v, run_id) for k, v in tags.items()],
             )
-            conn.execute(
-                "UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?",
-                (status, end, run_id),
+            ended = conn.execute(
+                "UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ? AND status = ?",
+                (status, end, run_id, RUNNING),
             )
+            if ended.rowcount != 1:  # cannot happen under the write lock; never FINISHED
+                raise liveness.stopped_error(run_id, "ended", None)
 
     # ----- while a run is active ----------------------------------------------------
     def set_tags(
@@ -207,6 +210,17 @@ def _active_run(conn: sqlite3.Connection, run_id: str, scope: workspaces.Scope) 
             f"The run {run_id} must be in the 'active' state. Current state is {row[1]}."
         )
     return int(row[0])
+
+
+def _still_running(conn: sqlite3.Connection, run_id: str) -> None:
+    """Compare-and-set on status, under the write lock: a run another worker ended (KILLED:
+    it judged this worker dead) is never turned FINISHED by its resumed worker."""
+    row = conn.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+    if row[0] != RUNNING:
+        reason = conn.execute(
+            "SELECT value FROM tags WHERE run_uuid = ? AND key = ?", (run_id, schema.ERROR_TAG)
+        ).fetchone()
+        raise liveness.stopped_error(run_id, row[0], reason[0] if reason else None)
 
 
 def _write_inputs(
