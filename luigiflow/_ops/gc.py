@@ -160,12 +160,22 @@ def remove(garbage: list[Garbage], backend_store_uri: str | None = None) -> None
             f"the store {uri} cannot delete runs permanently from here; run gc with "
             "--backend-store-uri set to the tracking server's database URI"
         )
-    store = current.get_store()
     for item in garbage:
-        run = store.get_run(item.run_id)
+        # Looked at again under the store's write lock, right before removal: a run that
+        # finished, or whose worker resumed (a fresh heartbeat), since it was listed stays.
+        run, _ = mlflow_compat.retire_under_lock(uri, item.run_id, _retire_if_abandoned)
+        if run is None:
+            continue  # removed meanwhile
         if run.info.status == "FINISHED" and run.info.lifecycle_stage != "deleted":
             continue  # changed since it was listed: never remove a live result
-        if run.info.status == "RUNNING":
-            liveness.retire(store, run)
+        if run.info.status == "RUNNING" and not liveness.is_abandoned(run):
+            continue  # its worker is alive again: never ours to remove
         mlflow_compat.delete_artifact_folder(run.info.artifact_uri)
         mlflow_compat.hard_delete_run(uri, item.run_id)
+
+
+def _retire_if_abandoned(run: Run) -> dict[str, str] | None:
+    """The tags marking `run` KILLED when it is RUNNING and abandoned, else None."""
+    if not liveness.is_abandoned(run):
+        return None
+    return {schema.ERROR_TAG: liveness.retire_reason(run)}
