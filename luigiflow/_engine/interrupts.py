@@ -89,3 +89,20 @@ def die_with_parent() -> None:
     if os.getppid() != parent.pid:
         return  # started by a forkserver: it goes when the build does; locks are its own
     platform.die_with_parent(parent.pid, parent.is_alive)
+
+
+def is_running_child(pid: int) -> bool:
+    """`pid` is a child of this process that has not ended (nor been reaped).
+
+    Only then may it be signalled: a child reaped elsewhere (Luigi's TaskProcess waits for
+    its process through psutil, so multiprocessing never learns it ended and lists it as
+    alive forever) gave its pid back to the system, which may have handed it to an
+    unrelated process. The look leaves an ended child for its owner to reap (WNOWAIT).
+    """
+    import os
+
+    try:
+        ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # not (or no longer) a child of ours
+        return False
+    return ended is None

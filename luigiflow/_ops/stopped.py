@@ -24,7 +24,7 @@ import luigi
 
 from luigiflow._core import platform
 from luigiflow._engine import events as _events
-from luigiflow._engine import luigi_compat
+from luigiflow._engine import interrupts, luigi_compat
 from luigiflow._engine import session as _session
 from luigiflow._errors import WorkerDiedError
 from luigiflow._store import schema
@@ -133,8 +133,19 @@ def after_interrupt(
 
 
 def _luigi_workers() -> list[multiprocessing.process.BaseProcess]:
-    # Only Luigi's task processes: other children of the user's program are theirs.
-    return [p for p in multiprocessing.active_children() if luigi_compat.is_worker_process(p)]
+    """Luigi's task processes that are still running children of this process.
+
+    Only Luigi's: other children of the user's program are theirs. Asked of the system,
+    not of `multiprocessing.active_children()`, which keeps listing a process Luigi
+    already reaped (through psutil) as alive.
+    """
+    return [
+        p
+        for p in multiprocessing.active_children()
+        if luigi_compat.is_worker_process(p)
+        and p.pid is not None
+        and interrupts.is_running_child(p.pid)
+    ]
 
 
 def _wait_for_workers() -> None:
@@ -143,7 +154,8 @@ def _wait_for_workers() -> None:
     while _luigi_workers() and time.monotonic() < deadline:
         time.sleep(0.05)
     for child in _luigi_workers():  # still there: they had their chance
-        if child.pid is not None:
-            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+        # Still an unreaped child of ours, so its pid cannot belong to anyone else.
+        if child.pid is not None and interrupts.is_running_child(child.pid):
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, platform.KILL_SIGNAL)
         child.join(5)
