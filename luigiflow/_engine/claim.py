@@ -69,12 +69,15 @@ class Claim:
         liveness.retire_abandoned(self.store, runs)
         return runs
 
-    def settle(self, experiment_id: str, identity: str, mine: RunRecord | None) -> Settled:
+    def settle(
+        self, experiment_id: str, identity: str, mine: RunRecord | None, announce: bool = True
+    ) -> Settled:
         """Decide who does the work for `identity`; `mine` is our fresh run, or None.
 
         With `mine` None (we hold no run yet) this waits while another worker holds the
         identity. With our run, it applies the tie-break above; our run is marked KILLED
-        when we yield. Returns once the work is ours, done, or free to claim again.
+        when we yield. Returns once the work is ours, done, or free to claim again. While
+        it waits it says once (unless `announce` is off) which run and host it waits for.
         """
         poll = FIRST_POLL_S
         holder: RunRecord | None = None  # the run we yielded to (or waited for)
@@ -93,7 +96,8 @@ class Claim:
             if mine is None or holder is not None:
                 if not rivals:  # the holder failed or died: the task is free again
                     return Settled()
-                _announce_wait(min(rivals, key=order), announced)
+                if announce:
+                    _announce_wait(min(rivals, key=order), announced)
             else:
                 earlier = [r for r in rivals if order(r) < order(mine)]
                 if earlier:

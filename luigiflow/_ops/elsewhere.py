@@ -77,7 +77,7 @@ class Waiting:
             if not holders:
                 continue
             self._say(root, holders[0])
-            self.session.claim.settle(exp_id, root.identity, None)
+            self.session.claim.settle(exp_id, root.identity, None, announce=False)  # said above
             self.progress = time.monotonic()
             return
         time.sleep(IDLE_ROUND_S)
