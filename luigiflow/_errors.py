@@ -12,6 +12,7 @@
      ├── WorkerDiedError       the process running a task died (SIGKILL, out of memory)
      ├── UntrustedRunError     a run's signature or stored code does not verify: not executed
      ├── RunStoppedError       another worker ended a task's run before it was recorded
+     ├── TaskExitedError       task code ended its process (os._exit) mid-task
      └── BuildError            one or more tasks failed during `luigiflow.build`
 
     BuildInterrupted (a KeyboardInterrupt)  Ctrl-C or SIGTERM stopped a build
@@ -87,6 +88,10 @@ class UnsupportedPlatformError(LuigiflowError):
 
 class StrArtifactWarning(UserWarning):
     """A `str` given to `save()` names a file; it is stored as the text, not the file."""
+
+
+class TaskExitedError(LuigiflowError):
+    """Task code ended its process (`os._exit`) instead of returning or raising."""
 
 
 class RunStoppedError(LuigiflowError):

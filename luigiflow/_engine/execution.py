@@ -163,7 +163,8 @@ def _run(
         _write_provenance_files(task, writer, params_json)
         if task.seed_random:
             provenance.seed_everything(task.seed)
-        task.run_task()
+        with interrupts.exit_raises(repr(task)):
+            task.run_task()
         heartbeat.stop()
         _finish(task, writer, started, upstream_runs)
     except BaseException as exc:

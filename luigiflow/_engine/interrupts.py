@@ -13,10 +13,10 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from luigiflow._core import platform
-from luigiflow._errors import BuildInterrupted
+from luigiflow._errors import BuildInterrupted, TaskExitedError
 
 
 def _main_thread() -> bool:
@@ -106,3 +106,33 @@ def is_running_child(pid: int) -> bool:
     except ChildProcessError:  # not (or no longer) a child of ours
         return False
     return ended is None
+
+
+@contextlib.contextmanager
+def exit_raises(task_label: str) -> Iterator[None]:
+    """Within: `os._exit()` called by this process (task code, or a library it calls)
+    raises TaskExitedError instead of ending the process.
+
+    Ended there, a build with one worker (the task runs in the build's own process)
+    exited 0 with nothing printed and nothing recorded. A process the task forks is not
+    affected (it exits as it asks); `_exit` called from native code cannot be caught
+    here: with several workers the build fails that task (see luigi_compat).
+    """
+    import os
+
+    real_exit = os._exit
+    pid = os.getpid()
+
+    def refuse(status: int) -> NoReturn:
+        if os.getpid() != pid:  # a child the task forked: let it go
+            real_exit(status)
+        raise TaskExitedError(
+            f"{task_label} called os._exit({status}) while running: the process would have "
+            "ended without recording the run; return from run_task(), or raise to fail it"
+        )
+
+    os._exit = refuse
+    try:
+        yield
+    finally:
+        os._exit = real_exit

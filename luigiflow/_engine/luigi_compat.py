@@ -99,3 +99,51 @@ def param_default(param: luigi.Parameter) -> tuple[bool, Any]:
     if default is luigi.parameter._no_value:
         return False, None
     return True, default
+
+
+# A worker process that exited with code 0 and still has no result after this long never
+# delivers one (its result is on the queue before its process exits).
+SILENT_EXIT_GRACE_S = 10.0
+
+
+def worker_factory() -> Any:
+    """Luigi's worker and scheduler factory for `luigi.build`, whose workers fail a task
+    whose process exited with code 0 without delivering a result.
+
+    Luigi fails a task whose process died with a non-zero code, but one that exits with 0
+    (`_exit(0)` in a native library) is never noticed: the build waited for its result
+    forever. The failure goes through Luigi's PROCESS_FAILURE, as a non-zero exit does.
+    """
+    import time
+
+    import luigi.interface
+    import luigi.worker
+
+    class Worker(luigi.worker.Worker):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.lf_exited_at: dict[str, float | None] = {}  # None: reported
+
+        def _purge_children(self) -> None:
+            super()._purge_children()
+            now = time.monotonic()
+            for task_id, process in list(self._running_tasks.items()):
+                if process.exitcode != 0 or process.is_alive():
+                    continue  # running, run in-process (never started), or Luigi's case
+                first = self.lf_exited_at.setdefault(task_id, now)
+                if first is None or now - first < SILENT_EXIT_GRACE_S:
+                    continue
+                self.lf_exited_at[task_id] = None
+                message = f"Task {task_id} died unexpectedly with exit code 0 before its result"
+                process.task.trigger_event(luigi.Event.PROCESS_FAILURE, process.task, message)
+                self._task_result_queue.put((task_id, luigi.worker.FAILED, message, [], []))
+
+    class Factory(luigi.interface._WorkerSchedulerFactory):
+        def create_worker(
+            self, scheduler: Any, worker_processes: int, assistant: bool = False
+        ) -> Any:
+            return Worker(
+                scheduler=scheduler, worker_processes=worker_processes, assistant=assistant
+            )
+
+    return Factory()

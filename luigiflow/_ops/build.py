@@ -306,6 +306,7 @@ def _run_luigi(
         with _waiting_for_other_workers(bool(scheduler_url)):
             return luigi.build(
                 roots,
+                worker_scheduler_factory=luigi_compat.worker_factory(),
                 workers=workers,
                 detailed_summary=True,
                 log_level=log_level,

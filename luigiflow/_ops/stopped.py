@@ -66,6 +66,8 @@ def describe_exit(message: str) -> str:
     if found is None:
         return "it exited unexpectedly"
     code = int(found.group(1))
+    if code == 0:
+        return "it exited with code 0 before reporting its result (a native library's _exit?)"
     if code < 0:
         try:
             name = signal.Signals(-code).name
@@ -90,11 +92,15 @@ def on_worker_died(task: luigi.Task, message: str) -> None:
         marked = []
     remove_staging(run_ids)
     runs = f"; run {', '.join(marked)} marked KILLED" if marked else ""
+    hint = (
+        "a task must return from run_task() or raise"
+        if "exit code 0" in message
+        else "if it ran out of memory, lower --workers or give it more memory"
+    )
     session.record_failure(
         task.task_id,
         WorkerDiedError(
-            f"{task!r}: its worker process died ({how}) while running the task{runs}; "
-            "if it ran out of memory, lower --workers or give it more memory"
+            f"{task!r}: its worker process died ({how}) while running the task{runs}; {hint}"
         ),
     )
 
