@@ -32,7 +32,7 @@ from luigiflow._core.parameters import FileParameter, param_text
 from luigiflow._engine import checkpoints, interrupts, luigi_compat, warm_start
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import RUN_STATE, TrackedTask, bind_run
-from luigiflow._errors import ArtifactError, RunStoppedError
+from luigiflow._errors import ArtifactError, RunStoppedError, TrackingError
 from luigiflow._store import client, current, liveness, mlflow_compat, schema, signatures
 from luigiflow._store.artifacts import RunWriter
 from luigiflow._store.port import DatasetRef, RunStore
@@ -352,34 +352,66 @@ def _finish(
             task, writer.run_id, upstream, writer.tags, writer.experiment_id, fits=True
         )
     writer.upload()
-    tags = writer.record_tags()
-    # A resumed (or warm-started) run's state took the earlier run's work too.
     took = time.time() - started + checkpoints.carried_s(writer.tags)
-    tags[schema.DURATION_TAG] = f"{took:.3f}"
     store = current.get_store(writer.uri)
-    tags[schema.NOTE_TAG] = note
     inputs = _dataset_inputs(upstream) + _data_inputs(writer.tags)
     with client.translate_errors(f"finishing run {writer.run_id} of {task!r}", writer.uri):
         # Values user code logged asynchronously land before the run ends.
         client.flush_async_logging(writer.uri)
-    # Saved metrics go at the highest step logged live and strictly later, so they are
-    # the values the run shows (MLflow keeps the value of the highest step, then time).
-    # Results and status go together (one transaction on the embedded store).
     try:
-        store.finish_run(
-            writer.run_id,
-            FINISHED,
-            metrics=writer.metrics,
-            steps=writer.steps,
-            timestamp_ms=max(int(time.time() * 1000), writer.last_metric_ms + 1),
-            tags=tags,
-            inputs=inputs,
-        )
+        _record(task, writer, store, took, note, inputs)
     except RunStoppedError as exc:  # ended by another worker while this one was paused
         raise RunStoppedError(f"{task!r}: {exc}") from None
+    except Exception as exc:
+        # (The text first: asking whether it is MLflow's error would import mlflow.)
+        deleted = "must be in the 'active' state" in str(exc)
+        if not deleted or not mlflow_compat.is_inactive_experiment_error(exc):
+            raise
+        # The experiment was deleted while the task ran (its runs went with it): the run
+        # goes on in the successor experiment, where the next build would put it.
+        session = _session.of(task)
+        successor = session.experiment_id(task.get_experiment_name(), fresh=True)
+        adopt = getattr(store, "adopt_run", None)
+        if adopt is None or not adopt(writer.run_id, successor):
+            raise TrackingError(
+                f"{task!r}: experiment {task.get_experiment_name()!r} was deleted while the "
+                f"task ran, and run {writer.run_id} with it; build again to run it in the "
+                "experiment that succeeds it"
+            ) from None
+        writer.experiment_id = successor  # the signature and the links name it
+        note = _description(task, writer.run_id, upstream, writer.tags, successor)
+        if len(note) > schema.MAX_TAG_LENGTH:  # its lineage file is already written
+            note = _description(task, writer.run_id, upstream, writer.tags, successor, fits=True)
+        _record(task, writer, store, took, note, inputs)
     # Off MLflow's active-run stack (user code may have ended the run itself already).
     if not mlflow_compat.pop_active_run(writer.run_id):
         mlflow_compat.end_active_run_if(writer.run_id, FINISHED)
+
+
+def _record(
+    task: TrackedTask,
+    writer: RunWriter,
+    store: RunStore,
+    took: float,
+    note: str,
+    inputs: list[DatasetRef],
+) -> None:
+    """Results and status in one write (one transaction on the embedded store)."""
+    tags = writer.record_tags()
+    # A resumed (or warm-started) run's state took the earlier run's work too.
+    tags[schema.DURATION_TAG] = f"{took:.3f}"
+    tags[schema.NOTE_TAG] = note
+    # Saved metrics go at the highest step logged live and strictly later, so they are
+    # the values the run shows (MLflow keeps the value of the highest step, then time).
+    store.finish_run(
+        writer.run_id,
+        FINISHED,
+        metrics=writer.metrics,
+        steps=writer.steps,
+        timestamp_ms=max(int(time.time() * 1000), writer.last_metric_ms + 1),
+        tags=tags,
+        inputs=inputs,
+    )
 
 
 def _fail(task: TrackedTask, writer: RunWriter, exc: BaseException) -> None:

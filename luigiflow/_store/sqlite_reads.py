@@ -136,6 +136,19 @@ class SqliteStore(MlflowStore):
         if not os.path.exists(self._path):
             client.get_client(self.uri)
 
+    def adopt_run(self, run_id: str, experiment_id: str) -> bool:
+        """Move a RUNNING run whose experiment was deleted while it ran into the successor
+        `experiment_id` (embedded store only; MLflow's API cannot move a run)."""
+        if not self.direct_writes:
+            return False
+        doing = f"moving run {run_id} into experiment {experiment_id}"
+        with (
+            contextlib.suppress(sqlite_writes.Unwritable),
+            client.translate_errors(doing, self.uri),
+        ):
+            return sqlite_writes.move_run(self._writer, run_id, experiment_id)
+        return False
+
     def _conn(self) -> sqlite3.Connection:
         return self._connections.get()
 

@@ -195,6 +195,14 @@ class SqliteWriter:
             )
 
 
+def move_run(writer: SqliteWriter, run_id: str, experiment_id: str) -> bool:
+    """A task's RUNNING run whose experiment a user deleted while it ran goes on in the
+    successor experiment `experiment_id` (one transaction); False when it is not such a
+    run (its experiment is active: the run itself was deleted, or it ended)."""
+    with writer._transaction() as conn:
+        return _moved_run(conn, run_id, experiment_id)
+
+
 def _active_run(conn: sqlite3.Connection, run_id: str, scope: workspaces.Scope) -> int:
     """The run's experiment id; MLflow's errors for a missing (or another workspace's)
     or deleted run."""
@@ -210,6 +218,23 @@ def _active_run(conn: sqlite3.Connection, run_id: str, scope: workspaces.Scope) 
             f"The run {run_id} must be in the 'active' state. Current state is {row[1]}."
         )
     return int(row[0])
+
+
+def _moved_run(conn: sqlite3.Connection, run_id: str, experiment_id: str) -> bool:
+    """Move a RUNNING run whose experiment was deleted into `experiment_id` (active)."""
+    row = conn.execute(
+        "SELECT e.lifecycle_stage FROM runs r JOIN experiments e "
+        "ON e.experiment_id = r.experiment_id WHERE r.run_uuid = ? AND r.status = ?",
+        (run_id, RUNNING),
+    ).fetchone()
+    if row is None or row[0] == ACTIVE:  # finished, ended, or deleted on its own: not ours
+        return False
+    conn.execute(
+        "UPDATE runs SET experiment_id = ?, lifecycle_stage = ?, deleted_time = NULL "
+        "WHERE run_uuid = ?",
+        (int(experiment_id), ACTIVE, run_id),
+    )
+    return True
 
 
 def _still_running(conn: sqlite3.Connection, run_id: str) -> None:
