@@ -30,7 +30,7 @@ from luigiflow._core import platform
 from luigiflow._errors import RunStoppedError
 from luigiflow._store import schema
 from luigiflow._store.port import RunStore
-from luigiflow._store.records import KILLED, RUNNING, RunRecord
+from luigiflow._store.records import FAILED, KILLED, RUNNING, RunRecord
 
 _worker: tuple[int, str] | None = None
 # Clocks of workers on different machines disagree a little: a heartbeat up to this far
@@ -192,6 +192,11 @@ def retire_abandoned(store: RunStore, runs: Iterable[RunRecord]) -> None:
     for run in runs:
         if is_abandoned(run, now):
             retire(store, run)
+
+
+# Statuses a run's worker must never turn FINISHED: another worker (or the build that
+# saw it die) ended the run. FINISHED is not among them: user code may end its own run.
+ENDED_BY_OTHERS = (KILLED, FAILED)
 
 
 def stopped_error(run_id: str, status: str, reason: str | None) -> RunStoppedError:

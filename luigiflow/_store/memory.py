@@ -200,7 +200,7 @@ class MemoryStore:
         inputs: Sequence[DatasetRef],
     ) -> None:
         run = self.get_run(run_id)
-        if run.info.status != RUNNING:  # compare-and-set on status, as the SQL path
+        if run.info.status in liveness.ENDED_BY_OTHERS:  # compare-and-set, as the SQL path
             reason = run.data.tags.get(schema.ERROR_TAG)
             raise liveness.stopped_error(run_id, run.info.status, reason)
         if inputs:

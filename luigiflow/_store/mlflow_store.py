@@ -13,7 +13,7 @@ from luigiflow._errors import RunNotFoundError
 from luigiflow._store import client as _client
 from luigiflow._store import liveness, mlflow_compat, schema
 from luigiflow._store.port import DatasetRef, ExperimentRecord, MetricPoint, chunks
-from luigiflow._store.records import RUNNING, RunData, RunRecord, from_mlflow
+from luigiflow._store.records import RunData, RunRecord, from_mlflow
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -307,7 +307,7 @@ class MlflowStore:
         # it judged this worker dead) is never turned FINISHED.
         with _client.translate_errors(f"reading run {run_id}", self.uri):
             run = self.client.get_run(run_id)
-        if run.info.status != RUNNING:
+        if run.info.status in liveness.ENDED_BY_OTHERS:
             reason = run.data.tags.get(schema.ERROR_TAG)
             raise liveness.stopped_error(run_id, run.info.status, reason)
         if inputs:

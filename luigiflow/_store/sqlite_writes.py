@@ -168,8 +168,9 @@ class SqliteWriter:
                 [(k, v, run_id) for k, v in tags.items()],
             )
             ended = conn.execute(
-                "UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ? AND status = ?",
-                (status, end, run_id, RUNNING),
+                "UPDATE runs SET status = ?, end_time = ? "
+                "WHERE run_uuid = ? AND status NOT IN (?, ?)",
+                (status, end, run_id, *liveness.ENDED_BY_OTHERS),
             )
             if ended.rowcount != 1:  # cannot happen under the write lock; never FINISHED
                 raise liveness.stopped_error(run_id, "ended", None)
@@ -239,9 +240,10 @@ def _moved_run(conn: sqlite3.Connection, run_id: str, experiment_id: str) -> boo
 
 def _still_running(conn: sqlite3.Connection, run_id: str) -> None:
     """Compare-and-set on status, under the write lock: a run another worker ended (KILLED:
-    it judged this worker dead) is never turned FINISHED by its resumed worker."""
+    it judged this worker dead) is never turned FINISHED by its resumed worker. (FINISHED
+    passes: user code may have ended its own run with `mlflow.end_run()`.)"""
     row = conn.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
-    if row[0] != RUNNING:
+    if row[0] in liveness.ENDED_BY_OTHERS:
         reason = conn.execute(
             "SELECT value FROM tags WHERE run_uuid = ? AND key = ?", (run_id, schema.ERROR_TAG)
         ).fetchone()
