@@ -373,20 +373,27 @@ def identity_key() -> bytes:
     if keys:
         return keys[0]
     path = cache_dir() / IDENTITY_KEY_FILE
-    with contextlib.suppress(FileNotFoundError):
-        return _read_identity_key(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{IDENTITY_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(secrets.token_hex(32) + "\n")
     try:
-        os.link(staging, path)  # fails when another process made it first: theirs counts
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(staging)
-    return _read_identity_key(path)
+        with contextlib.suppress(FileNotFoundError):
+            return _read_identity_key(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{IDENTITY_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(staging, path)  # fails when another process made it first: theirs counts
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(staging)
+        return _read_identity_key(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"the identity key for secret parameters ({path}) cannot be read or made "
+            f"({exc.strerror or type(exc).__name__}); set {CACHE_DIR} to a writable folder, "
+            f"or set {SIGNING_KEY} (the team key is used instead)"
+        ) from None
 
 
 def _read_identity_key(path: pathlib.Path) -> bytes:

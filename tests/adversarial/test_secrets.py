@@ -60,6 +60,14 @@ def test_the_identity_tag_cannot_confirm_a_guessed_secret(tmp_path, monkeypatch)
     assert fresh(api_token=GUESSABLE).identity == team
 
 
+def test_an_identity_key_that_cannot_be_made_is_one_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("LUIGIFLOW_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+    monkeypatch.delenv("LUIGIFLOW_SIGNING_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"identity key .* set LUIGIFLOW_CACHE_DIR"):
+        fresh(api_token=GUESSABLE).identity  # noqa: B018
+
+
 def test_broader_secret_names_and_a_user_pattern(monkeypatch):
     monkeypatch.delenv("LUIGIFLOW_SECRET_PATTERN", raising=False)
     secret = [
