@@ -77,6 +77,7 @@ class MlflowTask(luigi.Task, metaclass=TypedRegister):
     artifacts: ClassVar[dict[str, str]] = {}
     version: ClassVar[int | str] = 0
     code_in_identity: ClassVar[bool] = False
+    early_cutoff: ClassVar[bool] = True  # reuse results over byte-identical upstream outputs
     code_files: ClassVar[tuple[str, ...]] = ()  # files read as code (relative to the project)
     models: ClassVar[dict[str, str]] = {}  # model output name -> MLflow flavour
     seed_random: ClassVar[bool] = True

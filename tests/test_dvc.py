@@ -215,6 +215,18 @@ def test_dvc_example_get_started_runs_unchanged_and_leaves_git_untouched(client,
     assert summary(again.stdout) == (0, 4, 0)
     assert git_snapshot(project) == before
 
+    # Early cutoff, as DVC: a comment-only edit re-runs train, whose model.pkl comes out
+    # byte-identical, so evaluate is not run again.
+    append_line(project / "src" / "train.py", "# a comment changes no output")
+    plan = json.loads(cli("plan", "--dvc", dvc, "--format", "json", cwd=tmp_path).stdout)
+    assert "reused instead if their outputs come out byte-identical" in " ".join(plan[0]["reasons"])
+    cut = cli("run", "--dvc", dvc, cwd=tmp_path, env=env)
+    assert summary(cut.stdout) == (1, 3, 0)
+    assert "evaluate: reused, upstream train re-ran with identical outputs" in cut.stdout
+    assert len(runs_of(client, "train", "FINISHED")) == 2
+    latest = runs_of(client, "evaluate", "FINISHED")[-1]
+    assert latest.data.tags["luigiflow.cutoff_from"] == evaluate.info.run_id
+
 
 @pytest.mark.slow
 def test_dvc_matrix_frozen_always_changed_and_multiline_cmd(client, tmp_path):

@@ -29,7 +29,7 @@ from luigiflow._core import failures, provenance, redaction
 from luigiflow._core.hashing import content_hash
 from luigiflow._core.identity import canonical_json, encode_value
 from luigiflow._core.parameters import FileParameter, param_text
-from luigiflow._engine import checkpoints, interrupts, luigi_compat, warm_start
+from luigiflow._engine import checkpoints, cutoff, interrupts, luigi_compat, warm_start
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import RUN_STATE, TrackedTask, bind_run
 from luigiflow._errors import ArtifactError, RunStoppedError, TrackingError
@@ -69,6 +69,8 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
         _reuse(task, session, existing)
         return
     upstream_runs = task.upstream_runs()
+    # An upstream re-ran with byte-identical outputs: the results are copied, not computed.
+    source = cutoff.equivalent_run(task, session, exp_id, upstream_runs)
     # Values of secret-looking parameters never reach the store (see _core/redaction).
     params_json = canonical_json(redaction.redact_encoded(task.encoded_params()))
     tags = start_tags(task, upstream_runs, params_json)
@@ -115,6 +117,7 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
         exp_id,
         tags,
         upstream_runs,
+        source,
     )
 
 
@@ -154,17 +157,21 @@ def _run(
     exp_id: str,
     tags: dict[str, str],
     upstream_runs: Mapping[str, RunRecord],
+    cutoff_source: RunRecord | None = None,
 ) -> None:
-    """The work itself, in our claimed run."""
+    """The work itself, in our claimed run (or, cut off, the results of `cutoff_source`)."""
     started = time.time()
     writer = RunWriter(run_id, artifact_uri, session.store.uri, exp_id, tags)
     task.__dict__[RUN_STATE] = writer
     try:
         _write_provenance_files(task, writer, params_json)
-        if task.seed_random:
-            provenance.seed_everything(task.seed)
-        with interrupts.exit_raises(repr(task)):
-            task.run_task()
+        if cutoff_source is not None:
+            cutoff.replay(task, cutoff_source)
+        else:
+            if task.seed_random:
+                provenance.seed_everything(task.seed)
+            with interrupts.exit_raises(repr(task)):
+                task.run_task()
         heartbeat.stop()
         _finish(task, writer, started, upstream_runs)
     except BaseException as exc:
@@ -180,7 +187,8 @@ def _run(
     # Downstream tasks look this run up afresh before consuming it (see completion).
     bind_run(task, None)
     session.completion.note_complete(task, run_id)
-    session.record("executed", task.task_id, run_id)
+    # A cut-off run computed nothing: for the build it is reused work (see cutoff).
+    session.record("reused" if cutoff_source is not None else "executed", task.task_id, run_id)
 
 
 def start_tags(

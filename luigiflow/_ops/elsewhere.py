@@ -110,4 +110,10 @@ class Waiting:
 
 def by_other_workers(tasks: list[Any], runs: dict[Any, RunRecord], since_ms: int) -> list[Any]:
     """Of `tasks` (reused by a build), those whose run another worker finished during it."""
-    return [t for t in tasks if t in runs and (runs[t].info.end_time or 0) >= since_ms]
+    return [
+        t
+        for t in tasks
+        if t in runs
+        and (runs[t].info.end_time or 0) >= since_ms
+        and schema.CUTOFF_TAG not in runs[t].data.tags  # cut off here: see _engine.cutoff
+    ]

@@ -98,6 +98,11 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
+# Early cutoff (_engine/cutoff): what a re-run upstream produces is known only after it
+# ran, so plan says both outcomes.
+_CUTOFF = " (reused instead if their outputs come out byte-identical)"
+
+
 class _Planner:
     def __init__(self, store: RunStore, rerun_changed: bool, rerun: frozenset[str]) -> None:
         self.store = store
@@ -167,7 +172,7 @@ class _Planner:
                 entry.reasons.append(f"code changed since run {run.info.run_id}{what}")
             elif run is not None:  # complete, but an upstream is re-run
                 stale = [n for n, e in entry.upstream.items() if e.status == WILL_RUN]
-                entry.reasons.append(f"upstream will run: {', '.join(stale)}")
+                entry.reasons.append(f"upstream will run: {', '.join(stale)}{_CUTOFF}")
             else:
                 self._explain(task, entry)
             start = checkpoints.starting_point(task, self.store)
@@ -217,7 +222,7 @@ class _Planner:
     def _explain(self, task: MlflowTask, entry: PlanEntry) -> None:
         running = [n for n, e in entry.upstream.items() if e.status == WILL_RUN]
         if running:
-            entry.reasons.append(f"upstream will run: {', '.join(running)}")
+            entry.reasons.append(f"upstream will run: {', '.join(running)}{_CUTOFF}")
         same = [p.run_id for p in self._runs_of_family(task) if p.identity == task.identity]
         fetched = self.store.get_runs(same) if same else {}
         ignored = [fetched[i] for i in same if i in fetched and not signatures.trusted(fetched[i])]

@@ -37,6 +37,7 @@ MODEL_URI_TAG = "luigiflow.model_uri"
 CHECKPOINT_TAG = "luigiflow.checkpoint"  # the newest checkpoint: {"step", "file", "sha256"}
 # {"run_id", "step", "elapsed_s"}: the unfinished attempt this run resumed from, after
 # which step, and the seconds of work up to that checkpoint (counted in its duration)
+CUTOFF_TAG = "luigiflow.cutoff_from"  # early cutoff: the run whose results were copied
 RESUMED_TAG = "luigiflow.resumed_from"
 # {"run_id", "step", "elapsed_s"}: the FINISHED run of a shorter (or longer) training of
 # the same line this run started from (see WARM_START_TAG's writer, _engine/checkpoints)

@@ -152,6 +152,8 @@ def run(
     runs = lineage.get_runs([i for i in ids if i]) if ids else {}
     title = repr(roots[0]) if len(roots) == 1 else f"{len(roots)} tasks from {config_path}"
     console.print(_render.build_summary(result, runs, f"luigiflow run {title}"))
+    for line in _cutoff_lines(result, runs):
+        console.print(line, highlight=False)
     deleted = _render.deleted_runs(result, runs)
     elsewhere = _render.by_other_workers(result, runs)
     console.print(store_line(), highlight=False)
@@ -227,6 +229,32 @@ def _adaptive_search(
         highlight=False,
     )
     return list(config.tasks())
+
+
+def _cutoff_lines(result: Any, runs: dict[str, Any]) -> list[str]:
+    """`evaluate: reused, upstream train re-ran with identical outputs` for each task
+    cut off in this build (docs/identity.md, "Early cutoff")."""
+    from luigiflow._store import schema
+
+    cut = {
+        task: runs[result.runs[task]]
+        for task in result.reused
+        if result.runs.get(task) in runs and schema.CUTOFF_TAG in runs[result.runs[task]].data.tags
+    }
+    sources = (
+        lineage.get_runs([r.data.tags[schema.CUTOFF_TAG] for r in cut.values()]) if cut else {}
+    )
+    lines = []
+    for task, run in cut.items():
+        source_id = run.data.tags[schema.CUTOFF_TAG]
+        now = schema.upstream_ids(run.data.tags)
+        then = schema.upstream_ids(sources[source_id].data.tags) if source_id in sources else {}
+        rerun = [name for name, run_id in now.items() if then.get(name) != run_id] or list(now)
+        lines.append(
+            f"{task.get_task_family()}: reused, upstream {', '.join(rerun)} re-ran with "
+            f"identical outputs (results of run {source_id})"
+        )
+    return lines
 
 
 def _report_sweep(console: Console, config: Any, result: Any) -> None:

@@ -109,6 +109,10 @@ def build_summary(result: Any, runs: dict[str, Any], title: str) -> Table:
 
 
 def _made_during(run: Any, result: Any) -> bool:
+    from luigiflow._store import schema
+
+    if schema.CUTOFF_TAG in run.data.tags:  # made here, computing nothing (early cutoff)
+        return False
     return bool(getattr(result, "started_ms", 0)) and (run.info.end_time or 0) >= result.started_ms
 
 
