@@ -304,3 +304,22 @@ def test_dvc_set_overrides_params_for_one_build_and_runs_shows_them(client, tmp_
     assert wrong.returncode == 1
     line = wrong.stderr.strip().splitlines()[-1]
     assert line.startswith("ConfigError:") and "train.n_estt" in line and "params.yaml" in line
+
+
+@pytest.mark.slow
+def test_first_build_in_a_git_repository_says_how_to_ignore_the_store(tmp_path):
+    import subprocess
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "dvc.yaml").write_text(
+        "stages:\n  hi:\n    cmd: echo hi > hi.txt\n    outs: [hi.txt]\n"
+    )
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(REPO)
+    first = cli("run", "--dvc", "dvc.yaml", cwd=project, env=env)
+    assert "is not git-ignored" in first.stderr and ">> .gitignore" in first.stderr
+    assert (project / "mlflow.db").is_file()  # where it always was: nothing moves
+    again = cli("run", "--dvc", "dvc.yaml", cwd=project, env=env)
+    assert summary(again.stdout) == (0, 1, 0) and "git-ignored" not in again.stderr

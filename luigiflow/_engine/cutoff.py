@@ -4,9 +4,10 @@ computing them again (docs/identity.md, "Early cutoff").
 
 A FINISHED run R of the task's experiment is *equivalent* to the task now when
 
-- R's identity is the task's identity computed with, for each upstream, the identity of
-  the upstream run R consumed (same module, family, version, parameters, code: only the
-  upstream runs differ), and
+- R's identity is the task's identity computed with, for an upstream, the identity of
+  an earlier run of that upstream's experiment that recorded the same artifact
+  checksums as the upstream run consumed now (same module, family, version,
+  parameters, code: only the upstream runs differ), and
 - every upstream run R consumed recorded the same artifact checksums as the upstream
   run the task consumes now (an artifact never changes after FINISHED, so a checksum
   match is a byte match).
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+import threading
+import weakref
+from collections.abc import Mapping
 from typing import Any
 
 from luigiflow._core.identity import compute_identity
@@ -28,50 +31,79 @@ from luigiflow._store import artifacts as _artifacts
 from luigiflow._store import checksums, current, schema
 from luigiflow._store.records import RunRecord
 
-# How many of the newest FINISHED runs of the experiment are compared: a cutoff is for
-# the run made just before the upstream re-ran, not for archaeology.
+# How many of the newest FINISHED runs of an upstream experiment are searched for an
+# earlier producer of the same bytes: a cutoff is for the run made just before the
+# upstream re-ran, not for archaeology.
 WINDOW = 20
+
+# Per build (session): experiment id -> its newest FINISHED runs, read once. Earlier
+# producers are older than the build, so a snapshot taken during it holds them.
+_snapshots: weakref.WeakKeyDictionary[Any, dict[str, list[RunRecord]]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
 
 
 def equivalent_run(
     task: Any, session: Any, exp_id: str, upstream_runs: Mapping[str, RunRecord]
 ) -> RunRecord | None:
-    """R as above, or None (no upstream run, no candidate, or any doubt)."""
+    """R as above, or None (no upstream run, no earlier producer, or any doubt).
+
+    Costs one read of each upstream experiment per build; two more questions only when
+    an upstream's outputs were produced before by another run."""
     if not upstream_runs or not getattr(task, "early_cutoff", True):
         return None
     if task.identity in session.completion.not_before:
         return None  # --force, --rerun, --rerun-changed, always_changed: execute it
     if getattr(task, "models", None):
         return None  # model bundles are logged, not copied: never cut off
-    store = session.store
-    newest = store.finished_runs(exp_id)
-    try:
-        return _first_equivalent(task, session, itertools.islice(newest, WINDOW), upstream_runs)
-    finally:
-        close = getattr(newest, "close", None)
-        if close is not None:
-            close()  # a streamed SQL read stops here
-
-
-def _first_equivalent(
-    task: Any, session: Any, runs: Iterable[RunRecord], upstream_runs: Mapping[str, RunRecord]
-) -> RunRecord | None:
     module, family, version, params, upstream, code = task._identity_parts()
-    store = session.store
-    for run in runs:
-        tags = run.data.tags
-        consumed = schema.upstream_ids(tags)
-        if set(upstream_runs) - set(consumed) or not session.completion.counts(run):
-            continue
-        before = store.get_runs([consumed[n] for n in upstream_runs])
-        if any(consumed[n] not in before for n in upstream_runs):
-            continue  # an upstream run R read was deleted
-        then = {**upstream, **{n: _identity(before[consumed[n]]) for n in upstream_runs}}
-        if compute_identity(module, family, version, params, then, code) != tags.get(
-            schema.IDENTITY_TAG
+    then = dict(upstream)
+    for name, now in upstream_runs.items():
+        earlier = _earlier_producer(session, now)
+        if earlier is not None:
+            then[name] = _identity(earlier)
+    if then == upstream:
+        return None
+    identity = compute_identity(module, family, version, params, then, code)
+    run = session.completion.query(exp_id, identity)
+    if run is None:
+        return None
+    # R's identity names the upstream identities it consumed; its upstream runs' own
+    # checksums are what it read: they must be the bytes consumed now.
+    consumed = schema.upstream_ids(run.data.tags)
+    if set(upstream_runs) - set(consumed):
+        return None
+    before = session.store.get_runs([consumed[n] for n in upstream_runs])
+    for name, now in upstream_runs.items():
+        was = before.get(consumed[name])
+        if was is None or _outputs(was) != _outputs(now):
+            return None
+    return run
+
+
+def _earlier_producer(session: Any, now: RunRecord) -> RunRecord | None:
+    """The newest run of `now`'s experiment with another identity and the same outputs."""
+    outputs = _outputs(now)
+    if not outputs:
+        return None
+    exp_id = now.info.experiment_id
+    with _lock:
+        cached = _snapshots.setdefault(session, {}).get(exp_id)
+    if cached is None:
+        newest = session.store.finished_runs(exp_id)
+        try:
+            cached = list(itertools.islice(newest, WINDOW))
+        finally:
+            close = getattr(newest, "close", None)
+            if close is not None:
+                close()  # a streamed SQL read stops here
+        with _lock:
+            _snapshots[session][exp_id] = cached
+    for run in cached:
+        if (
+            _identity(run) != _identity(now)
+            and session.completion.counts(run)
+            and _outputs(run) == outputs
         ):
-            continue
-        if all(_outputs(before[consumed[n]]) == _outputs(now) for n, now in upstream_runs.items()):
             return run
     return None
 

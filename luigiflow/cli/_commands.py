@@ -125,6 +125,7 @@ def run(
 
     roots, config = _roots(module, task_words, config_path, pipeline_path, dvc_path)
     check_store()
+    new_store = _new_default_store()
     console = make_console()
     if _is_adaptive(config):
         roots = _adaptive_search(console, config, workers, scheduler_url)
@@ -178,6 +179,8 @@ def run(
     for root in roots:
         if root in result.runs:
             console.print(f"result: luigiflow show {result.runs[root]}", highlight=False)
+    if new_store is not None:
+        _hint_ignore(new_store)
     if not result.success:
         for line in _render.failure_report(result):
             click.echo(line, err=True)
@@ -229,6 +232,36 @@ def _adaptive_search(
         highlight=False,
     )
     return list(config.tasks())
+
+
+def _new_default_store() -> Any:
+    """The folder of the embedded store this build is about to create (None: it exists,
+    or the store was chosen with MLFLOW_TRACKING_URI)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    db = sqlite_file.sqlite_path(client.tracking_uri())
+    return None if db is None or db.exists() else db.parent
+
+
+def _hint_ignore(folder: Any) -> None:
+    """The first build in a git work tree: say how to keep the store out of `git add -A`
+    (luigiflow never edits the project's .gitignore itself)."""
+    import subprocess
+
+    try:
+        inside = subprocess.run(
+            ["git", "-C", str(folder), "check-ignore", "-q", "mlflow.db"],
+            capture_output=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return  # no git: nothing to say
+    if inside.returncode == 1:  # 0: ignored; 128: not a git work tree
+        click.echo(
+            f"luigiflow: the new store (mlflow.db, mlruns/) in {folder} is not git-ignored; "
+            "keep it out of commits: printf 'mlflow.db*\\nmlruns/\\n' >> .gitignore",
+            err=True,
+        )
 
 
 def _cutoff_lines(result: Any, runs: dict[str, Any]) -> list[str]:
