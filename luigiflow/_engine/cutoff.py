@@ -35,6 +35,7 @@ from luigiflow._store.records import RunRecord
 # earlier producer of the same bytes: a cutoff is for the run made just before the
 # upstream re-ran, not for archaeology.
 WINDOW = 20
+UPSTREAM_PART = 4  # where the upstream identities are in MlflowTask._identity_parts()
 
 # Per build (session): experiment id -> its newest FINISHED runs, read once. Earlier
 # producers are older than the build, so a snapshot taken during it holds them.
@@ -55,7 +56,9 @@ def equivalent_run(
         return None  # --force, --rerun, --rerun-changed, always_changed: execute it
     if getattr(task, "models", None):
         return None  # model bundles are logged, not copied: never cut off
-    module, family, version, params, upstream, code = task._identity_parts()
+    # compute_identity's arguments, upstream identities fifth (see MlflowTask)
+    parts = list(task._identity_parts())
+    upstream = parts[UPSTREAM_PART]
     then = dict(upstream)
     for name, now in upstream_runs.items():
         earlier = _earlier_producer(session, now)
@@ -63,7 +66,8 @@ def equivalent_run(
             then[name] = _identity(earlier)
     if then == upstream:
         return None
-    identity = compute_identity(module, family, version, params, then, code)
+    parts[UPSTREAM_PART] = then
+    identity = compute_identity(*parts)
     run = session.completion.query(exp_id, identity)
     if run is None:
         return None
