@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from luigiflow import _settings
-from luigiflow._errors import TrackingError
+from luigiflow._errors import TrackingError, mask_credentials
 from luigiflow._store import mlflow_compat, sqlite_file
 
 if TYPE_CHECKING:
@@ -149,13 +149,8 @@ def translate_errors(doing: str, uri: str | None = None) -> Iterator[None]:
 
 
 def shown_uri(uri: str) -> str:
-    """The URI with a password in it masked (`http://alice:***@host`): messages are
-    printed and stored."""
-    scheme, sep, rest = uri.partition("://")
-    userinfo, at, host = rest.partition("@")
-    if not sep or not at or "/" in userinfo or ":" not in userinfo:
-        return uri
-    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
+    """The URI with a password in it masked: messages are printed and stored."""
+    return mask_credentials(uri)
 
 
 def _outage_note() -> str:

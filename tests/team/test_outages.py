@@ -161,4 +161,4 @@ def test_credentials_in_the_tracking_uri_are_masked(store, tmp_path):
     out = luigiflow_cli("run", "--module", "tests.dags", "Leaf", cwd=tmp_path, env=env, check=False)
     assert out.returncode == 1
     assert "S3cretPassw0rd" not in out.stdout + out.stderr
-    assert "alice:***@127.0.0.1" in out.stderr, out.stderr
+    assert "alice:<redacted>@127.0.0.1" in out.stderr, out.stderr
