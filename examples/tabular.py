@@ -320,7 +320,7 @@ def main() -> None:
 
     console = Console()
     tasks = grid()
-    console.print(f"tracking store: {lf.tracking_uri()}", highlight=False)
+    console.print(f"tracking store: {lf.tracking_uri()}", highlight=False, soft_wrap=True)
     result = lf.build(tasks, workers=2)
     if result.executed:
         console.print(
@@ -347,8 +347,14 @@ def main() -> None:
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     console.print(table)
     command = luigiflow_command()
-    console.print(f"look at every run: {command} ui", highlight=False)
-    console.print(f"one result and its chain: {command} show {frame['run_id'][0]}", highlight=False)
+    # soft_wrap: a printed command is never broken inside a path or a run id (the
+    # terminal folds the long line; copying it gives the whole command back).
+    console.print(f"look at every run: {command} ui", highlight=False, soft_wrap=True)
+    console.print(
+        f"one result and its chain: {command} show {frame['run_id'][0]}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 if __name__ == "__main__":

@@ -178,7 +178,9 @@ def run(
         )
     for root in roots:
         if root in result.runs:
-            console.print(f"result: luigiflow show {result.runs[root]}", highlight=False)
+            console.print(
+                f"result: luigiflow show {result.runs[root]}", highlight=False, soft_wrap=True
+            )
     if new_store is not None:
         _hint_ignore(new_store)
     if not result.success:
