@@ -97,7 +97,7 @@ def _load_csv(path: str) -> Any:
 
 # Parquet holds tables: a pandas Series is written as a one-column table whose schema
 # metadata says so, and read back as the Series it was (name included).
-_SERIES_KEY = b"luigiflow.series"
+_SERIES_KEY = b"luigiflow_series"
 
 
 def _save_parquet(obj: Any, path: str) -> None:
