@@ -40,6 +40,11 @@ def get_client(uri: str | None = None) -> MlflowClient:
     key = (os.getpid(), uri)
     client = _clients.get(key)
     if client is None:
+        # Import MLflow before taking the lock: importing it runs luigiflow's import hook
+        # (_store/active_run.py), which joins a run to MLflow's fluent stack and asks for
+        # this client again; under the lock that second call waited for itself forever.
+        import mlflow  # noqa: F401
+
         with _lock:
             client = _clients.get(key)
             if client is None:
