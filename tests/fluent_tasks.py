@@ -53,3 +53,47 @@ def _wait_for_heartbeats(beats: int) -> None:
             seen.add(row[0])
         time.sleep(0.05)
     assert len(seen) >= beats + 1, seen
+
+
+class LogsLive(lf.MlflowTask):
+    """Logs live metrics through luigiflow's own `log_metric`, then saves a final one."""
+
+    artifacts = {"done": "done.json"}
+    label = luigi.Parameter(default="x")
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {"middle": Middle()}
+
+    def run_task(self) -> None:
+        for step in range(3):
+            self.log_metric("loss", 1.0 / (step + 1), step=step)
+        self.save({"done": True}, metrics={"loss": 0.125})
+
+
+class Checkpointed(lf.MlflowTask):
+    """Checkpoints first (luigiflow's own write through MLflow's client imports mlflow
+    while the task runs), then logs through MLflow's fluent API."""
+
+    artifacts = {"seen": "seen.json"}
+    label = luigi.Parameter(default="x")
+
+    def run_task(self) -> None:
+        self.checkpoint({"weights": [1.0]}, 0)
+        import mlflow
+
+        mlflow.log_metric("after_checkpoint", 1.0)
+        active = mlflow.active_run()
+        self.save({"seen": {"active_run": active.info.run_id if active else None}})
+
+
+class Breaks(lf.MlflowTask):
+    """Fails when its label is not "first": its traceback is stored through MLflow's
+    client, whose first use imports mlflow while the task's run is still pending."""
+
+    artifacts = {"o": "o.json"}
+    label = luigi.Parameter(default="x")
+
+    def run_task(self) -> None:
+        if self.label != "first":
+            raise ValueError("broken on purpose")
+        self.save({"o": 1})

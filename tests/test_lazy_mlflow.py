@@ -97,3 +97,58 @@ def test_autologging_imported_in_run_task_lands_on_the_tasks_run(client):
     assert "training_accuracy_score" in run.data.metrics, run.data.metrics
     default = client.get_experiment_by_name("Default")
     assert client.search_runs([default.experiment_id]) == []
+
+
+def test_live_metrics_are_logged_without_importing_mlflow(client):
+    from tests.fluent_tasks import LogsLive
+
+    lf.build([LogsLive(label="first")])  # its experiment exists
+    done = _python(
+        "import sys\nimport luigiflow as lf\nfrom tests.fluent_tasks import LogsLive\n"
+        "lf.build([LogsLive(label='changed')], log_level='CRITICAL')\n"
+        "print('mlflow' in sys.modules)\n"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["False"]
+    _first, run = runs_of(client, "LogsLive")
+    history = client.get_metric_history(run.info.run_id, "loss")
+    points = sorted((h.step, h.value) for h in history)
+    assert points == [(0, 1.0), (1, 0.5), (2, 0.125), (2, 1 / 3)]  # live, and the saved one
+    assert run.data.metrics["loss"] == 0.125  # the saved value is the one shown
+
+
+def test_luigiflow_importing_mlflow_during_a_task_joins_its_run(client):
+    """A checkpoint is uploaded through MLflow's client: its first use imports mlflow
+    inside luigiflow's own client lookup, and the task's run joins MLflow's stack then
+    (it once waited on that lookup's lock for ever)."""
+    from tests.fluent_tasks import Checkpointed
+
+    lf.build([Checkpointed(label="first")])  # its experiment exists
+    done = _python(
+        "import luigiflow as lf\nfrom tests.fluent_tasks import Checkpointed\n"
+        "lf.build([Checkpointed(label='changed')], log_level='CRITICAL')\n"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    _first, run = runs_of(client, "Checkpointed")
+    assert run.info.status == "FINISHED"
+    assert "luigiflow.checkpoint" in run.data.tags
+    assert Checkpointed(label="changed").load_output("seen") == {"active_run": run.info.run_id}
+    assert run.data.metrics["after_checkpoint"] == 1.0
+
+
+def test_a_failing_task_ends_failed_when_luigiflow_imports_mlflow_for_it(client):
+    """Storing the traceback imports mlflow inside luigiflow's own client lookup, under
+    its lock: the run's join must not ask for that client again (it hung for ever)."""
+    from tests.fluent_tasks import Breaks
+
+    lf.build([Breaks(label="first")])  # its experiment exists
+    done = _python(
+        "import luigiflow as lf\nfrom tests.fluent_tasks import Breaks\n"
+        "r = lf.build([Breaks(label='changed')], log_level='CRITICAL', raise_on_failure=False)\n"
+        "print(r.success)\n"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["False"]
+    _first, run = runs_of(client, "Breaks")
+    assert run.info.status == "FAILED"
+    assert "broken on purpose" in run.data.tags["luigiflow.error"]

@@ -134,7 +134,7 @@ def _strip_credentials(url: str) -> str:
 class _Pending:
     """A run waiting for mlflow to be imported by the thread that executes its task."""
 
-    def __init__(self, run: RunRecord, join: Callable[[RunRecord], None]) -> None:
+    def __init__(self, run: RunRecord, join: Callable[[RunRecord, bool], None]) -> None:
         self.run = run
         self.join = join
         self.thread = threading.get_ident()
@@ -168,11 +168,12 @@ class _JoinOnImport(importlib.abc.MetaPathFinder):
 _finder = _JoinOnImport()
 
 
-def join_when_imported(run: RunRecord, join: Callable[[RunRecord], None]) -> None:
-    """Call `join(run)` on this thread when mlflow gets imported here while the run is
-    this thread's task run (at once if it is imported already)."""
+def join_when_imported(run: RunRecord, join: Callable[[RunRecord, bool], None]) -> None:
+    """Call `join(run, True)` now if mlflow is imported already; else `join(run, False)`
+    on this thread when mlflow gets imported here while the run is its task run (from
+    inside that import, wherever it happens: `join` must not take luigiflow's locks)."""
     if mlflow_imported():
-        join(run)
+        join(run, True)
         return
     with _lock:
         _pending.setdefault(threading.get_ident(), []).append(_Pending(run, join))
@@ -203,7 +204,7 @@ def _on_mlflow_imported() -> None:
         waiting = list(_pending.get(threading.get_ident(), []))
     for pending in waiting:
         try:
-            pending.join(pending.run)
+            pending.join(pending.run, False)
             pending.joined = True
         except Exception:  # never break the user's import: their fluent calls start a run
             _log.warning("luigiflow could not make run %s MLflow's active run", pending.run.run_id)

@@ -190,7 +190,10 @@ def start_active_run(
     ):
         all_tags = {**active_run.context_tags(redaction.secret_values()), **tags}
         record = store.create_run(experiment_id, run_name, all_tags, params=params)
-        active_run.join_when_imported(record, lambda run: _join_fluent_stack(client_of, run))
+        uri = store.uri
+        active_run.join_when_imported(
+            record, lambda run, now: _join_fluent_stack(uri, run, client_of if now else None)
+        )
         return record
     client = client_of()
     active = _start_active_run(client, store, experiment_id, run_name, tags, params, parent_tag)
@@ -198,14 +201,18 @@ def start_active_run(
     return from_mlflow(active)
 
 
-def _join_fluent_stack(client_of: Callable[[], MlflowClient], record: RunRecord) -> None:
+def _join_fluent_stack(
+    uri: str, record: RunRecord, client_of: Callable[[], MlflowClient] | None
+) -> None:
     """Put a run luigiflow created on MLflow's fluent stack, pointing MLflow's fluent API
-    at the run's store (mlflow was just imported by user code, autologging, a flavour)."""
+    at the run's store (mlflow was just imported by user code, autologging, a flavour).
+
+    Without `client_of` (called from the import hook, which may run inside luigiflow's
+    own `get_client`, under its lock) MLflow's client is not asked for: the artifact
+    repository is not primed, and MLflow's client looks the run up on its first upload."""
     import mlflow
     from mlflow.tracking import fluent
 
-    client = client_of()
-    uri = client._tracking_client.tracking_uri
     if mlflow.get_tracking_uri() != uri:
         mlflow.set_tracking_uri(uri)
     stack = _fluent_stack()
@@ -214,8 +221,8 @@ def _join_fluent_stack(client_of: Callable[[], MlflowClient], record: RunRecord)
         os.environ["MLFLOW_RUN_ID"] = record.info.run_id  # another MLflow: its own way in
         return
     run = _to_mlflow_run(record)
-    if not is_local_artifact_uri(run.info.artifact_uri):
-        _prime_artifact_repo(client, run.info.run_id, run.info.artifact_uri)
+    if client_of is not None and not is_local_artifact_uri(run.info.artifact_uri):
+        _prime_artifact_repo(client_of(), run.info.run_id, run.info.artifact_uri)
     stack.append(active_run_class(run))
     _guard(record.info.run_id)
 

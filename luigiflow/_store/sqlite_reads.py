@@ -18,6 +18,7 @@ import json
 import math
 import os
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -148,6 +149,17 @@ class SqliteStore(MlflowStore):
         ):
             return sqlite_writes.move_run(self._writer, run_id, experiment_id)
         return False
+
+    def log_metric(self, run_id: str, key: str, value: float, step: int = 0) -> None:
+        if self.direct_writes:
+            now = int(time.time() * 1000)
+            with (
+                contextlib.suppress(sqlite_writes.Unwritable),
+                client.translate_errors(f"logging metric {key!r} of run {run_id}", self.uri),
+            ):
+                self._writer.log_metrics(run_id, [(key, value, now, step)], scope=self._scope())
+                return
+        super().log_metric(run_id, key, value, step)
 
     def _conn(self) -> sqlite3.Connection:
         return self._connections.get()

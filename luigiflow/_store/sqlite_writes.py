@@ -195,6 +195,23 @@ class SqliteWriter:
                 [(k, v, run_id) for k, v in checked[1].items()],
             )
 
+    def log_metrics(
+        self,
+        run_id: str,
+        metrics: Sequence[tuple[str, float, int, int]],
+        scope: workspaces.Scope | None = None,
+    ) -> None:
+        """Values `(key, value, timestamp, step)` logged while the run is active, as
+        MLflow's `log_metric`: live metrics (`self.log_metric`) without MLflow's client."""
+        if mlflow_compat.active_model_id() is not None:
+            raise Unwritable("metrics of an active logged model are linked to it")
+        if mlflow_compat.validated_batch(metrics, {}, {}) is None:
+            raise Unwritable("MLflow's validators are not where they were")
+        rows = {(k, *_sanitized(float(v)), int(ts), int(step)) for k, v, ts, step in metrics}
+        with self._transaction() as conn:
+            _active_run(conn, run_id, scope or _ANYWHERE)
+            _insert_metrics(conn, run_id, rows)
+
 
 def move_run(writer: SqliteWriter, run_id: str, experiment_id: str) -> bool:
     """A task's RUNNING run whose experiment a user deleted while it ran goes on in the
@@ -317,6 +334,14 @@ def _write_metrics(
         if old is not None:
             step, ts = max(int(step), int(old[0])), max(int(ts), int(old[1] or 0) + 1)
         rows.add((key, *_sanitized(float(v)), int(ts), int(step)))
+    _insert_metrics(conn, run_id, rows)
+
+
+def _insert_metrics(
+    conn: sqlite3.Connection, run_id: str, rows: set[tuple[str, float, int, int, int]]
+) -> None:
+    """Rows `(key, value, is_nan, timestamp, step)` as MLflow inserts them: one already
+    there is kept; `latest_metrics` per key the highest (step, timestamp, value)."""
     conn.executemany(
         "INSERT OR IGNORE INTO metrics (key, value, is_nan, timestamp, step, run_uuid) "
         "VALUES (?, ?, ?, ?, ?, ?)",

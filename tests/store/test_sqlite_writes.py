@@ -328,3 +328,24 @@ def test_a_tag_set_in_sql_is_the_tag_mlflow_sets(store: str, client):
         written.append({k: tags[k] for k in ("a", "beat", "long")})
     assert written[0] == written[1]
     assert written[0]["beat"] == "2.0" and len(written[0]["long"]) == 8000
+
+
+def test_a_live_metric_logged_in_sql_is_the_metric_mlflow_logs(store: str, client):
+    """`self.log_metric` while a task runs: the same history and shown value either way."""
+    sql_way = current.get_store(store)
+    assert isinstance(sql_way, sqlite_reads.SqliteStore)
+    exp = sql_way.experiment_id("Live", create=True)
+    assert exp is not None
+    # Steps differ: of two values at one step MLflow shows the later (by the millisecond).
+    points = [(1.0, 0), (0.5, 2), (math.nan, 4), (3.0, 1), (math.inf, 6), (-1.0, 5), (2.0, 3)]
+    written = []
+    for direct in (True, False):
+        sql_way.direct_writes = direct
+        run = sql_way.create_run(exp, f"r{direct}", {"a": "1"})
+        for value, step in points:
+            sql_way.log_metric(run.run_id, "loss", value, step=step)
+        history = client.get_metric_history(run.run_id, "loss")
+        shown = client.get_run(run.run_id).data.metrics["loss"]
+        written.append((repr(sorted((h.step, repr(h.value)) for h in history)), repr(shown)))
+    assert written[0] == written[1]
+    assert written[0][0].count("(") == len(points)
