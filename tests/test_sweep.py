@@ -184,3 +184,23 @@ def test_a_misspelt_sweep_metric_is_an_error_naming_the_logged_ones(client, tmp_
     fixed = cli("run", "--config", str(config), cwd=tmp_path)
     assert "executed 0" in fixed.stdout or "reused" in fixed.stdout, fixed.stdout
     assert len(runs_of(client, "Source")) == 2
+
+
+def test_a_random_space_written_outside_its_params_table_or_with_bad_bounds_is_refused(
+    store, tmp_path
+):
+    from luigiflow._errors import ConfigError
+    from luigiflow._ops.sweep import config as _config
+
+    path = tmp_path / "random.toml"
+    path.write_text(
+        '[pipeline]\nmodule = "tests.dags"\ntask = "Middle"\n'
+        "[sweep.random]\nseed = 3\ncount = 4\nsize = {int = [1, 8]}\n"
+        "[sweep.random.params]\nfactor = {int = [8, 1]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        _config.load(path)
+    message = str(caught.value)
+    assert "[sweep.random]: unknown key(s) size" in message
+    assert "[sweep.random.params]" in message
+    assert "int = [8, 1]: give [low, high] numbers with low <= high" in message

@@ -58,3 +58,12 @@ def test_a_bad_search_space_is_reported_before_anything_runs(client, tmp_path):
     for problem in expected:
         assert problem in out.stderr, out.stderr
     assert not runs_of(client, "Tune")
+
+
+def test_a_misspelt_search_metric_names_the_logged_ones(client, tmp_path):
+    config = write(tmp_path, 2)
+    config.write_text(config.read_text().replace('metric = "score"', 'metric = "scor"'))
+    out = luigiflow_cli("run", "--config", str(config), cwd=tmp_path, check=False)
+    assert out.returncode == 1
+    assert "sweep metric 'scor' was not logged" in out.stderr, out.stderr
+    assert "did you mean 'score'" in out.stderr

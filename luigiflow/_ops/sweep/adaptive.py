@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from luigiflow._core.parameters import checked_config_value
+from luigiflow._core.suggest import did_you_mean
 from luigiflow._errors import ConfigError, LuigiflowError
 
 if TYPE_CHECKING:
@@ -109,6 +110,14 @@ def _values(raw: dict[str, Any], own: dict[str, Any], config: ExperimentConfig) 
 
 def _metric(task: Any, metric: str) -> float | None:
     run = task.find_run()
+    if run is not None and metric not in run.data.metrics:
+        # A misspelt metric: say so now; the finished trials are kept and reused.
+        logged = sorted(run.data.metrics)
+        raise ConfigError(
+            f"sweep metric {metric!r} was not logged by {task!r} (it logged: "
+            f"{', '.join(logged) or 'no metrics'}){did_you_mean(metric, logged)}. Fix "
+            "`metric` and run again: every finished trial is reused"
+        )
     value = None if run is None else run.data.metrics.get(metric)
     if value is None or not math.isfinite(value):
         return None

@@ -227,6 +227,13 @@ def _load_sweep(
             ]
         combos = [dict(zip(axes, vals, strict=True)) for vals in itertools.product(*axes.values())]
         return Sweep("grid", combos, list(axes), metric, goal)
+    stray = set(rand) - {"seed", "count", "params"}
+    if stray:
+        # A space written straight under [sweep.random] would otherwise be ignored.
+        problems.append(
+            f"[sweep.random]: unknown key(s) {', '.join(sorted(stray))} (known: count, "
+            "params, seed; the values to draw go in [sweep.random.params])"
+        )
     seed, count = rand.get("seed", 0), rand.get("count")
     if not isinstance(count, int) or count < 1:
         problems.append("[sweep.random] count: must be a positive integer")
@@ -307,6 +314,10 @@ def _draw(spec: Any, rng: random.Random) -> Any:
         ((kind, bounds),) = spec.items()
         if isinstance(bounds, list) and len(bounds) == 2:
             low, high = bounds
+            if not all(isinstance(b, int | float) for b in bounds) or low > high:
+                raise ValueError(f"{kind} = {bounds!r}: give [low, high] numbers with low <= high")
+            if kind == "loguniform" and low <= 0:
+                raise ValueError(f"loguniform = {bounds!r}: both bounds must be above 0")
             if kind == "uniform":
                 return rng.uniform(low, high)
             if kind == "loguniform" and low > 0:
