@@ -110,7 +110,11 @@ def _runs_table(
         table.add_column("status", no_wrap=True)
     for p in varying:
         # Long values (paths) are cut with an ellipsis, never folded a character a line.
-        table.add_column(text(p), overflow="ellipsis", max_width=32, min_width=min(len(p), 8))
+        # With an error column (folded, it gives up width first) values stay whole up to
+        # 16 characters; without one, metrics keep theirs and parameters are cut first.
+        longest = max([len(str(r["params"].get(p, ""))) for r in rows] + [len(p)])
+        least = min(longest, 16) if status != "finished" else min(len(p), 8)
+        table.add_column(text(p), overflow="ellipsis", max_width=32, min_width=least)
     cells = {m: [num(r["metrics"].get(m)) for r in rows] for m in metrics}
     for m in metrics:
         width = max([len(c) for c in cells[m]] + [1])
