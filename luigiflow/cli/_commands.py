@@ -157,7 +157,7 @@ def run(
         console.print(line, highlight=False)
     deleted = _render.deleted_runs(result, runs)
     elsewhere = _render.by_other_workers(result, runs)
-    console.print(store_line(), highlight=False)
+    console.print(store_line(), highlight=False, soft_wrap=True)  # a path, never broken
     console.print(
         f"executed {len(result.executed)}, reused {len(result.reused)}"
         + (f" ({len(elsewhere)} built by another worker now)" if elsewhere else "")
@@ -351,7 +351,7 @@ def plan(
     flat = {id(e.task): e for root in entries for e in root.walk()}
     will = sum(1 for e in flat.values() if e.status == _plan.WILL_RUN)
     console.print(f"{will} task(s) will run, {len(flat) - will} will not")
-    console.print(store_line(), highlight=False)
+    console.print(store_line(), highlight=False, soft_wrap=True)  # a path, never broken
 
 
 def _plan_label(entry: Any) -> str:
