@@ -24,7 +24,9 @@ from luigiflow._store import mlflow_compat, sqlite_file
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-_lock = threading.Lock()
+# Reentrant: a Ctrl-C handler (marking runs KILLED) may ask for a client while the main
+# thread it interrupted is inside this lock opening one; a plain lock waited for itself.
+_lock = threading.RLock()
 _clients: dict[tuple[int, str], MlflowClient] = {}
 _read_only: dict[str, pathlib.Path] = {}  # tracking URI -> its SQLite file opened read-only
 

@@ -9,7 +9,7 @@ from luigiflow._store import client, sqlite_file, sqlite_reads
 from luigiflow._store.client import tracking_uri
 from luigiflow._store.mlflow_store import MlflowStore
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: a Ctrl-C handler may ask while the main thread holds it
 _stores: dict[tuple[int, str], MlflowStore] = {}
 
 
