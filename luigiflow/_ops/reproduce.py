@@ -22,7 +22,8 @@ from luigiflow._errors import (
 )
 from luigiflow._ops import lineage
 from luigiflow._ops.modules import import_module, task_class
-from luigiflow._ops.plan import code_changes, make_plan, recorded_params
+from luigiflow._ops.plan import make_plan
+from luigiflow._ops.recorded import code_changes, recorded_params
 from luigiflow._store import artifacts, schema, signatures
 from luigiflow._store.records import ACTIVE
 from luigiflow._store.records import RunRecord as Run

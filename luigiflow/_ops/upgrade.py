@@ -21,7 +21,7 @@ from luigiflow._core import provenance
 from luigiflow._engine.execution import data_files
 from luigiflow._errors import LuigiflowError
 from luigiflow._ops import reproduce
-from luigiflow._ops.plan import recorded_params
+from luigiflow._ops.recorded import recorded_params
 from luigiflow._store import current, schema
 from luigiflow._store.port import RunStore
 from luigiflow._store.records import ACTIVE, RunRecord
