@@ -323,3 +323,46 @@ def test_first_build_in_a_git_repository_says_how_to_ignore_the_store(tmp_path):
     assert (project / "mlflow.db").is_file()  # where it always was: nothing moves
     again = cli("run", "--dvc", "dvc.yaml", cwd=project, env=env)
     assert summary(again.stdout) == (0, 1, 0) and "git-ignored" not in again.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_set_build_leaves_params_restored_by_the_next_command(client, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    original = b"# the user's own layout and comments\ntrain:\n  n_est: 20   # trees\n"
+    (project / "params.yaml").write_bytes(original)
+    # The stage says it started, then waits (bounded) for a file that never comes.
+    (project / "dvc.yaml").write_text(
+        "stages:\n"
+        "  train:\n"
+        "    cmd: >-\n"
+        "      python -c \"import pathlib, time; pathlib.Path('started').touch();\n"
+        "      [time.sleep(0.1) for _ in range(1200) if not pathlib.Path('go').exists()]\"\n"
+        "    params: [train.n_est]\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "luigiflow.cli", "run", "--dvc", "dvc.yaml", "-S", "train.n_est=60"],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (project / "started").exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        assert b"60" in (project / "params.yaml").read_bytes()  # the stage reads it there
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # no handler runs: nothing restores the file
+        proc.wait()
+
+    again = cli("plan", "--dvc", "dvc.yaml", cwd=project)
+    assert (project / "params.yaml").read_bytes() == original
+    assert [p.name for p in project.iterdir() if "params" in p.name] == ["params.yaml"]
+    assert "params.yaml: restored the values it held before a build with --set" in again.stderr

@@ -52,12 +52,16 @@ def read_tree(path: pathlib.Path) -> dict[str, Any]:
 def write_tree(path: pathlib.Path, tree: Mapping[str, Any]) -> None:
     """Write a params file; the extension picks JSON or YAML."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tree_text(path, tree), encoding="utf-8")
+
+
+def tree_text(path: pathlib.Path, tree: Mapping[str, Any]) -> str:
+    """A params file's text as `write_tree` writes it."""
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(tree, indent=2, sort_keys=True), encoding="utf-8")
-        return
+        return json.dumps(tree, indent=2, sort_keys=True)
     import yaml
 
-    path.write_text(yaml.safe_dump(dict(tree), sort_keys=False), encoding="utf-8")
+    return yaml.safe_dump(dict(tree), sort_keys=False)
 
 
 def read_metrics(path: pathlib.Path) -> dict[str, float]:

@@ -116,6 +116,21 @@ def exclusive_lock(path: pathlib.Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def try_lock(fd: int) -> bool:
+    """Take an exclusive lock on an open file without waiting; False when another open
+    file holds it. The kernel releases it when its holder dies, even by SIGKILL, so an
+    unlocked lock file was left by a dead process. Without `flock` nothing is known to
+    hold it: True."""
+    fcntl = _module("fcntl")
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def _folder_lock(folder: pathlib.Path) -> Iterator[None]:
     # mkdir is atomic on every filesystem; a folder left by a crashed holder is taken

@@ -21,6 +21,7 @@ import copy
 import functools
 import json
 import pathlib
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -229,19 +230,19 @@ class Pipeline:
     def params_overlay(self) -> Iterator[list[str]]:
         """While a build runs, the params files hold the values given with `--set` (the
         scripts read them there, as after `dvc exp run --set-param`); afterwards each
-        file gets its own bytes back. Yields the files changed."""
+        file gets its own bytes back, even after SIGKILL (`dvc_params`). Yields the files
+        changed."""
         from luigiflow._core import datafiles
+        from luigiflow._ops.stages import dvc_params
         from luigiflow._ops.stages.dvc import overridden_tree, override_files
 
         files = override_files(self.path.parent, self.overrides)
-        saved = {file: file.read_bytes() for file in files}
-        try:
-            for file, values in files.items():
-                datafiles.write_tree(file, overridden_tree(file, values))
-            yield [str(f.relative_to(self.path.parent)) for f in files]
-        finally:
-            for file, original in saved.items():
-                file.write_bytes(original)
+        texts = {
+            file: datafiles.tree_text(file, overridden_tree(file, values))
+            for file, values in files.items()
+        }
+        with dvc_params.overlay(self.path.parent, texts) as changed:
+            yield changed
 
     def restore_workspace(self, tasks: list[luigi.Task]) -> list[str]:
         """Outputs of stages run in place made to match the runs of this build (as
@@ -369,6 +370,11 @@ def load(
     if not path.is_file():
         raise ConfigError(f"{kind} file {path} does not exist")
     if kind == "dvc":
+        from luigiflow._ops.stages.dvc_params import restore_leftovers
+
+        # Before anything reads the params files: a killed build's --set values go.
+        for line in restore_leftovers(path.parent):
+            print(f"luigiflow: {line}", file=sys.stderr)
         pipeline = Pipeline(kind, path, read_dvc(path, overrides), overrides)
     else:
         pipeline = Pipeline(kind, path, read_pipeline_file(path))
