@@ -73,6 +73,52 @@ def test_save_fn_tuple_and_unknown_extension_returns_path(store):
     assert pathlib.Path(path).read_text() == "HELLO"
 
 
+def write_upper(obj, path):
+    pathlib.Path(path).write_text(obj.upper())
+
+
+def read_lower(path):
+    return pathlib.Path(path).read_text().lower()
+
+
+class Shout(lf.MlflowTask):
+    artifacts = {"shout": "shout.weird"}
+
+    def run_task(self):
+        self.save({"shout": ("hello", write_upper, read_lower)})
+
+
+class Hear(lf.MlflowTask):
+    artifacts = {"heard": "heard.json"}
+
+    def requires(self):
+        return {"shout": Shout()}
+
+    def run_task(self):
+        self.save({"heard": self.load("shout")})
+
+
+def test_a_custom_artifact_with_a_load_function_is_read_back_with_it(store):
+    lf.build([Hear()])
+    assert Shout().load_output() == "hello"  # read_lower, not the path
+    assert Shout().output()["shout"].load() == "hello"
+    assert Hear().load_output() == "hello"  # downstream self.load(...) used it too
+    assert pathlib.Path(Shout().artifact_path("shout")).read_text() == "HELLO"
+
+
+def test_a_load_function_that_cannot_be_imported_by_name_is_refused(store):
+    class Nested(lf.MlflowTask):
+        artifacts = {"shout": "shout.weird"}
+
+        def run_task(self):
+            self.save({"shout": ("hi", write_upper, lambda path: path)})
+
+    with pytest.raises(lf.BuildError) as info:
+        lf.build([Nested()])
+    message = str(info.value.failures[Nested()])
+    assert "'shout'" in message and "top level of a module" in message
+
+
 def test_unknown_extension_without_save_fn_fails_clearly(store):
     class NoSerializer(lf.MlflowTask):
         artifacts = {"blob": "blob.xyz"}

@@ -6,11 +6,13 @@ file, so on a shared store only trusted runs may be loaded (see docs/team.md).
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
 import pathlib
 import pickle
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +20,7 @@ from luigiflow._core import artifact_files
 from luigiflow._errors import ArtifactError
 
 SaveFn = Callable[[Any, str], Any]
+LoadFn = Callable[[str], Any]
 
 
 def _save_pickle(obj: Any, path: str) -> None:
@@ -200,8 +203,8 @@ def write_value(
     own staging file, which may be moved instead of copied. Returns how it was placed.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(value, tuple) and len(value) == 2 and callable(value[1]):
-        obj, save_fn = value
+    if _custom(value):
+        obj, save_fn = value[0], value[1]
         save_fn(obj, str(dest))
         if not dest.exists():
             raise ArtifactError(
@@ -225,6 +228,61 @@ def write_value(
         )
     SERIALIZERS[ext][0](value, str(dest))
     return "serialized"
+
+
+def _custom(value: Any) -> bool:
+    """`(obj, save_fn)` or `(obj, save_fn, load_fn)`."""
+    return (
+        isinstance(value, tuple)
+        and len(value) in (2, 3)
+        and all(callable(fn) for fn in value[1:])
+    )
+
+
+def loader_reference(name: str, value: Any) -> str | None:
+    """`module:qualname` of the load function of an `(obj, save_fn, load_fn)` value (None
+    for any other value). Only the name is recorded on the run: the process that loads
+    the artifact later (a downstream task, a notebook) imports the function by it, so it
+    must be defined at the top level of a module (a lambda or a nested function is not)."""
+    if not (_custom(value) and len(value) == 3):
+        return None
+    load_fn = value[2]
+    module = getattr(load_fn, "__module__", None)
+    qualname = getattr(load_fn, "__qualname__", "")
+    found = _find(module, qualname) if module and "<" not in qualname else None
+    if found is not load_fn:
+        raise ArtifactError(
+            f"artifact {name!r}: its load function {qualname or load_fn!r} cannot be "
+            "imported by name, which is how a later process finds it; define it at the "
+            "top level of a module (not a lambda, nor inside a function)"
+        )
+    return f"{module}:{qualname}"
+
+
+def _find(module: str | None, qualname: str) -> Any:
+    if module is None:
+        return None
+    found: Any = sys.modules.get(module)
+    if found is None:
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            return None
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found
+
+
+def load_with(reference: str, path: str, where: str) -> Any:
+    """Load an artifact with the function its run recorded (`module:qualname`)."""
+    module, _, qualname = reference.partition(":")
+    load_fn = _find(module, qualname)
+    if not callable(load_fn):
+        raise ArtifactError(
+            f"{where} is read by {reference}, which cannot be imported here; make its "
+            f"module importable (on sys.path) or read the file at {path}"
+        )
+    return load_fn(path)
 
 
 def _pickle_from(data: bytes) -> Any:

@@ -43,6 +43,9 @@ def local_path_of(uri: str) -> pathlib.Path:
     return pathlib.Path(uri)
 
 
+# In an artifact's record: the `module:qualname` of the function that reads it back
+# (`save({name: (obj, save_fn, load_fn)})`).
+LOADER_KEY = "loader"
 UPLOAD_PREFIX = "luigiflow-upload-"  # remote runs stage their files in such temp folders
 
 
@@ -107,8 +110,11 @@ class RunWriter:
     def write(self, name: str, filename: str, value: Any) -> None:
         dest = self.root / filename
         owned = isinstance(value, pathlib.Path) and self._owns(value)
+        loader = serializers.loader_reference(name, value)  # refused before writing
         serializers.write_value(name, value, filename, dest, owned)
         self.saved[name] = checksums.make_record(filename, dest)
+        if loader is not None:  # in the artifact's record: signed with it under a team key
+            self.saved[name][LOADER_KEY] = loader
 
     def write_extra(self, relpath: str, text: str) -> None:
         dest = self.root / relpath
@@ -210,6 +216,11 @@ def load(run: RunRecord, name: str, filename: str) -> Any:
     read and checked against the signed checksum (no cached verdict); unknown formats
     and folders give the verified path."""
     path = verified_path(run, name, filename)
+    loader = (schema.artifact_records(run.data.tags).get(name) or {}).get(LOADER_KEY)
+    if isinstance(loader, str):
+        # The checksum was checked just above (verified_path), as for any path handed out.
+        where = f"artifact {name!r} ({filename}) of run {run.info.run_id}"
+        return serializers.load_with(loader, str(path), where)
     if (
         not _settings.signing_keys()
         or path.is_dir()
