@@ -97,6 +97,10 @@ SWEEP_CONFIG_TAG = "luigiflow.sweep.config"
 SWEEP_TASK_TAG = "luigiflow.sweep.task"
 SWEEP_BEST_TAG = "luigiflow.sweep.best_run"
 SWEEP_FAMILY = "Sweep"
+# On a point (or trial) run: the sweep record it belongs to, also its MLflow parent
+# (PARENT_RUN_TAG). A point reused by a later sweep keeps its first sweep; every sweep
+# that used it lists it (SWEEP_LEAVES_TAG, leaf_runs.json).
+SWEEP_RUN_TAG = "luigiflow.sweep.run"
 
 # --- files luigiflow writes into a run's artifacts ---------------------------------
 FILES_DIR = RESERVED_FOLDER  # declared artifacts may not use it (checked at class definition)

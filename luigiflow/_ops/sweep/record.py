@@ -20,7 +20,7 @@ from luigiflow._errors import ConfigError
 from luigiflow._ops import lineage
 from luigiflow._ops.sweep.plots import plot
 from luigiflow._store import artifacts, current, schema
-from luigiflow._store.records import FAILED, FINISHED
+from luigiflow._store.records import FAILED, FINISHED, RunRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,6 +33,12 @@ SWEEP_EXPERIMENT = "sweeps"
 
 def results_frame(config: ExperimentConfig, result: BuildResult) -> pd.DataFrame:
     """One row per combination: swept values, run id and the leaf run's metrics."""
+    return _results(config, result)[0]
+
+
+def _results(
+    config: ExperimentConfig, result: BuildResult
+) -> tuple[pd.DataFrame, dict[str, RunRecord]]:
     import pandas as pd
 
     assert config.sweep is not None
@@ -60,13 +66,13 @@ def results_frame(config: ExperimentConfig, result: BuildResult) -> pd.DataFrame
         )
     if metric and metric in frame:
         frame = frame.sort_values(metric, ascending=config.sweep.goal == "min", ignore_index=True)
-    return frame
+    return frame, runs
 
 
 def record(config: ExperimentConfig, result: BuildResult) -> tuple[str, pd.DataFrame, pathlib.Path]:
     """Find or create the sweep's record; returns (run id, table, local plots folder)."""
     assert config.sweep is not None
-    frame = results_frame(config, result)
+    frame, runs = _results(config, result)
     leaves = list(frame["run_id"])
     identity = hashlib.sha256(
         json.dumps(
@@ -78,6 +84,7 @@ def record(config: ExperimentConfig, result: BuildResult) -> tuple[str, pd.DataF
     assert exp_id is not None
     existing = _session.current().completion.query(exp_id, identity)
     if existing is not None:
+        link_points(existing.info.run_id, exp_id, runs)  # a record left half-linked
         folder = artifacts.local_artifact_path(
             existing.info.run_id, existing.info.artifact_uri, "plots"
         )
@@ -121,15 +128,67 @@ def record(config: ExperimentConfig, result: BuildResult) -> tuple[str, pd.DataF
                 "metric": config.sweep.metric or "",
             },
             metrics=best,
-            tags={schema.SWEEP_BEST_TAG: str(frame["run_id"].iloc[0])},
+            tags={
+                schema.SWEEP_BEST_TAG: str(frame["run_id"].iloc[0]),
+                schema.NOTE_TAG: _sweep_description(config, run_id, leaves, runs),
+            },
             timestamp_ms=0,
         )
         store.terminate(run_id, FINISHED)
     except BaseException:
         store.terminate(run_id, FAILED)
         raise
+    link_points(run_id, exp_id, runs)
     folder = artifacts.local_artifact_path(run_id, run.info.artifact_uri, "plots")
     return run_id, frame, folder
+
+
+def link_points(sweep_run_id: str, sweep_experiment_id: str, runs: dict[str, RunRecord]) -> None:
+    """Nest each point run under the sweep run in the MLflow UI (its parent), with a tag
+    naming the sweep and a link in its description. Done here, by the process that
+    recorded the sweep, once every point exists: whichever worker or machine ran a
+    point, it is linked the same way. A point an earlier sweep already linked keeps
+    that sweep as its parent (a run has one); this sweep lists it all the same."""
+    store = current.get_store()
+    page = f"#/experiments/{sweep_experiment_id}/runs/{sweep_run_id}"
+    line = f"Point of sweep [{sweep_run_id}]({page}) (`luigiflow show {sweep_run_id}`)."
+    for run_id, run in runs.items():
+        tags = run.data.tags
+        if schema.SWEEP_RUN_TAG in tags:
+            continue
+        new = {schema.SWEEP_RUN_TAG: sweep_run_id}
+        if schema.PARENT_RUN_TAG not in tags:  # nested under a run of the user's: kept
+            new[schema.PARENT_RUN_TAG] = sweep_run_id
+        note = tags.get(schema.NOTE_TAG, "")
+        described = f"{note}\n\n{line}" if note else line
+        if len(described) <= schema.MAX_TAG_LENGTH:
+            new[schema.NOTE_TAG] = described
+        store.log_batch(run_id, tags=new)
+
+
+def _sweep_description(
+    config: ExperimentConfig, run_id: str, leaves: list[str], runs: dict[str, RunRecord]
+) -> str:
+    """The sweep run's description: what was swept and a link to each point's run, as
+    many as fit MLflow's limit on a tag (leaf_runs.json lists them all)."""
+    assert config.sweep is not None
+    family = config.task_class.get_task_family()
+    points = list(dict.fromkeys(leaves))  # a repeated combination is one run
+    head = (
+        f"**Sweep** ({config.sweep.kind}) of {family} over "
+        f"{', '.join(config.sweep.swept) or 'nothing'}: {len(points)} point run(s), each "
+        f"naming this run as its parent; `luigiflow runs {family} --sweep {run_id}` "
+        "lists them.\n"
+    )
+    lines, size = [], len(head) + 200
+    for index, leaf in enumerate(points):
+        item = f"- [{leaf}](#/experiments/{runs[leaf].info.experiment_id}/runs/{leaf})"
+        if size + len(item) + 1 > schema.MAX_TAG_LENGTH:
+            lines.append(f"- ... {len(points) - index} more in leaf_runs.json")
+            break
+        lines.append(item)
+        size += len(item) + 1
+    return head + "\n".join(lines)
 
 
 def leaf_runs(sweep_run_id: str) -> list[str]:
