@@ -233,9 +233,7 @@ def write_value(
 def _custom(value: Any) -> bool:
     """`(obj, save_fn)` or `(obj, save_fn, load_fn)`."""
     return (
-        isinstance(value, tuple)
-        and len(value) in (2, 3)
-        and all(callable(fn) for fn in value[1:])
+        isinstance(value, tuple) and len(value) in (2, 3) and all(callable(fn) for fn in value[1:])
     )
 
 
