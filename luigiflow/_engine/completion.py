@@ -60,7 +60,12 @@ def epoch_ms() -> int:
 class Completion:
     """The completion answers of one build (or of a process outside any build)."""
 
-    def __init__(self, store: RunStore, not_before: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        not_before: dict[str, int] | None = None,
+        chosen: dict[str, str] | None = None,
+    ) -> None:
         self.store = store
         self._lock = threading.Lock()
         # Answers not yet given to complete(): (run or None, monotonic time, epoch ms asked).
@@ -72,6 +77,10 @@ class Completion:
         # identity -> epoch ms: runs of that identity started earlier do not count (set
         # by `--rerun-changed`, `--force`: complete tasks that must run again).
         self.not_before: dict[str, int] = dict(not_before or {})
+        # identity -> run id: the run that completes it in this build, where a plan chose
+        # an older run than the newest (`--rerun-changed` after a revert: the run whose
+        # code matches the current code; docs/identity.md, "When a task is reused").
+        self.chosen: dict[str, str] = dict(chosen or {})
         self._pid = os.getpid()
 
     def _forget_inherited(self) -> None:
@@ -95,6 +104,13 @@ class Completion:
             for key in [k for k in self._given_negative if k[1] in identities]:
                 del self._given_negative[key]
 
+    def choose_runs(self, chosen: dict[str, str]) -> None:
+        """Complete these identities with these runs (identity -> run id), not the newest."""
+        with self._lock:
+            self.chosen.update(chosen)
+            for key in [k for k in self._answers if k[1] in chosen]:
+                del self._answers[key]
+
     def counts(self, run: RunRecord) -> bool:
         """The run is not one `ignore_runs_before` set aside, and, with a team key, its
         signature verifies (unsigned and badly signed runs are never reused)."""
@@ -104,7 +120,12 @@ class Completion:
 
     # ----- store questions ----------------------------------------------------------
     def query(self, experiment_id: str, identity: str) -> RunRecord | None:
-        """The newest counting FINISHED, non-deleted run with `identity`."""
+        """The newest counting FINISHED, non-deleted run with `identity` (or the run chosen
+        for it, while it counts)."""
+        if identity in self.chosen:
+            chosen = self.store.fetch_finished(experiment_id, [self.chosen[identity]])
+            if chosen and self.counts(chosen[0]):
+                return chosen[0]
         run = self.store.find_finished(experiment_id, identity, self.not_before.get(identity))
         if run is None or signatures.trusted(run):
             return run
@@ -166,13 +187,17 @@ class Completion:
             if exp_id is None:
                 found.update(((name, t.identity), None) for t in group)
                 continue
-            # Runs finished by this process are fetched by id (IN works on run ids), not
-            # found by scanning the whole experiment; a deleted one is looked up as usual.
+            # Runs finished by this process, and chosen runs, are fetched by id (IN works
+            # on run ids), not found by scanning the whole experiment; a deleted one is
+            # looked up as usual.
             with self._lock:
                 mine = {
-                    t.identity: self._finished_here[k]
+                    t.identity: run_id
                     for t in group
-                    if (k := (name, t.identity)) in self._finished_here
+                    if (
+                        run_id := self._finished_here.get((name, t.identity))
+                        or self.chosen.get(t.identity)
+                    )
                 }
             fetched = {
                 r.info.run_id: r

@@ -64,12 +64,13 @@ class Session:
             "store": self.store,
             "sink": self.sink,
             "not_before": dict(self.completion.not_before),
+            "chosen": dict(self.completion.chosen),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.store = state["store"]
         self.sink = state["sink"]
-        self.completion = Completion(self.store, state["not_before"])
+        self.completion = Completion(self.store, state["not_before"], state["chosen"])
         self.recheck = Recheck(self.store, self.completion)
         self.claim = Claim(self.store, self.completion.counts)
         self.pid = os.getpid()

@@ -137,3 +137,36 @@ def test_a_long_scan_asks_its_last_few_identities_exactly(run_store, monkeypatch
     assert expected[tasks[0]] is not None and expected[tasks[9]] is not None
     if isinstance(run_store, MemoryStore):
         assert ("find_finished" in run_store.calls) == exact, run_store.calls
+
+
+@pytest.mark.parametrize("threshold", [0, 1000])  # the scan path, then the per-task path
+def test_a_chosen_older_run_completes_its_identity(run_store, monkeypatch, threshold):
+    """`--rerun-changed` after a revert: the plan picks an older run of an identity (its
+    code matches) and the build completes the task with it, not with the newest."""
+    import pickle
+
+    from luigiflow._engine.session import Session
+    from luigiflow._store.memory import MemoryStore
+
+    monkeypatch.setattr(completion, "SCAN_THRESHOLD", threshold)
+    tasks = [Fan(index=i) for i in range(5)]
+    now = int(time.time() * 1000)
+    older = add_run(run_store, tasks[0], start_time=now)
+    newest = add_run(run_store, tasks[0], start_time=now + 1_000)
+    for i, task in enumerate(tasks[1:]):
+        add_run(run_store, task, start_time=now + i)
+    answers = Completion(run_store)
+    answers.prefetch(tasks)
+    assert answers.find_finished_run(tasks[0]).info.run_id == newest.info.run_id
+    answers.choose_runs({tasks[0].identity: older.info.run_id})
+    assert answers.find_finished_run(tasks[0]).info.run_id == older.info.run_id
+    answers.prefetch(tasks)
+    assert answers.find_finished_run(tasks[0]).info.run_id == older.info.run_id
+    if not isinstance(run_store, MemoryStore):  # a spawned worker: the session pickled
+        session = Session(run_store)
+        session.completion.choose_runs({tasks[0].identity: older.info.run_id})
+        copy = pickle.loads(pickle.dumps(session))
+        assert copy.completion.find_finished_run(tasks[0]).info.run_id == older.info.run_id
+    # a chosen run deleted since: the newest completes the task again
+    run_store.delete_run(older.info.run_id)
+    assert answers.find_finished_run(tasks[0], fresh=True).info.run_id == newest.info.run_id
