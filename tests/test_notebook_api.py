@@ -5,6 +5,7 @@ from __future__ import annotations
 import luigi
 
 import luigiflow as lf
+from luigiflow._core import provenance
 from tests.dags import Leaf, Middle, Source
 
 
@@ -27,6 +28,8 @@ def test_runs_frame_joins_upstream_parameters(store):
     by_label = frame.set_index("label")
     assert by_label.loc["b", "middle.factor"] == "3"
     assert by_label.loc["b", "middle.source.size"] == "4"
+    # the code that made each run, short as `luigiflow runs` shows it
+    assert frame["code"].tolist() == [provenance.code_fingerprint(Leaf)[:7]] * 2
     only = lf.runs(Leaf, where={"label": "a"})
     assert only["middle.factor"].tolist() == ["2"]
     sources = lf.runs(Source)  # newest first; param and metric `size` both kept

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
 def runs(task: Any, where: dict[str, Any] | None = None) -> pd.DataFrame:
     """One row per FINISHED run of `task` (class, family or experiment), newest first.
 
-    Columns: run_id, start_time, identity, the task's params, its metrics (prefixed
-    `metric.` only where a parameter has the same name), and `<upstream path>.<param>`
-    for each step of the chain the run consumed. Example::
+    Columns: run_id, start_time, identity, code (the short fingerprint of the code
+    that made the run, as `luigiflow runs` shows it; `code_fingerprint` where a
+    parameter is named `code`), the task's params, its metrics (prefixed `metric.` only
+    where a parameter has the same name), and `<upstream path>.<param>` for each step
+    of the chain the run consumed. Example::
 
         lf.runs(Evaluate, where={"algorithm": "rf"}).sort_values("roc_auc")
     """
@@ -53,6 +55,9 @@ def runs(task: Any, where: dict[str, Any] | None = None) -> pd.DataFrame:
             "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
             "identity": run.data.tags.get(schema.IDENTITY_TAG, ""),
         }
+        # Runs of one identity may differ in code (it is not in the identity).
+        code = schema.code_fingerprint_of(run.data.tags)[: schema.SHORT_CODE]
+        row["code_fingerprint" if "code" in run.data.params else "code"] = code
         if len(families) > 1:  # an experiment shared by task classes: say whose run
             row["task"] = run.data.tags.get(schema.FAMILY_TAG, "")
         row.update(run.data.params)
@@ -60,7 +65,8 @@ def runs(task: Any, where: dict[str, Any] | None = None) -> pd.DataFrame:
         row.update({(f"metric.{k}" if k in row else k): v for k, v in run.data.metrics.items()})
         row.update(chains.get(run.info.run_id, {}))
         rows.append(row)
-    return pd.DataFrame(rows, columns=None if rows else ["run_id", "start_time", "identity"])
+    empty = ["run_id", "start_time", "identity", "code"]
+    return pd.DataFrame(rows, columns=None if rows else empty)
 
 
 def _upstream_params(found: list[RunRecord]) -> dict[str, dict[str, str]]:

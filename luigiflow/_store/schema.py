@@ -68,6 +68,9 @@ MODEL_TAG_PREFIX = "luigiflow.model."  # + model output name -> {"flavour", "uri
 # In the task facts: each piece of code the task depends on ("file: name" -> short hash),
 # or CODE_PARTS_IN_FILE when the list is too long for the tag.
 CODE_PARTS_FACT = "code_parts"
+# In the task facts: the task's deep code fingerprint (every piece above, hashed).
+CODE_FINGERPRINT_FACT = "code_fingerprint"
+SHORT_CODE = 7  # characters of a code fingerprint `runs` shows, like git's short hashes
 # HMAC of the facts below with the team key (see _core/signing): "v1:<hex>".
 SIGNATURE_TAG = "luigiflow.signature"
 SIGNED_TAGS = (
@@ -145,6 +148,12 @@ def _json_dict(raw: str | None) -> dict[str, Any]:
 def task_facts(tags: Mapping[str, str]) -> dict[str, Any]:
     """The `luigiflow.task` facts recorded on a run ({} when absent or unreadable)."""
     return _json_dict(tags.get(TASK_TAG))
+
+
+def code_fingerprint_of(tags: Mapping[str, str]) -> str:
+    """The deep code fingerprint recorded on a run ("" when none was)."""
+    found = task_facts(tags).get(CODE_FINGERPRINT_FACT)
+    return found if isinstance(found, str) else ""
 
 
 def origin_of(tags: Mapping[str, str]) -> tuple[str, dict[str, Any]] | None:
