@@ -61,3 +61,39 @@ def test_plots_of_a_missing_dvc_yaml_is_one_line(tmp_path):
     assert out.returncode == 1
     [line] = out.stderr.strip().splitlines()
     assert line.startswith("ConfigError:") and "dvc.yaml" in line
+
+
+def test_plots_of_a_task_draws_a_metric_across_its_runs(store, tmp_path):
+    """`luigiflow plots TASK`: a metric over the runs, against a parameter or run order,
+    as `dvc plots show` compares experiments."""
+    from click.testing import CliRunner
+
+    import luigiflow as lf
+    from luigiflow._errors import ParameterError
+    from luigiflow.cli import app
+    from tests.dags import Source
+
+    for size in (5, 2, 3):  # built out of order: the x axis sorts them, run order does not
+        lf.build([Source(size=size)])
+    runner = CliRunner()
+
+    by_size = runner.invoke(app, ["plots", "Source", "--metric", "size", "--x", "size", "-o", "by"])
+    assert by_size.exit_code == 0, by_size.output
+    assert (tmp_path / "by" / "size_by_size.png").read_bytes().startswith(PNG)
+    page = (tmp_path / "by" / "index.html").read_text()
+    assert "Source: size by size" in page
+    cells = [line for line in page.splitlines() if line.startswith("<tr><td>")]
+    assert [c.split("<td>")[2].split("<")[0] for c in cells] == ["5", "2", "3"]  # run order
+
+    over_runs = runner.invoke(app, ["plots", "Source", "-o", "order", "--where", "size=2"])
+    assert over_runs.exit_code == 0, over_runs.output
+    assert "drew 1 plot(s) of Source: size.png" in over_runs.output
+    assert "Source: size over runs" in (tmp_path / "order" / "index.html").read_text()
+
+    # Mistakes are ParameterErrors (one line from the `luigiflow` command), naming them.
+    wrong = runner.invoke(app, ["plots", "Source", "--metric", "sise"])
+    assert isinstance(wrong.exception, ParameterError)
+    assert "no metric 'sise'; did you mean 'size'?" in str(wrong.exception)
+    bad_x = runner.invoke(app, ["plots", "Source", "--x", "colour"])
+    assert isinstance(bad_x.exception, ParameterError)
+    assert "no parameter 'colour'" in str(bad_x.exception)

@@ -182,30 +182,56 @@ def runs(**kwargs: Any) -> None:
 
 
 @app.command()
+@click.argument("task", required=False)
 @click.option(
     "--dvc",
     "dvc_path",
     type=click.Path(dir_okay=False),
     default="dvc.yaml",
     show_default=True,
-    help="The dvc.yaml whose plots: to draw.",
+    help="The dvc.yaml whose plots: to draw (without TASK).",
 )
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="With TASK: a metric to draw across its runs (repeatable; default: every one).",
+)
+@click.option(
+    "--x", "x", default=None, help="With TASK: the parameter on the x axis (default: run order)."
+)
+@click.option("--where", multiple=True, help="With TASK: only runs with PARAM=VALUE (repeatable).")
 @click.option(
     "--output",
     "-o",
     type=click.Path(file_okay=False),
-    default="dvc_plots",
-    show_default=True,
-    help="Folder for the PNG files and index.html.",
+    default=None,
+    help="Folder for the PNG files and index.html (default: dvc_plots, or TASK_plots).",
 )
-def plots(dvc_path: str, output: str) -> None:
-    """Draw the plots a dvc.yaml declares from the workspace files, as `dvc plots show`.
+def plots(
+    task: str | None,
+    dvc_path: str,
+    metrics: tuple[str, ...],
+    x: str | None,
+    where: tuple[str, ...],
+    output: str | None,
+) -> None:
+    """Draw the plots a dvc.yaml declares from the workspace files, as `dvc plots show`;
+    or, given TASK, its metrics across its runs, as `dvc plots show` compares experiments.
 
-    Example: luigiflow plots --dvc dvc.yaml --output dvc_plots
+    Examples: luigiflow plots --dvc dvc.yaml --output dvc_plots;
+    luigiflow plots evaluate --metric roc_auc.test --x train.n_est
     """
-    from luigiflow.cli import _commands
+    if task is None:
+        if metrics or x or where:
+            raise click.UsageError("--metric, --x and --where need TASK: luigiflow plots TASK ...")
+        from luigiflow.cli import _commands
 
-    _commands.plots(dvc_path, output)
+        _commands.plots(dvc_path, output or "dvc_plots")
+        return
+    from luigiflow.cli import _inspect
+
+    _inspect.metric_plots(task, list(metrics), x, list(where), output or f"{task}_plots")
 
 
 @app.command()

@@ -327,3 +327,22 @@ def diff(run_a: str, run_b: str) -> None:
         delta = "" if ma is None or mb is None else num(mb - ma)
         table.add_row(text(key), num(ma), num(mb), delta)
     console.print(table)
+
+
+def metric_plots(
+    name: str, metrics: list[str], x: str | None, where: Sequence[str], output: str
+) -> None:
+    import pathlib
+
+    from luigiflow._ops import metric_plots as _metric_plots
+
+    filters: dict[str, str] = {}
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LuigiflowError(f"--where {item!r} must look like PARAM=VALUE")
+        filters[key] = value
+    check_store(existing=True)
+    page, images = _metric_plots.render(name, metrics, x, filters, pathlib.Path(output))
+    click.echo(f"drew {len(images)} plot(s) of {name}: {', '.join(images)}")
+    click.echo(f"plots: {page}")
