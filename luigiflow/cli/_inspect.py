@@ -33,7 +33,7 @@ def runs(
     status: str = "finished",
     full: bool = False,
 ) -> None:
-    from luigiflow._ops import lineage as _history
+    from luigiflow._ops import run_listing as _listing
 
     filters: dict[str, str] = {}
     for item in where:
@@ -47,7 +47,7 @@ def runs(
         from luigiflow._ops.sweep import record as _sweep
 
         linked = set(_sweep.leaf_runs(sweep_id))
-    rows = _history.run_listing(name, filters, status, sort_by, ascending, limit, linked)
+    rows = _listing.run_listing(name, filters, status, sort_by, ascending, limit, linked)
     if fmt == "json":
         click.echo(_json_text(rows))
         return

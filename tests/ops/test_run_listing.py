@@ -10,7 +10,7 @@ import time
 import pytest
 
 from luigiflow._errors import RunNotFoundError
-from luigiflow._ops import lineage
+from luigiflow._ops.run_listing import run_listing
 from luigiflow._store import current, schema, sqlite_reads
 from luigiflow._store.mlflow_store import MlflowStore
 from luigiflow._store.port import IdentityReads
@@ -51,7 +51,7 @@ def stores(store: str, monkeypatch: pytest.MonkeyPatch):
 
 def _listing(which: MlflowStore, monkeypatch: pytest.MonkeyPatch, *args, **kwargs):
     monkeypatch.setattr(current, "get_store", lambda uri=None: which)
-    rows = lineage.run_listing(*args, **kwargs)
+    rows = run_listing(*args, **kwargs)
     return json.loads(json.dumps(rows).replace("NaN", '"nan"'))  # NaN != NaN in a dict
 
 
