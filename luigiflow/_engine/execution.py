@@ -9,35 +9,40 @@ The life of one run:
   4. check every declared artifact was saved, then write params, metrics and
      artifact records in one `log_batch` and only then mark the run FINISHED.
 Any exception marks the run FAILED with its traceback stored as an artifact.
+
+What the run is created with (tags, name, provenance files) is `run_facts`'s; what it
+records of its upstream runs when it finishes is `run_lineage`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import signal
 import time
 import traceback
 from collections.abc import Mapping
-from typing import Any
-
-import luigi
 
 from luigiflow._core import failures, provenance, redaction
-from luigiflow._core.hashing import content_hash
-from luigiflow._core.identity import canonical_json, encode_value
-from luigiflow._core.parameters import FileParameter, param_text
-from luigiflow._engine import checkpoints, cutoff, interrupts, luigi_compat, warm_start
+from luigiflow._core.identity import canonical_json
+from luigiflow._engine import (
+    checkpoints,
+    cutoff,
+    interrupts,
+    luigi_compat,
+    run_facts,
+    run_lineage,
+)
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import RUN_STATE, TrackedTask, bind_run
+
+# `_ops` reads a task's data files as `execution.data_files` (plan's reasons).
+from luigiflow._engine.run_facts import data_files as data_files
 from luigiflow._errors import ArtifactError, RunStoppedError, TrackingError
 from luigiflow._store import client, current, liveness, mlflow_compat, schema, signatures
 from luigiflow._store.artifacts import RunWriter
 from luigiflow._store.port import DatasetRef, RunStore
 from luigiflow._store.records import FAILED, FINISHED, KILLED, RunRecord
-from luigiflow._version import __version__
 
 
 def execute(task: TrackedTask) -> None:
@@ -73,8 +78,8 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
     source = cutoff.equivalent_run(task, session, exp_id, upstream_runs)
     # Values of secret-looking parameters never reach the store (see _core/redaction).
     params_json = canonical_json(redaction.redact_encoded(task.encoded_params()))
-    tags = start_tags(task, upstream_runs, params_json)
-    run_name = _run_name(task)
+    tags = run_facts.start_tags(task, upstream_runs, params_json)
+    run_name = run_facts.run_name(task)
     client.refuse_writes_if_read_only(store.uri, f"creating a run of {task!r}")
     while True:
         try:
@@ -97,7 +102,7 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
         except BaseException as exc:
             heartbeat.stop()
             with interrupts.shielded():
-                _mark_ended(store, run_id, exc, secrets_of(task))
+                _mark_ended(store, run_id, exc, run_facts.secrets_of(task))
             raise
         if settled.proceed:
             break
@@ -136,7 +141,7 @@ def _start(
             exp_id,
             run_name,
             tags,
-            display_params(task),
+            run_facts.display_params(task),
             schema.PARENT_RUN_TAG,
         )
 
@@ -164,7 +169,7 @@ def _run(
     writer = RunWriter(run_id, artifact_uri, session.store.uri, exp_id, tags)
     task.__dict__[RUN_STATE] = writer
     try:
-        _write_provenance_files(task, writer, params_json)
+        run_facts.write_provenance_files(task, writer, params_json)
         if cutoff_source is not None:
             cutoff.replay(task, cutoff_source)
         else:
@@ -191,157 +196,6 @@ def _run(
     session.record("reused" if cutoff_source is not None else "executed", task.task_id, run_id)
 
 
-def start_tags(
-    task: TrackedTask, upstream_runs: Mapping[str, RunRecord], params_json: str
-) -> dict[str, str]:
-    """Every tag a run is created with: identity, lineage, task facts, provenance."""
-    tags: dict[str, Any] = {
-        schema.IDENTITY_TAG: task.identity,
-        schema.FAMILY_TAG: task.get_task_family(),
-        schema.TASK_TAG: _task_facts(task),
-        schema.HEARTBEAT_TAG: liveness.now_beat(),
-        schema.WORKER_TAG: liveness.worker_token(),
-        schema.STORE_FORMAT_TAG: schema.STORE_FORMAT,
-        schema.VERSION_TAG: __version__,
-    }
-    if len(params_json) <= schema.MAX_TAG_LENGTH:
-        tags[schema.PARAMS_TAG] = params_json
-    else:
-        tags[schema.PARAMS_TAG] = schema.PARAMS_IN_FILE
-    for name, run in upstream_runs.items():
-        tags[schema.upstream_tag(name)] = run.info.run_id
-    data = data_files(task)
-    if data:
-        tags[schema.DATA_TAG] = json.dumps(
-            {
-                name: {"path": redaction.REDACTED, "sha256": redaction.REDACTED}
-                if redaction.looks_secret(name)
-                else {"path": path, "sha256": digest}
-                for name, (path, digest) in data.items()
-            },
-            sort_keys=True,
-        )
-    tags.update(warm_start.start_tags(task))
-    tags.update(_provenance_tags(type(task)))
-    return {k: str(v) for k, v in tags.items()}
-
-
-def _provenance_tags(cls: type) -> dict[str, str]:
-    """Code version and environment; git state and environment are one JSON tag each:
-    every tag is a row that each completion scan loads."""
-    tags: dict[str, str] = {}
-    path = provenance.notebook_path() if provenance.interactive(cls) else None
-    path = path or provenance.source_file(cls)
-    folder = _code_folder(cls)
-    if path:
-        tags[schema.SOURCE_NAME_TAG] = path
-    if folder:
-        git = provenance.git_state(folder)
-        if git:
-            tags[schema.GIT_TAG] = json.dumps(git, sort_keys=True)
-            if git.get("commit"):
-                tags[schema.SOURCE_COMMIT_TAG] = git["commit"]
-    tags[schema.ENV_TAG] = json.dumps(provenance.environment(), sort_keys=True)
-    return tags
-
-
-def data_files(task: TrackedTask) -> dict[str, tuple[str, str]]:
-    """FileParameter name -> (path as given, content sha256): the data version read.
-
-    Recorded on the run as tag `luigiflow.data`, except a secret-looking parameter's
-    (a key file's hash could be checked against guesses): its path and hash are
-    recorded `<redacted>`; its content hash still enters the identity."""
-    found = {}
-    for name, param in task.get_params():
-        if isinstance(param, FileParameter):
-            path = os.fspath(getattr(task, name))
-            found[name] = (path, content_hash(path))
-    return found
-
-
-def _task_facts(task: TrackedTask) -> str:
-    facts: dict[str, Any] = {
-        "id": _recorded_task_id(task)[:1000],
-        "module": provenance.importable_module(type(task)),
-        "version": encode_value(task.version),
-        "seed": task.seed,
-        "code_fingerprint": provenance.code_fingerprint(type(task)),
-        "code_source": provenance.source_file(type(task)),
-        schema.CODE_PARTS_FACT: provenance.code_parts(type(task)),
-    }
-    origin = provenance.main_origin(type(task))
-    if origin is not None and not getattr(task, "identity_module", None):
-        facts["main_origin"] = origin  # in its identity; `reproduce` gives it back
-    if provenance.interactive(type(task)):
-        facts["notebook"] = provenance.notebook_path()
-        facts["notebook_source"] = schema.NOTEBOOK_FILE
-        definitions = provenance.notebook_definitions()
-        if definitions:
-            # In the signed facts: `reproduce` executes that file only when it still
-            # has this digest.
-            facts["notebook_sha256"] = hashlib.sha256(definitions.encode("utf-8")).hexdigest()
-    text = json.dumps(facts, sort_keys=True)
-    if len(text) > schema.MAX_TAG_LENGTH:  # the list of pieces goes to a file
-        facts[schema.CODE_PARTS_FACT] = schema.CODE_PARTS_IN_FILE
-        text = json.dumps(facts, sort_keys=True)
-    return text
-
-
-def _code_folder(cls: type) -> str | None:
-    """Where the task's code lives for git: its file's folder; a notebook's own folder."""
-    if provenance.interactive(cls):
-        notebook = provenance.notebook_path()
-        return os.path.dirname(os.path.abspath(notebook)) if notebook else os.getcwd()
-    path = provenance.source_file(cls)
-    return os.path.dirname(os.path.abspath(path)) if path else None
-
-
-def _recorded_task_id(task: TrackedTask) -> str:
-    """Luigi's task id, rebuilt with secret-looking values redacted (it quotes values)."""
-    params = task.get_params()
-    if not any(redaction.looks_secret(name) for name, _ in params):
-        return task.task_id
-    shown = {
-        name: redaction.REDACTED
-        if redaction.looks_secret(name)
-        else param_text(param, getattr(task, name))
-        for name, param in params
-        if param.significant
-    }
-    return luigi.task.task_id_str(task.get_task_family(), shown)
-
-
-def secrets_of(task: TrackedTask) -> list[str]:
-    """Every secret value that must not appear in text written for `task`'s run."""
-    values = redaction.secret_values()
-    for name, param in task.get_params():
-        if redaction.looks_secret(name):
-            value = getattr(task, name)
-            values += [str(value), param_text(param, value)]
-    return values
-
-
-def _write_provenance_files(task: TrackedTask, writer: RunWriter, params_json: str) -> None:
-    """Installed packages, params too long for a tag, the diff when the tree is dirty,
-    and a notebook's definitions (what `reproduce` rebuilds a notebook task from)."""
-    writer.write_extra(schema.ENVIRONMENT_FILE, provenance.installed_packages())
-    if len(params_json) > schema.MAX_TAG_LENGTH:  # the params tag points here
-        writer.write_extra(schema.PARAMS_FILE, params_json)
-    if provenance.interactive(type(task)):
-        definitions = provenance.notebook_definitions()
-        if definitions:
-            writer.write_extra(schema.NOTEBOOK_FILE, definitions)
-    if json.loads(_task_facts(task))[schema.CODE_PARTS_FACT] == schema.CODE_PARTS_IN_FILE:
-        parts = provenance.code_parts(type(task))
-        writer.write_extra(schema.CODE_FILE, json.dumps(parts, sort_keys=True))
-    folder = _code_folder(type(task))
-    if folder is None:
-        return
-    if provenance.git_state(folder).get("dirty") == "True":
-        diff, _cut = provenance.git_diff(folder)
-        writer.write_extra(schema.DIFF_FILE, redaction.scrub(diff, secrets_of(task)))
-
-
 def _finish(
     task: TrackedTask, writer: RunWriter, started: float, upstream: Mapping[str, RunRecord]
 ) -> None:
@@ -352,17 +206,17 @@ def _finish(
             f"{task.get_task_family()} (run {writer.run_id}) did not save declared "
             f"artifact(s) {', '.join(map(repr, missing))}; call self.save() with them"
         )
-    note = _description(task, writer.run_id, upstream, writer.tags, writer.experiment_id)
+    note = run_lineage.description(task, writer.run_id, upstream, writer.tags, writer.experiment_id)
     if len(note) > schema.MAX_TAG_LENGTH:
         # A wide fan-in: the whole lineage goes in a file, the description lists what fits.
-        writer.write_extra(schema.LINEAGE_FILE, _lineage_json(upstream))
-        note = _description(
+        writer.write_extra(schema.LINEAGE_FILE, run_lineage.lineage_json(upstream))
+        note = run_lineage.description(
             task, writer.run_id, upstream, writer.tags, writer.experiment_id, fits=True
         )
     writer.upload()
     took = time.time() - started + checkpoints.carried_s(writer.tags)
     store = current.get_store(writer.uri)
-    inputs = _dataset_inputs(upstream) + _data_inputs(writer.tags)
+    inputs = run_lineage.dataset_inputs(upstream) + run_lineage.data_inputs(writer.tags)
     with client.translate_errors(f"finishing run {writer.run_id} of {task!r}", writer.uri):
         # Values user code logged asynchronously land before the run ends.
         client.flush_async_logging(writer.uri)
@@ -387,9 +241,11 @@ def _finish(
                 "experiment that succeeds it"
             ) from None
         writer.experiment_id = successor  # the signature and the links name it
-        note = _description(task, writer.run_id, upstream, writer.tags, successor)
+        note = run_lineage.description(task, writer.run_id, upstream, writer.tags, successor)
         if len(note) > schema.MAX_TAG_LENGTH:  # its lineage file is already written
-            note = _description(task, writer.run_id, upstream, writer.tags, successor, fits=True)
+            note = run_lineage.description(
+                task, writer.run_id, upstream, writer.tags, successor, fits=True
+            )
         _record(task, writer, store, took, note, inputs)
     # Off MLflow's active-run stack (user code may have ended the run itself already).
     if not mlflow_compat.pop_active_run(writer.run_id):
@@ -433,7 +289,7 @@ def _fail(task: TrackedTask, writer: RunWriter, exc: BaseException) -> None:
     store = current.get_store(writer.uri)
     # Best effort, each write on its own: the store may be the very thing that failed,
     # and the run must end FAILED even when the traceback upload does not get through.
-    secrets = secrets_of(task)
+    secrets = run_facts.secrets_of(task)
     with contextlib.suppress(Exception):
         text = redaction.scrub("".join(traceback.format_exception(exc)), secrets)
         store.log_text(writer.run_id, text, schema.TRACEBACK_FILE)
@@ -464,116 +320,3 @@ def _mark_ended(
         mlflow_compat.end_active_run_if(run_id, status)
     with contextlib.suppress(Exception):
         store.terminate(run_id, status)
-
-
-def display_params(task: TrackedTask) -> dict[str, str]:
-    """Parameter values as MLflow params: Luigi's own text form, cut to MLflow's limit."""
-    shown = {}
-    limit = schema.MAX_PARAM_LENGTH
-    for name, param in task.get_params():
-        if redaction.looks_secret(name):
-            shown[name] = redaction.REDACTED
-            continue
-        text = param_text(param, getattr(task, name))
-        if len(text) > limit:
-            text = text[: limit - 20] + "...[truncated]"
-        shown[name] = text
-    return shown
-
-
-def _run_name(task: TrackedTask) -> str:
-    """The task and the parameters that set it apart from its defaults, as the MLflow UI
-    lists runs: `Train(alpha=0.5)`, not `Train-20e5ef2a`."""
-    parts = []
-    for name, param in task.get_params():
-        if not param.significant:
-            continue
-        value = getattr(task, name)
-        has_default, default = luigi_compat.param_default(param)
-        if has_default and value == default:
-            continue
-        text = redaction.REDACTED if redaction.looks_secret(name) else param_text(param, value)
-        parts.append(f"{name}={text if len(text) <= 40 else text[:39] + '…'}")
-    return f"{task.get_task_family()}({', '.join(parts)})"[:250]
-
-
-def _description(
-    task: TrackedTask,
-    run_id: str,
-    upstream: Mapping[str, RunRecord],
-    tags: Mapping[str, str] | None = None,
-    experiment_id: str = "",
-    fits: bool = False,
-) -> str:
-    """The run's MLflow description (Markdown): what made it, links to the upstream runs'
-    pages and to the run it resumed or warm-started from, and the command that shows
-    the whole chain. With `fits`, the upstream links that fit MLflow's limit on a tag
-    (which MLflow would cut, with a warning), then where the others are listed."""
-    lines = [f"**{_run_name(task)}**, recorded by luigiflow.", ""]
-    origin = schema.origin_of(tags or {})
-    if origin is not None:
-        kind, record = origin
-        # the run it came from is a run of the same task: same experiment
-        page = f"#/experiments/{experiment_id}/runs/{record['run_id']}"
-        text = schema.origin_text(kind, record).replace(
-            f"run {record['run_id']}", f"run [{record['run_id']}]({page})"
-        )
-        lines += [text[0].upper() + text[1:] + ": its metric history up to that step is here.", ""]
-    tail = f"The whole chain: `luigiflow show {run_id}`"
-    if upstream:
-        lines.append("Upstream runs:")
-        links = []
-        for name, run in sorted(upstream.items()):
-            page = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-            label = run.info.run_name or run.info.run_id
-            links.append(f"- {name}: [{label}]({page})")
-        if fits:
-            more = (
-                f"- ... and {{}} more: all {len(links)} upstream runs are listed in "
-                f"`{schema.LINEAGE_FILE}` among this run's artifacts"
-            )
-            room = schema.MAX_TAG_LENGTH - len("\n".join([*lines, more, "", tail])) - 8
-            shown = 0
-            while shown < len(links) and len(links[shown]) + 1 <= room:
-                room -= len(links[shown]) + 1
-                shown += 1
-            links = [*links[:shown], more.format(len(links) - shown)]
-        lines += [*links, ""]
-    lines.append(tail)
-    return "\n".join(lines)
-
-
-def _lineage_json(upstream: Mapping[str, RunRecord]) -> str:
-    """Every upstream run the task consumed, by its name in requires()."""
-    return json.dumps(
-        {
-            name: {
-                "run_id": run.info.run_id,
-                "experiment_id": run.info.experiment_id,
-                "run_name": run.info.run_name,
-            }
-            for name, run in sorted(upstream.items())
-        },
-        indent=1,
-    )
-
-
-def _data_inputs(tags: Mapping[str, str]) -> list[DatasetRef]:
-    """Each data file the run read (as recorded when it started), as an MLflow dataset
-    input; redacted ones are left out."""
-    return [
-        DatasetRef(record["path"], str(record["sha256"]), record["path"], "local", name)
-        for name, record in sorted(schema.data_of(tags).items())
-        if record.get("path") not in (None, redaction.REDACTED)
-    ]
-
-
-def _dataset_inputs(upstream: Mapping[str, RunRecord]) -> list[DatasetRef]:
-    """Each upstream artifact this run consumed, as an MLflow dataset input."""
-    refs = []
-    for name, run in sorted(upstream.items()):
-        for artifact, record in sorted(schema.artifact_records(run.data.tags).items()):
-            digest = str(record.get("sha256") or run.info.run_id)[:16]
-            source = f"runs:/{run.info.run_id}/{record.get('file', artifact)}"
-            refs.append(DatasetRef(f"{name}.{artifact}", digest, source))
-    return refs

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 
 from luigiflow._core import provenance
-from luigiflow._engine.execution import data_files
+from luigiflow._engine.run_facts import data_files
 from luigiflow._errors import LuigiflowError
 from luigiflow._ops import reproduce
 from luigiflow._ops.recorded import recorded_params
