@@ -16,7 +16,7 @@ from typing import Any
 
 from luigiflow._core.suggest import did_you_mean, listing
 from luigiflow._errors import ParameterError, RunNotFoundError
-from luigiflow._ops import lineage
+from luigiflow._ops.run_listing import run_listing
 
 
 def render(
@@ -28,7 +28,7 @@ def render(
 ) -> tuple[pathlib.Path, list[str]]:
     """Draw `metrics` (every metric logged when empty) of the runs of `name` into `out`;
     returns the HTML page and the PNG files."""
-    rows = sorted(lineage.run_listing(name, where), key=lambda r: r["start_time"] or 0)
+    rows = sorted(run_listing(name, where), key=lambda r: r["start_time"] or 0)
     if not rows:
         raise RunNotFoundError(
             f"{name} has no FINISHED run{' matching --where' if where else ''} to plot; "
