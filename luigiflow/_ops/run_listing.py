@@ -308,7 +308,8 @@ def _param_matches(run: Run, key: str, text: str) -> bool:
 def run_rows(
     runs: list[Run], finished_counts: Mapping[str, int] | None = None
 ) -> list[dict[str, Any]]:
-    """One flat record per run: id, start, identity, duplicate flag, params, metrics.
+    """One flat record per run: id, start, identity, duplicate flag, code fingerprint,
+    params, metrics.
 
     A run is a duplicate when its identity has more than one FINISHED run: among `runs`,
     or as `finished_counts` (identity -> FINISHED runs) says when `runs` are only a part.
@@ -329,6 +330,8 @@ def run_rows(
                 "start_time": run.info.start_time,
                 "identity": identity,
                 "duplicate": bool(identity) and seen.get(identity, 0) > 1,
+                # code is not in the identity: duplicates may differ in code
+                "code": schema.code_fingerprint_of(run.data.tags),
                 "signed": SIGNED_MARK[signatures.status(run)],
                 "task": run.data.tags.get(schema.FAMILY_TAG, ""),
                 "params": dict(run.data.params),

@@ -55,7 +55,7 @@ def runs(
     metrics = sorted({k for r in rows for k in r["metrics"]})
     failed = status != "finished"
     if fmt == "csv":
-        header = ["run_id", "start_time", *params, *metrics, "duplicate", "signed"]
+        header = ["run_id", "start_time", *params, *metrics, "duplicate", "code", "signed"]
         header += ["status", "error"] if failed else []
         buffer = io.StringIO()
         writer = csv.writer(buffer)
@@ -68,6 +68,7 @@ def runs(
                     *[plain(r["params"].get(p, "")) for p in params],
                     *[num(r["metrics"].get(m)) for m in metrics],
                     "yes" if r["duplicate"] else "",
+                    r["code"],
                     r["signed"],
                     *([r["status"], plain(r["error"])] if failed else []),
                 ]
@@ -119,6 +120,11 @@ def _runs_table(
     for m in metrics:
         width = max([len(c) for c in cells[m]] + [1])
         table.add_column(text(m), justify="right", no_wrap=True, min_width=width)
+    # Code is not in the identity: runs with equal parameters may differ in code, and a
+    # short fingerprint says which (shown only when the rows do not all share one).
+    codes = len({r["code"] for r in rows}) > 1
+    if codes:
+        table.add_column("code", no_wrap=True, min_width=schema.SHORT_CODE)
     duplicates = any(r["duplicate"] for r in rows)
     if duplicates:
         table.add_column("duplicate", no_wrap=True)
@@ -137,6 +143,8 @@ def _runs_table(
             row.append(text(r["status"]))
         row += [text(r["params"].get(p, "")) for p in varying]
         row += [cells[m][i] for m in metrics]
+        if codes:
+            row.append(text(r["code"][: schema.SHORT_CODE]))
         if duplicates:
             row.append("yes" if r["duplicate"] else "")
         row.append(text(r["signed"]))
