@@ -51,7 +51,7 @@ def test_run_artifact_uri_is_mlflows(location):
 )
 def test_validated_batch_is_mlflows(metrics, params, tags, monkeypatch):
     def mlflows() -> object:
-        monkeypatch.setattr(mlflow_compat, "_plain_batch", lambda *_: False)
+        monkeypatch.setattr(mlflow_compat.validation, "_plain_batch", lambda *_: False)
         try:
             return mlflow_compat.validated_batch(metrics, params, tags)
         except MlflowException as exc:
