@@ -1,4 +1,4 @@
-"""The `luigiflow` command: argument wiring only; the work is in `_commands`/`_inspect`.
+"""The `luigiflow` command: argument wiring only; the work is in the modules beside it.
 
 Nothing here imports MLflow, so `luigiflow --help` answers at once.
 """
@@ -81,11 +81,11 @@ def _help_requested(kwargs: dict[str, Any]) -> bool:
     """Print the command's help, or the task's when a task is named; True if printed."""
     if not kwargs.pop("show_help"):
         return False
-    from luigiflow.cli import _commands
+    from luigiflow.cli import _plan
 
     ctx = click.get_current_context()
     if kwargs["task_words"]:
-        _commands.task_help(
+        _plan.task_help(
             ctx.command_path,
             kwargs["module"],
             kwargs["task_words"][0],
@@ -118,12 +118,12 @@ def run(upgrade_store: bool, **kwargs: Any) -> None:
 
     Example: luigiflow run --module examples.tabular Evaluate --logic pca --workers 2
     """
-    from luigiflow.cli import _commands
+    from luigiflow.cli import _build
 
     if upgrade_store:  # through the environment: worker processes must see it too
         os.environ[_settings.UPGRADE_STORE] = "1"
     if not _help_requested(kwargs):
-        _commands.run(**kwargs)
+        _build.run(**kwargs)
 
 
 @app.command(context_settings=TASK_ARGS)
@@ -144,12 +144,12 @@ def run(upgrade_store: bool, **kwargs: Any) -> None:
 )
 def plan(**kwargs: Any) -> None:
     """Dry run: each task reused (run id) or will run, and why. Creates nothing."""
-    from luigiflow.cli import _commands
+    from luigiflow.cli import _plan
 
     kwargs.pop("workers")
     kwargs.pop("scheduler_url")
     if not _help_requested(kwargs):
-        _commands.plan(**kwargs)
+        _plan.plan(**kwargs)
 
 
 @app.command()
@@ -225,9 +225,9 @@ def plots(
     if task is None:
         if metrics or x or where:
             raise click.UsageError("--metric, --x and --where need TASK: luigiflow plots TASK ...")
-        from luigiflow.cli import _commands
+        from luigiflow.cli import _serve
 
-        _commands.plots(dvc_path, output or "dvc_plots")
+        _serve.plots(dvc_path, output or "dvc_plots")
         return
     from luigiflow.cli import _inspect
 
@@ -267,9 +267,9 @@ def reproduce(run_id: str, force: bool, workers: int, module: str | None) -> Non
 
     Says first how the current code differs from the recorded commit and fingerprint.
     """
-    from luigiflow.cli import _commands
+    from luigiflow.cli import _build
 
-    _commands.reproduce(run_id, force, workers, module)
+    _build.reproduce(run_id, force, workers, module)
 
 
 @app.command()
@@ -285,9 +285,9 @@ def reproduce(run_id: str, force: bool, workers: int, module: str | None) -> Non
 )
 def serve(target: str, port: int, host: str, max_body_mb: float) -> None:
     """Serve a model bundle over HTTP with MLflow's scoring server (/invocations, /ping)."""
-    from luigiflow.cli import _commands
+    from luigiflow.cli import _serve
 
-    _commands.serve(target, port, host, int(max_body_mb * 2**20))
+    _serve.serve(target, port, host, int(max_body_mb * 2**20))
 
 
 @app.command()
@@ -314,9 +314,9 @@ def gc(
     yes: bool,
 ) -> None:
     """Permanently remove luigiflow's deleted runs and dead attempts, with their artifacts."""
-    from luigiflow.cli import _commands
+    from luigiflow.cli import _store_admin
 
-    _commands.gc(dry_run, older_than, task, backend_store_uri, yes)
+    _store_admin.gc(dry_run, older_than, task, backend_store_uri, yes)
 
 
 @app.command()
@@ -332,9 +332,9 @@ def upgrade(dry_run: bool, modules: tuple[str, ...]) -> None:
     format to today's identity where its recorded parameters, code, data and upstream
     runs prove it; tag the others with the reason. Safe to interrupt and to run again.
     """
-    from luigiflow.cli import _commands
+    from luigiflow.cli import _store_admin
 
-    _commands.upgrade(dry_run, modules)
+    _store_admin.upgrade(dry_run, modules)
 
 
 @app.command()
@@ -342,9 +342,9 @@ def upgrade(dry_run: bool, modules: tuple[str, ...]) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 def ui(port: int, host: str) -> None:
     """Start the MLflow UI on the tracking store luigiflow uses."""
-    from luigiflow.cli import _commands
+    from luigiflow.cli import _serve
 
-    _commands.ui(port, host)
+    _serve.ui(port, host)
 
 
 def main(argv: list[str] | None = None) -> None:

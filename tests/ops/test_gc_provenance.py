@@ -8,7 +8,7 @@ import pytest
 
 import luigiflow as lf
 from luigiflow._ops import gc
-from luigiflow.cli import _commands
+from luigiflow.cli import _store_admin
 from tests.conftest import runs_of
 from tests.dags import Leaf
 from tests.training import Stumbling
@@ -29,7 +29,7 @@ def test_gc_keeps_the_attempt_a_finished_run_resumed_from(client, monkeypatch, c
     assert [k.run_id for k in kept] == [attempt.info.run_id]
     assert f"kept: run {run_id} (FINISHED) resumed from it" in kept[0].reason
 
-    _commands.gc(dry_run=True, older_than=None, task=None, backend_store_uri=None)
+    _store_admin.gc(dry_run=True, older_than=None, task=None, backend_store_uri=None)
     out = " ".join(capsys.readouterr().out.split())
     assert f"keeping {attempt.info.run_id}" in out and "resumed from it" in out
     assert "0 run(s), would free 0 bytes" in out
