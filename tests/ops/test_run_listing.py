@@ -4,7 +4,11 @@ through MLflow's client, which has no reads by identity."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pathlib
+import shutil
+import sqlite3
 import time
 
 import pytest
@@ -38,11 +42,32 @@ def _scatter(store: MlflowStore) -> None:
         store.terminate(other.info.run_id, "FINISHED")
 
 
+@pytest.fixture(scope="module")
+def populated_db(template_db: pathlib.Path, tmp_path_factory: pytest.TempPathFactory):
+    """The mixed and scattered runs, written once for the module's ~80 read-only tests
+    (writing them through MLflow's client for each test was most of the module's time)."""
+    folder = tmp_path_factory.mktemp("listing")
+    db = folder / "mlflow.db"
+    shutil.copy(template_db, db)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # MLflow places experiments' artifact folders under the cwd
+        theirs = MlflowStore(f"sqlite:///{db}")
+        populate(theirs)
+        _scatter(theirs)
+    # A consistent copy that no connection holds open (the store may be in WAL mode).
+    copy = folder / "populated.db"
+    with (
+        contextlib.closing(sqlite3.connect(db)) as source,
+        contextlib.closing(sqlite3.connect(copy)) as target,
+    ):
+        source.backup(target)
+    return copy
+
+
 @pytest.fixture
-def stores(store: str, monkeypatch: pytest.MonkeyPatch):
+def stores(store: str, populated_db: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
+    shutil.copy(populated_db, store.removeprefix("sqlite:///"))  # before any store opens it
     theirs = MlflowStore(store)
-    populate(theirs)
-    _scatter(theirs)
     ours = sqlite_reads.SqliteStore(store)
     assert isinstance(ours, IdentityReads) and not isinstance(theirs, IdentityReads)
     monkeypatch.setattr(sqlite_reads, "ID_CHUNK", 2)  # the head spans several chunks
