@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import pathlib
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,7 +25,7 @@ from tests.conftest import REPO, runs_of
 from tests.conftest import luigiflow_cli as cli
 from tests.servers import luigiflow_serve
 
-pytestmark = pytest.mark.xdist_group("serve")
+pytestmark = pytest.mark.xdist_group("serve")  # one worker holds the module's server
 
 COLUMNS = ["height", "weight", "age"]
 LIMIT_MB = 2
@@ -58,14 +61,25 @@ def rows(n: int = 3) -> list[dict]:
     return [{"height": 160.0 + 10 * i, "weight": 70.0, "age": 30 + i} for i in range(n)]
 
 
-@pytest.fixture
-def server(client, tmp_path):
-    # Built in a subprocess, as a user would: importing luigiflow.models here would add
-    # `models` to the package namespace of this test worker.
-    cli("run", "--module", "tests.test_serve_security", "TinyModel", cwd=tmp_path)
-    [run] = runs_of(client, "TinyModel", "FINISHED")
-    with luigiflow_serve(run.info.run_id, tmp_path, "--max-body-mb", str(LIMIT_MB)) as port:
-        yield port
+@pytest.fixture(scope="module")
+def server(template_db: pathlib.Path, tmp_path_factory: pytest.TempPathFactory):
+    """One model built and served for the whole module: its tests only send requests, and
+    a build plus a server start in subprocesses was most of each test's time."""
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp("serve")
+    shutil.copy(template_db, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:  # what `store` sets, for the module
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("LUIGIFLOW_CACHE_DIR", str(folder / "cache"))
+        patch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+        # Built in a subprocess, as a user would: importing luigiflow.models here would add
+        # `models` to the package namespace of this test worker.
+        cli("run", "--module", "tests.test_serve_security", "TinyModel", cwd=folder)
+        [run] = runs_of(MlflowClient(tracking_uri=uri), "TinyModel", "FINISHED")
+        with luigiflow_serve(run.info.run_id, folder, "--max-body-mb", str(LIMIT_MB)) as port:
+            yield port
 
 
 def post(port: int, body: bytes, content_type: str = "application/json"):
@@ -130,6 +144,7 @@ def payloads(records: list[dict]) -> dict[str, tuple[bytes, str]]:
     }
 
 
+@pytest.mark.slow  # a build and a server in subprocesses
 def test_every_format_answers_valid_rows_and_names_bad_columns(server):
     problems = []
     expected = None
@@ -158,6 +173,7 @@ def test_every_format_answers_valid_rows_and_names_bad_columns(server):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow  # a build and a server in subprocesses
 def test_malformed_bodies_are_400_without_internals(server):
     deep = b'{"dataframe_split": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     cases = {
@@ -228,6 +244,7 @@ def raw_request(port: int, head: bytes, body_chunks: list[bytes]) -> tuple[int, 
     return int(head_part.split(b" ", 2)[1]), head_part + b"\r\n\r\n" + rest
 
 
+@pytest.mark.slow  # a build and a server in subprocesses
 def test_oversized_bodies_are_413_before_and_after_sending(server):
     too_big = LIMIT_MB * 2**20 + 1
     head = (
@@ -259,6 +276,7 @@ def test_oversized_bodies_are_413_before_and_after_sending(server):
     assert post(server, padded)[0] == 200
 
 
+@pytest.mark.slow  # a build and a server in subprocesses
 def test_ping_and_health_are_mlflows(server):
     for path in ("/ping", "/health"):
         with urllib.request.urlopen(f"http://127.0.0.1:{server}{path}", timeout=30) as r:
