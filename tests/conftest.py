@@ -3,6 +3,7 @@ fresh Luigi global state, and a private cache folder."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pathlib
 import shutil
@@ -24,21 +25,32 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """One migrated MLflow database per session; migrations cost 1-2 s each time."""
-    folder = tmp_path_factory.mktemp("template")
+    """One migrated MLflow database per test run, shared by the xdist workers (each of
+    which has its own basetemp under a common parent): importing MLflow and migrating
+    costs several CPU seconds, once."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / "template"
     db = folder / "mlflow.db"
-    subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore;"
-            "SqlAlchemyStore(sys.argv[1], sys.argv[2])",
-            f"sqlite:///{db}",
-            str(folder / "mlruns"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    folder.mkdir(exist_ok=True)
+    with open(root / "template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker migrates, the other waits
+        if not db.exists():
+            migrating = folder / "migrating.db"
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; from mlflow.store.tracking.sqlalchemy_store import"
+                    " SqlAlchemyStore; SqlAlchemyStore(sys.argv[1], sys.argv[2])",
+                    f"sqlite:///{migrating}",
+                    str(folder / "mlruns"),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            migrating.rename(db)  # whole or absent
     return db
 
 
