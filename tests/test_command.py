@@ -164,6 +164,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_the_child_process_group_and_marks_the_run_killed(client, tmp_path, sig):
     write(tmp_path / "sleeper.py", SLEEPER)
@@ -201,6 +202,7 @@ def test_signal_stops_the_child_process_group_and_marks_the_run_killed(client, t
     assert statuses == ["KILLED"], output
 
 
+@pytest.mark.slow
 def test_python_task_class_and_command_stages_mix_in_one_pipeline(client, tmp_path):
     write(
         tmp_path / "mixtasks.py",

@@ -24,7 +24,8 @@ EXPECTED = collections.Counter(
     {"Gather": 1, "Source(3)": 1, **{f"Fan({i})": 1 for i in range(WIDTH)}}
 )
 
-pytestmark = pytest.mark.xdist_group("servers")
+# Four `luigiflow run` processes per test: slow.
+pytestmark = [pytest.mark.xdist_group("servers"), pytest.mark.slow]
 
 
 def _race(tmp_path: pathlib.Path, env: dict[str, str]) -> tuple[collections.Counter, list]:

@@ -74,6 +74,7 @@ def finished_counts(db: pathlib.Path) -> dict[str, int]:
 # ----- item 3: creating the embedded store ------------------------------------------
 
 
+@pytest.mark.slow
 def test_four_first_runs_on_a_fresh_folder_all_succeed(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
@@ -112,6 +113,7 @@ def read_only(folder: pathlib.Path):
         subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.mark.slow
 def test_read_only_store_reads_and_refuses_writes_in_one_line(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
@@ -143,6 +145,7 @@ def _broken_db_error(project: pathlib.Path, env: dict[str, str]) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_garbage_database_is_one_line_naming_the_file(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
@@ -150,6 +153,7 @@ def test_garbage_database_is_one_line_naming_the_file(tmp_path):
     _broken_db_error(project, project_env(tmp_path))
 
 
+@pytest.mark.slow
 def test_truncated_database_is_one_line_naming_the_file(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
@@ -161,6 +165,7 @@ def test_truncated_database_is_one_line_naming_the_file(tmp_path):
     _broken_db_error(project, env)
 
 
+@pytest.mark.slow
 def test_zero_length_database_is_never_a_silent_fresh_start(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
@@ -173,6 +178,7 @@ def test_zero_length_database_is_never_a_silent_fresh_start(tmp_path):
 # ----- item 14: remote download cache, full disk -------------------------------------
 
 
+@pytest.mark.slow
 def test_corrupted_download_cache_is_fetched_again(tmp_path):
     served = tmp_path / "served-artifacts"
     project = tmp_path / "project"
@@ -231,6 +237,7 @@ def test_disk_full_while_writing_an_artifact_marks_the_run_failed(client, tmp_pa
 # ----- item 16: environment variables -----------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -250,6 +257,7 @@ def test_bad_environment_variable_is_one_line(tmp_path, name, value):
     assert f"{name}={value!r}" in line or f"{name}={value}" in line, line
 
 
+@pytest.mark.slow
 def test_checksum_limit_variable_is_deprecated_in_one_line(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
@@ -270,6 +278,7 @@ def _walk(entry: dict):
         yield from _walk(child)
 
 
+@pytest.mark.slow
 def test_store_made_by_the_previous_release(tmp_path):
     old = tmp_path / "previous-release"
     old.mkdir()

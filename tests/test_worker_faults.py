@@ -98,6 +98,7 @@ def _env(tmp_path: pathlib.Path, **extra: str) -> dict[str, str]:
 # ----- item 4: a SIGKILLed worker process ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_child_fails_luigiflow_run(client, tmp_path):
     markers = tmp_path / "markers"
     proc, out, err = _interrupted(
@@ -116,6 +117,7 @@ def test_sigkilled_worker_child_fails_luigiflow_run(client, tmp_path):
     assert "worker process died" in run.data.tags["luigiflow.error"]
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_child_makes_build_raise(client, tmp_path):
     markers = tmp_path / "markers"
     code = (
@@ -156,6 +158,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+@pytest.mark.slow
 def test_worker_children_die_with_a_sigkilled_build(client, tmp_path):
     # Orphaned, a child would go on writing while the next process to open the store
     # resets the WAL under it (its SQLite locks were its parent's): results lost.
@@ -200,6 +203,7 @@ def test_task_that_ends_its_own_run_then_raises_is_never_finished(client, monkey
 # ----- item 9: an unreachable tracking server ------------------------------------------
 
 
+@pytest.mark.slow
 def test_library_fails_fast_on_unreachable_server(tmp_path, store):
     url = f"http://127.0.0.1:{free_port()}"
     env = {
@@ -240,6 +244,7 @@ def _assert_all_killed(client, experiment: str, err: str) -> None:
         assert run.info.run_id in err, err  # the user is told which runs were stopped
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_multi_worker_build_kills_runs_at_once(client, tmp_path):
     markers = tmp_path / "markers"
     env = _env(tmp_path)
@@ -256,6 +261,7 @@ def test_ctrl_c_during_multi_worker_build_kills_runs_at_once(client, tmp_path):
     assert _leftovers(pathlib.Path(env["TMPDIR"])) == []
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_parent_kills_runs_and_removes_upload_folders(store, tmp_path):
     from mlflow import MlflowClient
 
@@ -282,6 +288,7 @@ def test_sigterm_to_the_parent_kills_runs_and_removes_upload_folders(store, tmp_
         assert _leftovers(pathlib.Path(env["TMPDIR"])) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_with_one_worker_prints_one_line(client, tmp_path):
     markers = tmp_path / "markers"
     env = _env(tmp_path)
@@ -299,6 +306,7 @@ def test_ctrl_c_with_one_worker_prints_one_line(client, tmp_path):
     assert _leftovers(pathlib.Path(env["TMPDIR"])) == []
 
 
+@pytest.mark.slow
 def test_interrupted_build_leaves_nothing_that_counts(client, tmp_path):
     """After an interrupt, the next build runs the task again (nothing stale counts)."""
     markers = tmp_path / "markers"
