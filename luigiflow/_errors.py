@@ -13,6 +13,7 @@
      ├── UntrustedRunError     a run's signature or stored code does not verify: not executed
      ├── RunStoppedError       another worker ended a task's run before it was recorded
      ├── TaskExitedError       task code ended its process (os._exit) mid-task
+     ├── TrialPrunedError      an adaptive search's pruner stopped a trial (its run: KILLED)
      └── BuildError            one or more tasks failed during `luigiflow.build`
 
     BuildInterrupted (a KeyboardInterrupt)  Ctrl-C or SIGTERM stopped a build
@@ -101,6 +102,11 @@ class RunStoppedError(LuigiflowError):
 
 class WorkerDiedError(LuigiflowError):
     """The process running a task died without a word (SIGKILL, the OOM killer)."""
+
+
+class TrialPrunedError(LuigiflowError):
+    """An adaptive search's pruner stopped a trial from the values it logged per step;
+    its run is KILLED with tag `luigiflow.pruned`, never a result (docs/guides/from-optuna.md)."""
 
 
 class UntrustedRunError(LuigiflowError):

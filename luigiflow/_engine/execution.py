@@ -32,13 +32,14 @@ from luigiflow._engine import (
     luigi_compat,
     run_facts,
     run_lineage,
+    run_names,
 )
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import RUN_STATE, TrackedTask, bind_run
 
 # `_ops` reads a task's data files as `execution.data_files` (plan's reasons).
 from luigiflow._engine.run_facts import data_files as data_files
-from luigiflow._errors import ArtifactError, RunStoppedError, TrackingError
+from luigiflow._errors import ArtifactError, RunStoppedError, TrackingError, TrialPrunedError
 from luigiflow._store import client, current, liveness, mlflow_compat, schema, signatures
 from luigiflow._store.artifacts import RunWriter
 from luigiflow._store.port import DatasetRef, RunStore
@@ -79,7 +80,7 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
     # Values of secret-looking parameters never reach the store (see _core/redaction).
     params_json = canonical_json(redaction.redact_encoded(task.encoded_params()))
     tags = run_facts.start_tags(task, upstream_runs, params_json)
-    run_name = run_facts.run_name(task)
+    run_name = run_names.name_for_run(task, session, exp_id, params_json)
     client.refuse_writes_if_read_only(store.uri, f"creating a run of {task!r}")
     while True:
         try:
@@ -120,7 +121,7 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
         heartbeat,
         params_json,
         exp_id,
-        tags,
+        {**tags, schema.RUN_NAME_TAG: run_name},  # MLflow's own tag: the description's title
         upstream_runs,
         source,
     )
@@ -305,7 +306,9 @@ def _mark_ended(
     Through the store as well as MLflow's active-run stack: user code may have ended
     the run itself (`mlflow.end_run()`, which marks it FINISHED) before raising.
     """
-    status = KILLED if isinstance(exc, KeyboardInterrupt | SystemExit) else FAILED
+    # A pruned trial was stopped on purpose, not broken: KILLED, as an interrupt is.
+    stopped = KeyboardInterrupt | SystemExit | TrialPrunedError
+    status = KILLED if isinstance(exc, stopped) else FAILED
     if isinstance(exc, KeyboardInterrupt):
         reason = f"{schema.INTERRUPTED} ({signal.Signals(interrupts.signum_of(exc)).name})"
     else:

@@ -16,7 +16,7 @@ from luigiflow._core import provenance, redaction
 from luigiflow._core.hashing import content_hash
 from luigiflow._core.identity import encode_value
 from luigiflow._core.parameters import FileParameter, param_text
-from luigiflow._engine import luigi_compat, warm_start
+from luigiflow._engine import run_names, warm_start
 from luigiflow._engine.protocol import TrackedTask
 from luigiflow._store import liveness, schema
 from luigiflow._store.artifacts import RunWriter
@@ -191,16 +191,6 @@ def display_params(task: TrackedTask) -> dict[str, str]:
 
 
 def run_name(task: TrackedTask) -> str:
-    """The task and the parameters that set it apart from its defaults, as the MLflow UI
-    lists runs: `Train(alpha=0.5)`, not `Train-20e5ef2a`."""
-    parts = []
-    for name, param in task.get_params():
-        if not param.significant:
-            continue
-        value = getattr(task, name)
-        has_default, default = luigi_compat.param_default(param)
-        if has_default and value == default:
-            continue
-        text = redaction.REDACTED if redaction.looks_secret(name) else param_text(param, value)
-        parts.append(f"{name}={text if len(text) <= 40 else text[:39] + '…'}")
-    return f"{task.get_task_family()}({', '.join(parts)})"[:250]
+    """The task and the parameters off their defaults: `Train(alpha=0.5)`, not
+    `Train-20e5ef2a` (a new run's name also weighs the family's other runs: run_names)."""
+    return run_names.run_name(task, {})

@@ -28,7 +28,8 @@ def description(
     pages and to the run it resumed or warm-started from, and the command that shows
     the whole chain. With `fits`, the upstream links that fit MLflow's limit on a tag
     (which MLflow would cut, with a warning), then where the others are listed."""
-    lines = [f"**{run_name(task)}**, recorded by luigiflow.", ""]
+    title = (tags or {}).get(schema.RUN_NAME_TAG) or run_name(task)  # the run's own name
+    lines = [f"**{title}**, recorded by luigiflow.", ""]
     origin = schema.origin_of(tags or {})
     if origin is not None:
         kind, record = origin

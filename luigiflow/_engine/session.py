@@ -37,6 +37,8 @@ class Session:
         self.claim = Claim(self.store, self.completion.counts)
         self.pid = os.getpid()
         self._experiments: dict[str, str] = {}
+        # (experiment id, family) -> the encoded params of its runs, read once (run_names)
+        self.family_params: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     def experiment_id(self, name: str, fresh: bool = False) -> str:
         """The experiment runs of `name` are created in, resolved (or made) once per build:
@@ -75,6 +77,7 @@ class Session:
         self.claim = Claim(self.store, self.completion.counts)
         self.pid = os.getpid()
         self._experiments = {}
+        self.family_params = {}
 
 
 _active: Session | None = None
