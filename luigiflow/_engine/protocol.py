@@ -54,6 +54,7 @@ def is_tracked(obj: Any) -> TypeGuard[TrackedTask]:
 BOUND_RUN = "_lf_run"  # the FINISHED run that completed the task (a RunRecord)
 RUN_STATE = "_lf_state"  # the RunWriter of the run being written, inside run_task()
 SESSION = "_lf_session"  # the build session the task belongs to (travels with pickles)
+STEP_WATCHER = "_lf_steps"  # who is told each per-step metric (a search's pruner; pickled too)
 
 
 def bound_run(task: Any) -> RunRecord | None:

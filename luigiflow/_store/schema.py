@@ -104,6 +104,9 @@ SWEEP_FAMILY = "Sweep"
 # (PARENT_RUN_TAG). A point reused by a later sweep keeps its first sweep; every sweep
 # that used it lists it (SWEEP_LEAVES_TAG, leaf_runs.json).
 SWEEP_RUN_TAG = "luigiflow.sweep.run"
+# On a trial run an adaptive search's pruner stopped (status KILLED): {"step", "metric",
+# "value", "pruner"}, the last value it was told before it stopped the trial.
+PRUNED_TAG = "luigiflow.pruned"
 
 # --- files luigiflow writes into a run's artifacts ---------------------------------
 FILES_DIR = RESERVED_FOLDER  # declared artifacts may not use it (checked at class definition)

@@ -19,7 +19,7 @@ import luigi
 from luigiflow._core import serializers
 from luigiflow._core.definition import validate_class
 from luigiflow._core.parameters import StepsParameter
-from luigiflow._engine import checkpoints, execution, luigi_compat
+from luigiflow._engine import checkpoints, execution, luigi_compat, steps
 from luigiflow._engine.luigi_compat import TypedRegister, replace_earlier_definitions
 from luigiflow._engine.protocol import RUN_STATE
 from luigiflow._errors import (
@@ -117,7 +117,9 @@ class MlflowTask(TaskOutputs, luigi.Task, metaclass=TypedRegister):
     def save(
         self, artifacts: Mapping[str, Any], metrics: Mapping[str, float] | None = None
     ) -> None:
-        """Store declared artifacts (`{name: obj}` or `{name: (obj, save_fn)}`) and metrics."""
+        """Store declared artifacts and metrics: `{name: obj}`, `{name: (obj, save_fn)}`,
+        or `{name: (obj, save_fn, load_fn)}`, whose `load_fn(path)` then reads it back
+        (a function at the top level of a module: the run records its name)."""
         state = self._state("save")
         declared = [*self.artifacts, *self.models]
         unknown = [n for n in artifacts if n not in declared]
@@ -161,16 +163,22 @@ class MlflowTask(TaskOutputs, luigi.Task, metaclass=TypedRegister):
         return state.path_for(name, self._declared(name))
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
-        """Log a metric now (visible live in the MLflow UI while the task runs)."""
+        """Log a metric now (visible live in the MLflow UI while the task runs).
+
+        In a `[sweep.optuna]` search with a `pruner`, a value of the search's metric
+        logged with a `step` is reported to the trial, and the pruner may stop the task
+        here (`TrialPrunedError`: the run ends KILLED, tagged `luigiflow.pruned`)."""
         state = self._state("log_metric")
+        per_step = step is not None
         step = step or 0
-        _current.get_store(state.uri).log_metric(
-            state.run_id, key, _metric_value(self, key, value), step=step
-        )
+        number = _metric_value(self, key, value)
+        _current.get_store(state.uri).log_metric(state.run_id, key, number, step=step)
         # A value given to save(metrics=...) for this key later must be the run's
         # latest: MLflow ranks a metric's values by step, then time.
         state.steps[key] = max(step, state.steps.get(key, step))
         state.last_metric_ms = int(time.time() * 1000)
+        if per_step:  # an adaptive search's pruner may stop the trial here
+            steps.report(self, key, number, step)
 
     def checkpoint(self, state: Any, step: int, keep: bool = False) -> None:
         """Save `state` (picklable) as this run's newest checkpoint at `step`, with the

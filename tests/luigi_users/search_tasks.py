@@ -19,3 +19,18 @@ class Tune(lf.MlflowTask):
         score = -((math.log10(self.lr) + 2) ** 2) - (self.depth - 4) ** 2
         score += 0.5 if self.kind == "b" else 0.0
         self.save({"score": score}, metrics={"score": score})
+
+
+class Curve(lf.MlflowTask):
+    """A training whose score per epoch is known early: a pruner can stop a poor one."""
+
+    artifacts = {"curve": "curve.json"}
+    quality = luigi.FloatParameter(default=0.5)
+    epochs = luigi.IntParameter(default=4)
+
+    def run_task(self) -> None:
+        curve = []
+        for epoch in range(self.epochs):
+            curve.append(self.quality * (epoch + 1))
+            self.log_metric("score", curve[-1], step=epoch)  # the pruner may stop it here
+        self.save({"curve": curve}, metrics={"score": curve[-1]})

@@ -19,8 +19,9 @@
     algorithm = ["logreg", "rf", "gb"]
     # or [sweep.random] with seed, count and [sweep.random.params] (lists, or
     # {uniform = [a, b]}, {loguniform = [a, b]}, {int = [a, b]})
-    # or [sweep.optuna] with trials, seed, batch, storage, study and [sweep.optuna.params]
-    # (the same space; an adaptive search, each trial a task: _ops/sweep/adaptive.py)
+    # or [sweep.optuna] with trials, seed, batch, storage, study, pruner and
+    # [sweep.optuna.params] (the same space; an adaptive search, each trial a task:
+    # _ops/sweep/adaptive.py)
 
 The whole file is checked before anything runs, and every problem is reported at once.
 """
@@ -263,7 +264,15 @@ def _log_scaled(space: dict[str, Any]) -> list[str]:
     return [k for k, spec in space.items() if isinstance(spec, dict) and "loguniform" in spec]
 
 
-OPTUNA_KEYS = {"trials", "seed", "batch", "storage", "study", "params"}
+OPTUNA_KEYS = {"trials", "seed", "batch", "storage", "study", "params", "pruner"}
+# `pruner = "median"` or `pruner = {median = {n_startup_trials = 2}}`: Optuna's pruner of
+# that name, with those arguments (_ops/sweep/adaptive.py makes it).
+PRUNERS = {
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "hyperband": "HyperbandPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+}
 
 
 def _load_optuna(
@@ -303,8 +312,25 @@ def _load_optuna(
         k: raw[k] for k in ("trials", "seed", "batch", "storage", "study") if k in raw
     }
     settings.setdefault("batch", 1)
+    if "pruner" in raw:
+        settings["pruner"] = _pruner(raw["pruner"], problems)
     swept = [k for k in space if k in own]
     return Sweep("optuna", [], swept, metric, goal, _log_scaled(space), space, settings)
+
+
+def _pruner(raw: Any, problems: list[str]) -> tuple[str, dict[str, Any]] | None:
+    """("median", {arguments}) from `pruner = "median"` or `{median = {...}}`."""
+    name: Any = raw
+    options: Any = {}
+    if isinstance(raw, dict) and len(raw) == 1:
+        ((name, options),) = raw.items()
+    if not isinstance(name, str) or name not in PRUNERS or not isinstance(options, dict):
+        problems.append(
+            f"[sweep.optuna] pruner: {raw!r} is not one of {', '.join(PRUNERS)} (a name, or "
+            "{name = {argument = value}} for Optuna's arguments of that pruner)"
+        )
+        return None
+    return name, dict(options)
 
 
 def _draw(spec: Any, rng: random.Random) -> Any:
