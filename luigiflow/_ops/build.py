@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import luigi
@@ -62,6 +62,7 @@ def build(
     on_event: Callable[[_events.TaskEvent], None] | None = None,
     force: Iterable[luigi.Task] = (),
     progress: bool | None = None,
+    reuse: Mapping[luigi.Task, str] | None = None,
     **luigi_options: Any,
 ) -> BuildResult:
     """Build `tasks` with Luigi and report each task's run; raise BuildError on failure.
@@ -69,7 +70,9 @@ def build(
     Uses Luigi's local scheduler unless `scheduler_url` (a running `luigid`) is given.
     `on_event` receives each task's started/executed/reused event as it happens, from
     every worker process (it is called on a background thread). Tasks in `force`
-    run again even when complete (their existing runs are ignored for this build).
+    run again even when complete (their existing runs are ignored for this build);
+    tasks in `reuse` are completed by the run given (an older run of their identity,
+    as `lf.plan(tasks, rerun_changed=True).reused` names it), not by the newest.
     `progress` shows a live display (tasks done, running, time left) on stderr: by
     default when stderr is a terminal; `False` turns it off.
     """
@@ -96,6 +99,9 @@ def build(
     forced = [t.identity for t in force if is_tracked(t)]
     if forced:
         session.completion.ignore_runs_before(forced, int(time.time() * 1000))
+    chosen = {t.identity: run_id for t, run_id in (reuse or {}).items() if is_tracked(t)}
+    if chosen:
+        session.completion.choose_runs(chosen)
     handlers = install_event_handlers()
     listeners = [on_event] if on_event else []
     display = ProgressDisplay(graph) if wants_display(progress) else None

@@ -20,11 +20,11 @@ from luigiflow._core.labels import task_label
 from luigiflow._engine import checkpoints, execution
 from luigiflow._engine import session as _session
 from luigiflow._errors import TaskNotFoundError
+from luigiflow._ops import recorded as _recorded
 from luigiflow._ops.graph import walk_graph
 from luigiflow._ops.recorded import (
     DataChange,
     ParamChange,
-    _code_changed,
     _encoded_version,
     _environment_changes,
     _param_changes,
@@ -55,6 +55,9 @@ class PlanEntry:
     changed: list[ParamChange] = field(default_factory=list)
     code_changed: bool = False
     code_changes: list[str] = field(default_factory=list)  # "file: name" pieces edited
+    # Reused although not the newest run of its identity: under --rerun-changed, an older
+    # run whose code matches the current code (or that consumed the upstream runs reused).
+    older_match: bool = False
     data_changes: list[DataChange] = field(default_factory=list)
     environment_changes: list[str] = field(default_factory=list)  # informational
     upstream: dict[str, PlanEntry] = field(default_factory=dict)
@@ -78,6 +81,7 @@ class PlanEntry:
             ],
             "code_changed": self.code_changed,
             "code_changes": self.code_changes,
+            "older_match": self.older_match,
             "data_changes": [vars(c) for c in self.data_changes],
             "environment_changes": self.environment_changes,
             "upstream": {k: v.to_dict() for k, v in self.upstream.items()},
@@ -106,6 +110,11 @@ class _Planner:
         self.entries: dict[tuple[str, bool], PlanEntry] = {}
         self.family_runs: dict[tuple[str, str], list[_Past]] = {}
         self.stale: dict[luigi.Task, bool] = {}
+        # Tasks reused with an older run than the newest, and why (see `_stale`).
+        self.older: dict[luigi.Task, str] = {}
+        # Tasks whose newest run consumed another run of an upstream than the one reused
+        # now, with no older run that consumed it: those upstream names.
+        self.moved: dict[luigi.Task, list[str]] = {}
 
     def decide(self, task: luigi.Task, needed: bool) -> PlanEntry:
         key = (task.task_id, needed)
@@ -115,18 +124,19 @@ class _Planner:
             entry = self._decide_plain(task, needed)
             self.entries[key] = entry
             return entry
+        is_stale = self._stale(task)  # may choose an older run of the task: first
         run = self.found.get(task)
-        code_changed = run is not None and _code_changed(task, run)
+        code_changed = run is not None and _recorded.code_changed(task, run)
         changes = code_changes(task, run) if code_changed and run is not None else []
         what = f": {', '.join(changes)}" if changes else ""
-        if run is not None and not self._stale(task):
+        if run is not None and not is_stale:
             entry = PlanEntry(task, REUSED, run.info.run_id, code_changed=code_changed)
             entry.code_changes = changes
-            if code_changed:
-                entry.reasons.append(
-                    f"code changed since this run{what} "
-                    "(not re-run; use --rerun-changed to re-run it)"
-                )
+            if task in self.older:
+                entry.older_match = True
+                entry.reasons.append(self.older[task])
+            elif code_changed:
+                entry.reasons.append(_recorded.changed_reason(changes))
             elif provenance.code_fingerprint(type(task)) == provenance.UNKNOWN and (
                 # a stage made from a file has no class source, but its command and
                 # scripts are in its identity: an edit is seen
@@ -164,6 +174,11 @@ class _Planner:
                 entry.code_changed = True
                 entry.code_changes = changes
                 entry.reasons.append(f"code changed since run {run.info.run_id}{what}")
+            elif run is not None and task in self.moved:
+                entry.reasons.append(
+                    f"run {run.info.run_id} consumed other runs of {', '.join(self.moved[task])} "
+                    "than those reused now, and no run of this task consumed those"
+                )
             elif run is not None:  # complete, but an upstream is re-run
                 stale = [n for n, e in entry.upstream.items() if e.status == WILL_RUN]
                 entry.reasons.append(f"upstream will run: {', '.join(stale)}{_CUTOFF}")
@@ -198,20 +213,65 @@ class _Planner:
 
     def _stale(self, task: luigi.Task) -> bool:
         """Complete, but re-run: named by --rerun, or its code changed under
-        --rerun-changed, or one of these is upstream of it."""
+        --rerun-changed, or one of these is upstream of it.
+
+        Under --rerun-changed, a task whose code changed since its newest run, or whose
+        newest run consumed another run of an upstream than the one reused now, is
+        reused with an older run of its identity made by the current code on the
+        upstream runs reused now, when there is one (reuse after a revert): it becomes
+        the task's run in `found`."""
         if not isinstance(task, MlflowTask):
             return False
         if task in self.stale:
             return self.stale[task]
         run = self.found.get(task)
+        deps = task.requires_dict()
+        upstream_stale = [self._stale(d) for d in deps.values()]  # each decided first
         result = run is not None and (
             task.get_task_family() in self.rerun
             or getattr(task, "always_changed", False)  # DVC's always_changed stages
-            or (self.rerun_changed and _code_changed(task, run))
-            or any(self._stale(d) for d in task.requires_dict().values())
+            or any(upstream_stale)
         )
+        if run is not None and not result and self.rerun_changed:
+            changed = _recorded.code_changed(task, run)
+            moved = self._moved_upstream(task, run)
+            if changed or moved:
+                older = self._older_match(task)
+                if older is None:
+                    result = True
+                    if not changed:
+                        self.moved[task] = moved
+                else:
+                    self.found[task] = older
+                    self.older[task] = f"reused run {older.info.run_id} " + (
+                        "(its code matches the current code)"
+                        if changed
+                        else "(it consumed the upstream runs reused now)"
+                    )
         self.stale[task] = result
         return result
+
+    def _moved_upstream(self, task: MlflowTask, run: Run) -> list[str]:
+        """Upstream names whose run reused now was chosen older than the newest (see
+        `_stale`) and is not the one `run` consumed."""
+        consumed = schema.upstream_ids(run.data.tags)
+        return [
+            name
+            for name, dep in task.requires_dict().items()
+            if dep in self.older
+            and (chosen := self.found.get(dep)) is not None
+            and consumed.get(name) != chosen.info.run_id
+        ]
+
+    def _older_match(self, task: MlflowTask) -> Run | None:
+        """An older run of the task made by the current code on the upstream runs reused
+        now (see `_stale`)."""
+        upstream = {
+            name: found.info.run_id
+            for name, dep in task.requires_dict().items()
+            if (found := self.found.get(dep)) is not None
+        }
+        return _recorded.run_of_current_code(self.store, task, upstream)
 
     def _explain(self, task: MlflowTask, entry: PlanEntry) -> None:
         running = [n for n, e in entry.upstream.items() if e.status == WILL_RUN]
@@ -265,7 +325,7 @@ class _Planner:
             and not running
             and old_version == new_version
         ):
-            if task.code_in_identity and _code_changed(task, nearest):
+            if task.code_in_identity and _recorded.code_changed(task, nearest):
                 entry.code_changed = True
                 entry.code_changes = code_changes(task, nearest)
                 what = ", ".join(entry.code_changes) or "the task's code"
@@ -396,3 +456,14 @@ def tasks_to_force(plan: list[PlanEntry]) -> list[MlflowTask]:
             ):
                 forced.append(entry.task)
     return forced
+
+
+def runs_to_reuse(plan: list[PlanEntry]) -> dict[MlflowTask, str]:
+    """Tasks a --rerun-changed plan reuses with an older run than the newest of their
+    identity (`build(reuse=...)` completes them with it), and that run."""
+    return {
+        entry.task: entry.run_id
+        for root in plan
+        for entry in root.walk()
+        if entry.older_match and entry.run_id and isinstance(entry.task, MlflowTask)
+    }

@@ -17,7 +17,9 @@ from luigiflow._core import fingerprint, provenance, redaction
 from luigiflow._core.identity import decode_value, encode_value
 from luigiflow._core.parameters import param_text
 from luigiflow._store import artifacts as _artifacts
-from luigiflow._store import schema
+from luigiflow._store import schema, signatures
+from luigiflow._store.port import RunStore
+from luigiflow._store.records import FINISHED
 from luigiflow._store.records import RunRecord as Run
 from luigiflow._task import MlflowTask
 
@@ -48,9 +50,10 @@ def _show_version(recorded: str) -> Any:
         return recorded
 
 
-def _code_changed(task: MlflowTask, run: Run) -> bool:
-    recorded = schema.task_facts(run.data.tags).get("code_fingerprint")
-    return recorded is not None and recorded != provenance.code_fingerprint(type(task))
+def code_changed(task: MlflowTask, run: Run) -> bool:
+    """The task's code fingerprint differs from the one recorded on `run`."""
+    recorded = schema.code_fingerprint_of(run.data.tags)
+    return recorded != "" and recorded != provenance.code_fingerprint(type(task))
 
 
 def _short(digest: str | None) -> str:
@@ -74,6 +77,21 @@ def code_changes(task: MlflowTask, run: Run) -> list[str]:
     if recorded is None:
         return []
     return fingerprint.changed_parts(recorded, provenance.code_parts(type(task)))
+
+
+def changed_reason(changes: list[str]) -> str:
+    """What `plan` and `run` say of a reused run whose code changed since (docs/identity.md,
+    "When a task is reused")."""
+    what = f": {', '.join(changes)}" if changes else ""
+    return f"code changed since this run{what} (not re-run; use --rerun-changed to re-run it)"
+
+
+def changed_since(task: luigi.Task, run: Run) -> str | None:
+    """`changed_reason` for `task` reused with `run`, None when its code is the same: read
+    from the run's tags at hand, no store query (`run`'s summary says what `plan` says)."""
+    if not isinstance(task, MlflowTask) or not code_changed(task, run):
+        return None
+    return changed_reason(code_changes(task, run))
 
 
 def _environment_changes(run: Run) -> list[str]:
@@ -127,3 +145,28 @@ def _param_changes(task: MlflowTask, run: Run) -> list[ParamChange]:
 def _show(name: str, param: luigi.Parameter, value: Any) -> Any:
     """A value as the user would type it (Luigi's own serialization); secrets redacted."""
     return redaction.REDACTED if redaction.looks_secret(name) else param_text(param, value)
+
+
+# Newest runs of one identity searched for one whose code matches the current code.
+OLDER_WINDOW = 100
+
+
+def run_of_current_code(store: RunStore, task: MlflowTask, upstream: dict[str, str]) -> Run | None:
+    """The newest FINISHED run of the task's identity made by the current code on the
+    `upstream` runs (name -> run id), among its newest OLDER_WINDOW runs: one query, asked
+    only for a task whose newest run's code differs (docs/identity.md, "When a task is
+    reused")."""
+    now = provenance.code_fingerprint(type(task))
+    exp_id = store.experiment_id(task.get_experiment_name(), create=False)
+    if now == provenance.UNKNOWN or exp_id is None:
+        return None
+    for run in store.runs_with_identity(exp_id, task.identity, OLDER_WINDOW):
+        consumed = schema.upstream_ids(run.data.tags)
+        if (
+            run.info.status == FINISHED
+            and signatures.trusted(run)
+            and schema.code_fingerprint_of(run.data.tags) == now
+            and all(consumed.get(name) == run_id for name, run_id in upstream.items())
+        ):
+            return run
+    return None

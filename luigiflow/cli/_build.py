@@ -38,14 +38,17 @@ def run(
     console = make_console()
     if _is_adaptive(config):
         roots = _adaptive_search(console, config, workers, scheduler_url)
-    force = []
+    force: list[Any] = []
+    older: dict[Any, str] = {}  # tasks reused with an older run than the newest, and why
+    reuse: dict[Any, str] = {}
     if rerun_changed or rerun or getattr(config, "always_changed", ()):
         # Only here: the plan (and CommandTask, which it imports) is not needed to build.
         from luigiflow._ops import plan as _plan
 
-        force = _plan.tasks_to_force(
-            _plan.make_plan(roots, rerun_changed=rerun_changed, rerun=rerun)
-        )
+        planned = _plan.make_plan(roots, rerun_changed=rerun_changed, rerun=rerun)
+        force = _plan.tasks_to_force(planned)
+        reuse = _plan.runs_to_reuse(planned)
+        older = {e.task: e.reasons[0] for r in planned for e in r.walk() if e.task in reuse}
     overlay = getattr(config, "params_overlay", None)
     with overlay() if overlay is not None else contextlib.nullcontext([]) as overridden:
         result = lf.build(
@@ -53,6 +56,7 @@ def run(
             workers=workers,
             scheduler_url=scheduler_url,
             force=force,
+            reuse=reuse,
             raise_on_failure=False,
             # Failures are reported below, once each; full tracebacks are stored on the
             # FAILED runs (luigiflow/traceback.txt), not dumped on the terminal.
@@ -62,8 +66,8 @@ def run(
     runs = lineage.get_runs([i for i in ids if i]) if ids else {}
     title = repr(roots[0]) if len(roots) == 1 else f"{len(roots)} tasks from {config_path}"
     console.print(_render.build_summary(result, runs, f"luigiflow run {title}"))
-    for line in _cutoff_lines(result, runs):
-        console.print(line, highlight=False)
+    for line in _cutoff_lines(result, runs) + _code_lines(result, runs, older):
+        console.print(line, highlight=False, soft_wrap=True)
     deleted = _render.deleted_runs(result, runs)
     elsewhere = _render.by_other_workers(result, runs)
     console.print(store_line(), highlight=False, soft_wrap=True)  # a path, never broken
@@ -198,6 +202,25 @@ def _cutoff_lines(result: Any, runs: dict[str, Any]) -> list[str]:
             f"{task.get_task_family()}: reused, upstream {', '.join(rerun)} re-ran with "
             f"identical outputs (results of run {source_id})"
         )
+    return lines
+
+
+def _code_lines(result: Any, runs: dict[str, Any], older: dict[Any, str]) -> list[str]:
+    """What `plan` says of reused tasks and code (docs/identity.md, "When a task is
+    reused"): `Featurize: reused run X; code changed since this run: ...` for a reused run
+    whose code changed since, the plan's reason for an older run whose code matches."""
+    from luigiflow._ops import recorded
+
+    lines = []
+    for task in result.reused:
+        run = runs.get(result.runs.get(task, ""))
+        if run is None:
+            continue
+        if task in older:
+            lines.append(f"{task.get_task_family()}: {older[task]}")
+        elif (changed := recorded.changed_since(task, run)) is not None:
+            shown = _render.short_id(run.info.run_id)
+            lines.append(f"{task.get_task_family()}: reused run {shown}; {changed}")
     return lines
 
 
