@@ -366,3 +366,41 @@ def test_a_killed_set_build_leaves_params_restored_by_the_next_command(client, t
     assert (project / "params.yaml").read_bytes() == original
     assert [p.name for p in project.iterdir() if "params" in p.name] == ["params.yaml"]
     assert "params.yaml: restored the values it held before a build with --set" in again.stderr
+
+
+@pytest.mark.slow
+def test_a_stage_records_the_projects_git_state_and_dvc_yaml_as_source_not_luigiflows(
+    client, tmp_path
+):
+    """luigiflow itself runs from a git checkout here (PYTHONPATH, as an editable
+    install): a stage's run records the project's code, never luigiflow's commit."""
+    import subprocess
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "dvc.yaml").write_text(
+        "stages:\n  hi:\n    cmd: echo hi > hi.txt\n    outs: [hi.txt]\n"
+    )
+    outside = subprocess.run(["git", "rev-parse"], cwd=project, capture_output=True)
+    assert outside.returncode != 0  # the project is in no repository
+
+    cli("run", "--dvc", "dvc.yaml", cwd=project)
+    [run] = runs_of(client, "hi", "FINISHED")
+    tags = run.data.tags
+    assert tags["mlflow.source.name"] == str(project / "dvc.yaml")
+    assert "luigiflow.git" not in tags and "mlflow.source.git.commit" not in tags
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "start"]):
+        subprocess.run([*git, *args], cwd=project, check=True, capture_output=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (project / "dvc.yaml").write_text(
+        "stages:\n  hi:\n    cmd: echo ho > hi.txt\n    outs: [hi.txt]\n"
+    )
+    cli("run", "--dvc", "dvc.yaml", cwd=project)
+    latest = runs_of(client, "hi", "FINISHED")[-1].data.tags
+    assert latest["mlflow.source.git.commit"] == head
+    assert json.loads(latest["luigiflow.git"])["commit"] == head
+    assert json.loads(latest["luigiflow.git"])["dirty"] == "True"  # dvc.yaml edited since

@@ -132,8 +132,18 @@ def installed_packages() -> str:
     return "\n".join(lines) + "\n"
 
 
+# A class made at run time from a user's file (a dvc.yaml or pipeline file stage) names
+# that file here: it is the run's source, and its folder's repository the run's git
+# state, not the luigiflow module that made the class.
+SOURCE_ATTRIBUTE = "__luigiflow_source_file__"
+
+
 def source_file(cls: type) -> str | None:
-    """The file defining `cls` (for a notebook class: its cell's file), or None."""
+    """The file defining `cls` (for a notebook class: its cell's file; for a stage: its
+    pipeline file), or None."""
+    declared = cls.__dict__.get(SOURCE_ATTRIBUTE)
+    if isinstance(declared, str):
+        return declared
     try:
         return inspect.getsourcefile(cls)
     except (TypeError, OSError):

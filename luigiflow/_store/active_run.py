@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from luigiflow._core import redaction
@@ -69,13 +69,35 @@ def context_tags(secrets: Sequence[str]) -> dict[str, str]:
             SOURCE_NAME_TAG: main if main is not None else "<console>",
             SOURCE_TYPE_TAG: "LOCAL",
         }
-        if main is not None:
+        if main is not None and not _is_luigiflow(main):
+            # The `luigiflow` command's own file is no user's code: its repository (an
+            # editable install's) is not the project's. Each run names its own source.
             tags.update(_git_tags(main))
         extra = os.environ.get("MLFLOW_RUN_CONTEXT")
         if extra:
             tags.update({str(k): str(v) for k, v in json.loads(extra).items()})
         _context = (os.getpid(), tags)
     return {k: redaction.scrub(v, list(secrets)) for k, v in _context[1].items()}
+
+
+def luigiflows_git_tags(context: Mapping[str, str]) -> list[str]:
+    """The git tags of MLflow's context (resolved from the main script's file) that name
+    luigiflow's own repository: under the `luigiflow` command from an editable install
+    they would record luigiflow's commit as the code of every run. The run's own tags
+    give the project's git state instead (or none)."""
+    main = sys.argv[0] if sys.argv and sys.argv[0] else None
+    if main is None or not _is_luigiflow(main):
+        return []
+    return [k for k in (GIT_COMMIT_TAG, GIT_BRANCH_TAG, GIT_REPO_URL_TAG) if k in context]
+
+
+def _is_luigiflow(main: str) -> bool:
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.abspath(main)
+    if path.startswith(package + os.sep):
+        return True
+    # The `luigiflow` console script pip writes: `from luigiflow.cli import main`.
+    return os.path.basename(path) == "luigiflow" and not os.path.isdir(path)
 
 
 def _user() -> str:

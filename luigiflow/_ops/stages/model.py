@@ -28,6 +28,7 @@ from typing import Any
 import luigi
 
 from luigiflow._command.task import CommandTask
+from luigiflow._core import provenance
 from luigiflow._engine import luigi_compat
 from luigiflow._errors import ConfigError, ParameterError, RunNotFoundError, TaskNotFoundError
 from luigiflow._ops.modules import parse_param_words
@@ -227,22 +228,41 @@ class Pipeline:
         return roots
 
     @contextlib.contextmanager
-    def params_overlay(self) -> Iterator[list[str]]:
-        """While a build runs, the params files hold the values given with `--set` (the
-        scripts read them there, as after `dvc exp run --set-param`); afterwards each
-        file gets its own bytes back, even after SIGKILL (`dvc_params`). Yields the files
-        changed."""
+    def params_overlay(self, overrides: Mapping[str, Any] | None = None) -> Iterator[list[str]]:
+        """While a build runs, the params files hold the values given with `--set` (or
+        `overrides`, {"[file:]key": value}): the scripts read them there, as after `dvc
+        exp run --set-param`; afterwards each file gets its own bytes back, even after
+        SIGKILL (`dvc_params`). Yields the files changed."""
         from luigiflow._core import datafiles
         from luigiflow._ops.stages import dvc_params
         from luigiflow._ops.stages.dvc import overridden_tree, override_files
 
-        files = override_files(self.path.parent, self.overrides)
+        chosen = self.overrides if overrides is None else overrides
+        files = override_files(self.path.parent, chosen)
         texts = {
             file: datafiles.tree_text(file, overridden_tree(file, values))
             for file, values in files.items()
         }
         with dvc_params.overlay(self.path.parent, texts) as changed:
             yield changed
+
+    def file_overrides(self, task: luigi.Task) -> dict[str, Any]:
+        """The values ({"file:key": value}) a dvc.yaml stage task was made with that its
+        params files do not hold: what they must hold while it runs (a sweep point)."""
+        stage = type(task).stage_source["stage"]  # type: ignore[attr-defined]
+        read = {
+            key: (rel, stage_.params[key])
+            for stage_ in self.stages.values()
+            if isinstance(stage_, CommandStage)
+            for key, rel in stage_.params_from.items()
+        }
+        found = {}
+        for key, value in self.values_of(task, stage).items():
+            if isinstance(value, tuple):  # a ListParameter's value; the file holds a list
+                value = json.loads(json.dumps(value))
+            if key in read and value != read[key][1]:
+                found[f"{read[key][0]}:{key}"] = value
+        return found
 
     def restore_workspace(self, tasks: list[luigi.Task]) -> list[str]:
         """Outputs of stages run in place made to match the runs of this build (as
@@ -348,6 +368,7 @@ def _command_class(
         "always_changed": stage.always_changed,
         "stage_metadata": copy.deepcopy(stage.metadata),
         "stage_source": StageSource(pipeline.kind, str(pipeline.path), stage.name).as_dict(),
+        provenance.SOURCE_ATTRIBUTE: str(pipeline.path),
         "requires": requires,
         "__reduce__": _reduce_stage,
     }

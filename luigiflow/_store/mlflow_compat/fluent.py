@@ -154,6 +154,9 @@ def _start_active_run(
             nested=mlflow.active_run() is not None,
         )
         store.log_batch(started.info.run_id, params=params)
+        for key in active_run.luigiflows_git_tags(started.data.tags):
+            if key not in tags:  # luigiflow's repository, not the project's
+                client.delete_tag(started.info.run_id, key)
         return started
     if _context is None or _context[0] != os.getpid():
         from mlflow.tracking.context.registry import resolve_tags
@@ -161,6 +164,8 @@ def _start_active_run(
         # MLflow's context tags include the git remote URL, which may embed a token.
         secrets = redaction.secret_values()
         resolved = {k: redaction.scrub(str(v), secrets) for k, v in resolve_tags({}).items()}
+        for key in active_run.luigiflows_git_tags(resolved):
+            del resolved[key]  # luigiflow's repository, not the project's
         _context = (os.getpid(), resolved)
     all_tags = {**_context[1], **tags}
     if stack:  # a run is active (build() called inside one): ours nests under it
