@@ -86,7 +86,7 @@ def _roots(
         stage = task_words[0] if task_words and not task_words[0].startswith("-") else None
         words = task_words[1:] if stage is not None else task_words
         if kind == "dvc":  # values go into the params files: --set train.n_est=60
-            from luigiflow._ops.stages.dvc import parse_overrides
+            from luigiflow._ops.stages.dvc_overrides import parse_overrides
 
             pipeline = stages.load(kind, str(path), parse_overrides(words))
             return pipeline.roots(stage), pipeline

@@ -13,16 +13,21 @@ metadata. A field DVC does not know is one ConfigError naming the field and the 
 
 from __future__ import annotations
 
-import contextvars
-import copy
-import itertools
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from luigiflow._core import datafiles, templating
-from luigiflow._errors import ConfigError, ParameterError
+from luigiflow._core import templating
+from luigiflow._errors import ConfigError
+from luigiflow._ops.stages.dvc_foreach import _expand
+from luigiflow._ops.stages.dvc_overrides import (
+    _OVERRIDES,
+    DEFAULT_PARAMS,
+    _read,
+    _vars,
+    override_files,
+)
 from luigiflow._ops.stages.spec import CommandStage, Stage
 
 TOP_LEVEL = {"stages", "vars", "metrics", "plots", "params", "artifacts", "datasets"}
@@ -42,7 +47,6 @@ STAGE_FIELDS = {
 }
 OUT_FLAGS = {"cache", "persist", "desc", "remote", "push", "type", "labels", "meta"}
 PLOT_FLAGS = OUT_FLAGS | {"x", "y", "template", "title", "x_label", "y_label", "header"}
-DEFAULT_PARAMS = "params.yaml"
 
 
 def read(path: pathlib.Path, overrides: Mapping[str, Any] | None = None) -> list[Stage]:
@@ -101,180 +105,6 @@ def _read_stages(
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems))
     return list(stages)
-
-
-# The overrides of the dvc.yaml being read, by params file: every read of a params or
-# vars file goes through `_read`, so a value given on the command line is seen by
-# templating, stage parameters and identities alike, as DVC sees a file it edited.
-_OVERRIDES: contextvars.ContextVar[dict[pathlib.Path, dict[str, Any]] | None] = (
-    contextvars.ContextVar("dvc_overrides", default=None)
-)
-
-
-def override_files(
-    root: pathlib.Path, flat: Mapping[str, Any]
-) -> dict[pathlib.Path, dict[str, Any]]:
-    """{"file:key" or "key": value} -> {params file path: {key: value}}."""
-    by_file: dict[pathlib.Path, dict[str, Any]] = {}
-    for spec, value in flat.items():
-        file, sep, key = spec.rpartition(":")
-        target = (root / (file if sep else DEFAULT_PARAMS)).resolve()
-        by_file.setdefault(target, {})[key] = value
-    return by_file
-
-
-def parse_overrides(words: Sequence[str]) -> dict[str, Any]:
-    """`--set KEY=VALUE` / `--set-param KEY=VALUE` / `-S KEY=VALUE` words (and `--KEY VALUE`,
-    the spelling of pipeline files) as {"[file:]key": value}; values parsed as YAML, as
-    `dvc exp run --set-param` does."""
-    import yaml
-
-    found: dict[str, Any] = {}
-    rest = list(words)
-    while rest:
-        word = rest.pop(0)
-        flag, eq, inline = word.partition("=")
-        if flag in ("--set", "--set-param", "-S"):
-            pair = inline if eq else (rest.pop(0) if rest else "")
-        elif word.startswith("--") and not eq and rest:
-            pair = f"{word[2:]}={rest.pop(0)}"
-        elif word.startswith("--") and eq:
-            pair = word[2:]
-        else:
-            pair = ""
-        key, has_value, text = pair.partition("=")
-        if not key or not has_value:
-            raise ParameterError(
-                f"{word!r}: give a params value as --set [FILE:]KEY=VALUE (or DVC's "
-                "--set-param / -S), e.g. --set train.n_est=60"
-            )
-        try:
-            found[key] = yaml.safe_load(text) if text else ""
-        except yaml.YAMLError:
-            found[key] = text
-    return found
-
-
-def _assign(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node: Any = tree
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    if isinstance(node, list):
-        node[int(parts[-1])] = value
-    else:
-        node[parts[-1]] = value
-
-
-def overridden_tree(path: pathlib.Path, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The params file's tree with `values` set (dotted keys)."""
-    tree = copy.deepcopy(datafiles.read_tree(path))
-    for key, value in values.items():
-        _assign(tree, key, value)
-    return tree
-
-
-def _read(path: pathlib.Path, problems: list[str], applied: bool = True) -> dict[str, Any]:
-    try:
-        tree = datafiles.read_tree(path)
-    except datafiles.DataFileError as exc:
-        problems.append(str(exc))
-        return {}
-    values = (_OVERRIDES.get() or {}).get(path.resolve()) if applied else None
-    if values:
-        tree = copy.deepcopy(tree)
-        for key, value in values.items():
-            try:
-                templating.lookup(tree, key)
-            except templating.TemplateError:
-                continue  # reported once, by name, after reading
-            _assign(tree, key, value)
-    return tree
-
-
-def _vars(raw: Any, root: pathlib.Path, where: str, problems: list[str]) -> dict[str, Any]:
-    """`vars`: mappings, and files (`file.yaml` or `file.yaml:key1,key2`)."""
-    found: dict[str, Any] = {}
-    for entry in raw or []:
-        if isinstance(entry, dict):
-            found.update(entry)
-        elif isinstance(entry, str):
-            name, _, keys = entry.partition(":")
-            tree = _read(root / name, problems)
-            if keys:
-                tree = {k: tree[k] for k in keys.split(",") if k in tree}
-            found.update(tree)
-        else:
-            problems.append(f"{where}: entry {entry!r} must be a file name or a mapping")
-    return found
-
-
-def _expand(
-    name: str, raw: Any, context: dict[str, Any], problems: list[str]
-) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """One stage, or one per `foreach` item named `name@key` (as DVC names them)."""
-    if not isinstance(raw, dict):
-        problems.append(f"stage {name!r} must be a mapping")
-        return []
-    if "matrix" in raw:
-        return _matrix(name, raw, context, problems)
-    if "foreach" not in raw:
-        return [(name, raw, {})]
-    extra = set(raw) - {"foreach", "do"}
-    if extra or "do" not in raw:
-        problems.append(f"stage {name!r}: foreach needs 'do' and nothing else besides")
-        return []
-    try:
-        items = templating.render(raw["foreach"], context)
-    except templating.TemplateError as exc:
-        problems.append(f"stage {name!r}: foreach: {exc}")
-        return []
-    if isinstance(items, dict):
-        pairs = list(items.items())
-    elif isinstance(items, list):
-        pairs = [
-            (str(item) if isinstance(item, str | int | float) else str(i), item)
-            for i, item in enumerate(items)
-        ]
-    else:
-        problems.append(f"stage {name!r}: foreach must be a list or a mapping, got {items!r}")
-        return []
-    return [(f"{name}@{key}", raw["do"], {"item": item, "key": key}) for key, item in pairs]
-
-
-def _matrix(
-    name: str, raw: dict[str, Any], context: dict[str, Any], problems: list[str]
-) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """One stage per combination of the `matrix` lists, named and keyed as DVC does
-    (`train@rf-10`; an item that is a list or mapping is named by key and index)."""
-    if "foreach" in raw or "do" in raw:
-        problems.append(f"stage {name!r}: give matrix or foreach, not both")
-        return []
-    try:
-        axes = templating.render(raw["matrix"], context)
-    except templating.TemplateError as exc:
-        problems.append(f"stage {name!r}: matrix: {exc}")
-        return []
-    if not isinstance(axes, dict) or not all(isinstance(v, list) for v in axes.values()):
-        problems.append(f"stage {name!r}: matrix must map names to lists, got {axes!r}")
-        return []
-    body = {k: v for k, v in raw.items() if k != "matrix"}
-    expanded = []
-    for combination in itertools.product(*(list(enumerate(v)) for v in axes.values())):
-        item = {axis: value for axis, (_i, value) in zip(axes, combination, strict=True)}
-        key = "-".join(
-            f"{axis}{i}" if isinstance(value, dict | list) else _matrix_text(value)
-            for axis, (i, value) in zip(axes, combination, strict=True)
-        )
-        expanded.append((f"{name}@{key}", body, {"item": item, "key": key}))
-    return expanded
-
-
-def _matrix_text(value: Any) -> str:
-    # As DVC's to_str: YAML's spelling of booleans and null in stage names.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "null" if value is None else str(value)
 
 
 def _dvc_environment(path: pathlib.Path, stage: str) -> dict[str, str]:

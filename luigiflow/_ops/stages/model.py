@@ -235,7 +235,7 @@ class Pipeline:
         SIGKILL (`dvc_params`). Yields the files changed."""
         from luigiflow._core import datafiles
         from luigiflow._ops.stages import dvc_params
-        from luigiflow._ops.stages.dvc import overridden_tree, override_files
+        from luigiflow._ops.stages.dvc_overrides import overridden_tree, override_files
 
         chosen = self.overrides if overrides is None else overrides
         files = override_files(self.path.parent, chosen)
