@@ -36,6 +36,10 @@ HTTP_RETRY_DEFAULTS = {
     HTTP_BACKOFF_FACTOR: "1",
     HTTP_BACKOFF_JITTER: "0.5",
 }
+# MLflow 3.17's client downloads a proxied artifact from a presigned URL of the object
+# store behind the server whenever the server offers one (an S3 --artifacts-destination
+# does): clients that cannot reach that store failed every download.
+PROXY_DOWNLOADS = "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD"
 SIGNING_KEY = "LUIGIFLOW_SIGNING_KEY"
 SIGNING_KEY_FILE = "LUIGIFLOW_SIGNING_KEY_FILE"
 MIN_KEY_LENGTH = 16
@@ -205,6 +209,17 @@ def bound_http_retries() -> None:
             _ours.add(name)
             if name == HTTP_MAX_RETRIES:
                 _riding_out[0] = False
+
+
+def download_through_server() -> None:
+    """Proxied artifacts (`--artifacts-destination`) are downloaded through the tracking
+    server, as docs/team.md promises (clients need no object-store access or credentials),
+    unless the user set `MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD` (true: straight from the
+    object store, in parallel chunks, for clients that can reach it).
+
+    Set in the environment, as MLflow reads it on every download: it also applies to
+    MLflow calls in user code and in worker processes."""
+    os.environ.setdefault(PROXY_DOWNLOADS, "false")
 
 
 def riding_out() -> bool:

@@ -98,14 +98,16 @@ def _handler(recorder: Recorder) -> type[http.server.BaseHTTPRequestHandler]:
             finally:
                 conn.close()
             self.send_response(reply.status, reply.reason)
+            head = self.command == "HEAD"  # no body: its Content-Length is the upstream's
             for key, value in reply.getheaders():
-                if key.lower() not in _HOP and key.lower() != "content-length":
+                if key.lower() not in _HOP and (head or key.lower() != "content-length"):
                     self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
+            if not head:
+                self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _forward
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # quiet: the recorder is the log

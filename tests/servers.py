@@ -73,8 +73,19 @@ def luigid(workdir: pathlib.Path):
         stop(proc)
 
 
-def start_mlflow(backend: str, artifacts: pathlib.Path, port: int | None = None):
+def start_mlflow(
+    backend: str,
+    artifacts: pathlib.Path | str,
+    port: int | None = None,
+    options: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    log: pathlib.Path | None = None,
+):
+    """`mlflow server` with proxied artifacts at `artifacts` (a folder or e.g. s3://bucket),
+    extra command-line `options` and environment `env`; (process, URL) once it answers.
+    Its output goes to `log` when given (its tail is in the error if it never answers)."""
     port = port or free_port()
+    out = log.open("wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(
         [
             str(BIN / "mlflow"),
@@ -89,16 +100,24 @@ def start_mlflow(backend: str, artifacts: pathlib.Path, port: int | None = None)
             str(port),
             "--workers",
             "1",
+            *options,
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
         start_new_session=True,
         # MLflow's job runner starts eight consumer processes (~2 GB) for GenAI jobs that
         # tracking never uses; on a 2-core machine they slow every other test.
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
     )
+    if log:
+        out.close()
     url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/health", proc, 120)
+    try:
+        wait_http(url + "/health", proc, 120)
+    except (RuntimeError, TimeoutError) as exc:
+        stop(proc)
+        tail = log.read_text(errors="replace")[-3000:] if log else ""
+        raise RuntimeError(f"{exc}; mlflow server said:\n{tail}") from exc
     return proc, url
 
 
@@ -153,3 +172,86 @@ def postgres():
         subprocess.run(
             [str(REPO / "scripts" / "postgres.sh"), "stop", data], capture_output=True, timeout=60
         )
+
+
+# What an S3 client needs to reach the emulator: any key pair is accepted by moto.
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@contextmanager
+def moto_s3(bucket: str):
+    """An S3 emulator (moto's server) on 127.0.0.1 holding an empty `bucket`; yields its
+    endpoint URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        # Buckets by path only (as MLflow addresses them with MLFLOW_S3_ENDPOINT_URL),
+        # whatever host name the server is reached by.
+        env={**os.environ, "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/moto-api/", proc, 60)
+        request = urllib.request.Request(f"{url}/{bucket}", method="PUT")  # CreateBucket
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+        yield url
+    finally:
+        stop(proc)
+
+
+ADMIN = ("admin", "admin-password-for-tests")
+
+
+@contextmanager
+def mlflow_basic_auth_server(folder: pathlib.Path, options: str = ""):
+    """`mlflow server --app-name basic-auth` as docs/team.md starts it (its configuration
+    file, admin and secret key in `folder`; `options`: more lines of its [mlflow] section);
+    yields its URL. Users are created with `create_user`."""
+    config = folder / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
+        f"admin_username = {ADMIN[0]}\n"
+        f"admin_password = {ADMIN[1]}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n" + options
+    )
+    env = {
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-static-secret-for-the-tests",
+    }
+    proc, url = start_mlflow(
+        f"sqlite:///{folder / 'server.db'}",
+        folder / "artifacts",
+        options=("--app-name", "basic-auth"),
+        env=env,
+        log=folder / "server.log",
+    )
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+def auth_request(url: str, endpoint: str, body: dict, who: tuple[str, str] = ADMIN) -> dict:
+    """POST `body` to a basic-auth server's REST `endpoint` as `who`; its JSON answer."""
+    import base64
+    import json
+
+    pair = base64.standard_b64encode(f"{who[0]}:{who[1]}".encode()).decode()
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/{endpoint}",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Basic {pair}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read() or b"{}")

@@ -8,6 +8,7 @@ errors here (`translate_errors`), nowhere else.
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import os
 import pathlib
@@ -52,6 +53,7 @@ def get_client(uri: str | None = None) -> MlflowClient:
             if client is None:
                 if uri.startswith(("http://", "https://")):
                     _settings.bound_http_retries()
+                    _settings.download_through_server()
                 db = sqlite_file.sqlite_path(uri)
                 client = _open(uri) if db is None else _open_sqlite(uri, db)
                 _clients[key] = client
@@ -167,19 +169,78 @@ def _outage_note() -> str:
     return f" (retried for {_settings.OUTAGE_WINDOW_S}={_settings.outage_window():g} s)"
 
 
+def credentials() -> tuple[str | None, str | None]:
+    """MLflow's username and password, as its client finds them: the environment first,
+    then ~/.mlflow/credentials."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or None
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD") or None
+    path = os.path.expanduser("~/.mlflow/credentials")
+    if (user is None or password is None) and os.path.exists(path):
+        config = configparser.ConfigParser()
+        config.read(path)
+        if "mlflow" in config:
+            user = user or config["mlflow"].get("mlflow_tracking_username")
+            password = password or config["mlflow"].get("mlflow_tracking_password")
+    return user, password
+
+
 # MLflow's client retries HTTP 408/429/5xx and then reports only the last status
-# ("too many 503 error responses"), not the server's message.
-_RETRIED_STATUS = re.compile(r"too many (\d{3}) error responses")
+# ("too many 503 error responses"), not the server's message; other answers it reports
+# as "failed with error code 401 != 200".
+_RETRIED_STATUS = re.compile(r"too many (\d{3}) error responses|error code (\d{3}) != 200")
 
 
 def server_error(exc: BaseException, uri: str, doing: str) -> TrackingError | None:
-    """A server-side failure named as what it is (disk full, permission, unavailable,
-    an internal error), not as a server that cannot be reached; None for anything else."""
+    """A server-side failure named as what it is (disk full, login, permission,
+    unavailable, an internal error), not as a server that cannot be reached; None for
+    anything else."""
     text = str(exc)
     code = str(getattr(exc, "error_code", "") or "")
     found = _RETRIED_STATUS.search(text)
-    status = int(found.group(1)) if found else 403 if "HTTP 403" in text else 0
+    status = int(found.group(1) or found.group(2)) if found else 403 if "HTTP 403" in text else 0
     return status_error(status, code, text, uri, doing)
+
+
+# The permission MLflow's basic-auth app checks for what luigiflow was doing: reads need
+# READ, deleting a run MANAGE, every other write (a run, its tags, results, files) EDIT.
+_READING = ("reading", "listing", "looking up", "fetching", "downloading", "checking")
+_EXPERIMENT = re.compile(r"experiment ('[^']*')")
+
+
+def _permission_for(doing: str) -> str:
+    if doing.startswith("deleting"):
+        return "MANAGE"
+    return "READ" if doing.startswith(_READING) else "EDIT"
+
+
+def login_error(uri: str, doing: str) -> TrackingError:
+    """HTTP 401: the server wants a login this process did not give, or refused it."""
+    user, password = credentials()
+    if user and password:
+        refused = f"refused the password of user {user!r}"
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        refused = "refused the token in MLFLOW_TRACKING_TOKEN"
+    else:
+        refused = "asks for a login, and none was given"
+    return TrackingError(
+        f"the MLflow tracking server at {uri} {refused} (HTTP 401) while {doing}; set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on that "
+        "server (its admin creates accounts)"
+    )
+
+
+def _denied_error(uri: str, doing: str) -> TrackingError:
+    """HTTP 403: the user lacks MLflow's permission for this on an experiment."""
+    user = credentials()[0] or "this user"
+    permission = _permission_for(doing)
+    named = _EXPERIMENT.search(doing)
+    where = f"experiment {named.group(1)}" if named else "the experiment concerned"
+    return TrackingError(
+        f"the MLflow tracking server at {uri} denied {user} permission while {doing} "
+        f"(HTTP 403 PERMISSION_DENIED); ask for {permission} permission on {where}: a user "
+        "with MANAGE permission on it (whoever created it has it) or an admin of the "
+        "server can grant it"
+    )
 
 
 def status_error(
@@ -193,13 +254,10 @@ def status_error(
             f"device) while {doing}; free space where it keeps artifacts "
             "(--artifacts-destination) and its database"
         )
+    if status == 401 or code == "UNAUTHENTICATED":
+        return login_error(uri, doing)
     if status == 403 or code == "PERMISSION_DENIED":
-        user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "this user"
-        return TrackingError(
-            f"the MLflow tracking server at {uri} denied {user} permission while {doing} "
-            "(HTTP 403 PERMISSION_DENIED); ask its admin for EDIT permission on that "
-            "experiment (READ only lists and loads runs)"
-        )
+        return _denied_error(uri, doing)
     if status in (502, 503, 504):
         return TrackingError(
             f"the MLflow tracking server at {uri} answered HTTP {status} (unavailable: its "

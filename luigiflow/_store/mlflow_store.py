@@ -272,6 +272,12 @@ class MlflowStore:
             for start in range(0, len(metrics), METRICS_PER_BATCH):
                 self.client.log_batch(run_id, metrics=metrics[start : start + METRICS_PER_BATCH])
 
+    def _experiment_label(self, experiment_id: str) -> str:
+        """`'name' (id 3)` when this store resolved the name (messages name experiments as
+        users know them: a denied permission is asked for by name), else the id."""
+        names = [n for n, i in self._experiment_ids.items() if i == experiment_id]
+        return f"{names[0]!r} (id {experiment_id})" if names else experiment_id
+
     def create_run(
         self,
         experiment_id: str,
@@ -280,7 +286,8 @@ class MlflowStore:
         start_time: int | None = None,
         params: Mapping[str, str] | None = None,
     ) -> RunRecord:
-        with _client.translate_errors(f"creating a run in experiment {experiment_id}", self.uri):
+        doing = f"creating a run in experiment {self._experiment_label(experiment_id)}"
+        with _client.translate_errors(doing, self.uri):
             run = self.client.create_run(
                 experiment_id, start_time=start_time, tags=dict(tags), run_name=run_name
             )

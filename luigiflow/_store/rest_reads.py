@@ -21,7 +21,6 @@ MLflow's client instead (`usable`).
 from __future__ import annotations
 
 import base64
-import configparser
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -84,25 +83,11 @@ def _number(name: str, kind: type[int] | type[float], default: float | None = No
     return value
 
 
-def _credentials() -> tuple[str | None, str | None]:
-    """MLflow's username and password: the environment first, then ~/.mlflow/credentials."""
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or None
-    password = os.environ.get("MLFLOW_TRACKING_PASSWORD") or None
-    path = os.path.expanduser("~/.mlflow/credentials")
-    if (user is None or password is None) and os.path.exists(path):
-        config = configparser.ConfigParser()
-        config.read(path)
-        if "mlflow" in config:
-            user = user or config["mlflow"].get("mlflow_tracking_username")
-            password = password or config["mlflow"].get("mlflow_tracking_password")
-    return user, password
-
-
 def request_settings() -> dict[str, Any]:
     """Headers, TLS and retry settings of MLflow's client for the current environment."""
     _settings.bound_http_retries()
     headers = {"User-Agent": "luigiflow"}
-    user, password = _credentials()
+    user, password = _client.credentials()
     token = os.environ.get("MLFLOW_TRACKING_TOKEN")
     if user and password:
         pair = base64.standard_b64encode(f"{user}:{password}".encode()).decode()
@@ -226,6 +211,8 @@ def call(
     """One request to the server's REST API; its JSON answer, or None for a missing
     resource when `missing_ok`. Any failure is one TrackingError line naming the server."""
     reply = send(uri, method, endpoint, doing, params, body)
+    if reply.status_code == 401:  # the basic-auth app answers it in plain text
+        raise _client.login_error(_client.shown_uri(uri), doing)
     try:
         answer = reply.json()
     except ValueError:
@@ -242,11 +229,6 @@ def call(
     code = answer.get("error_code", "")
     if missing_ok and code in (NOT_FOUND, "INVALID_PARAMETER_VALUE"):
         return None
-    hint = (
-        "check MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN"
-        if reply.status_code == 401
-        else "see the server's log"
-    )
     message = (str(answer.get("message") or "").splitlines() or [""])[0]
     named = _client.status_error(reply.status_code, code, message, _client.shown_uri(uri), doing)
     if named is not None:
@@ -254,7 +236,7 @@ def call(
     raise TrackingError(
         f"the MLflow tracking server at {_client.shown_uri(uri)} refused {doing} (HTTP "
         f"{reply.status_code} "
-        f"{code}: {message}); {hint}"
+        f"{code}: {message}); see the server's log"
     )
 
 
