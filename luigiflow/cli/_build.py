@@ -143,7 +143,8 @@ def _adaptive_search(
     console.print(
         f"optuna: {len(config.sweep.combinations)} trial(s) complete, {summary.asked} asked "
         f"now; the search executed {len(summary.executed)} task(s), "
-        f"{len(summary.failed)} trial(s) failed",
+        f"{len(summary.failed)} trial(s) failed"
+        + (f", {len(summary.pruned)} pruned" if config.sweep.settings.get("pruner") else ""),
         highlight=False,
     )
     return list(config.tasks())

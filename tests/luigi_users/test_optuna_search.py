@@ -67,3 +67,50 @@ def test_a_misspelt_search_metric_names_the_logged_ones(client, tmp_path):
     assert out.returncode == 1
     assert "sweep metric 'scor' was not logged" in out.stderr, out.stderr
     assert "did you mean 'score'" in out.stderr
+
+
+def test_a_trial_whose_per_step_metric_lags_is_pruned_and_stays_pruned(client, tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    config = tmp_path / "prune.toml"
+
+    def write_search(study: str) -> None:
+        config.write_text(
+            '[pipeline]\nmodule = "tests.luigi_users.search_tasks"\ntask = "Curve"\n'
+            '[sweep]\nmetric = "score"\n'
+            f'[sweep.optuna]\ntrials = 4\nseed = 3\nstorage = "{storage}"\nstudy = "{study}"\n'
+            "pruner = {median = {n_startup_trials = 1}}\n"
+            "[sweep.optuna.params]\nquality = {uniform = [0.0, 1.0]}\n"
+        )
+
+    write_search("first")
+    # Two workers: each trial runs in a worker process, which reports to the study.
+    first = luigiflow_cli("run", "--config", str(config), "--workers", "2", cwd=tmp_path)
+    pruned_runs = [r for r in runs_of(client, "Curve") if "luigiflow.pruned" in r.data.tags]
+    assert pruned_runs, first.stdout  # the seed gives two poor trials after a good one
+    for run in pruned_runs:
+        assert run.info.status == "KILLED"  # never FINISHED, never FAILED
+        assert "pruned by the median pruner at step 0" in run.data.tags["luigiflow.error"]
+        assert len(client.get_metric_history(run.info.run_id, "score")) < 4  # stopped early
+    assert f"{len(pruned_runs)} pruned" in first.stdout, first.stdout
+    [record] = runs_of(client, "sweeps", "FINISHED")
+    for run in pruned_runs:  # a pruned trial is a run of the search too: linked, marked
+        assert client.get_run(run.info.run_id).data.tags["mlflow.parentRunId"] == record.info.run_id
+        assert f"{run.info.run_id}) (pruned)" in record.data.tags["mlflow.note.content"]
+    study = optuna.load_study(study_name="first", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.PRUNED) == len(pruned_runs)
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4 - len(pruned_runs)
+
+    # A new study over the same store proposes the same trials: the finished ones are
+    # reused and the pruned ones are told PRUNED again from their runs, not run again.
+    write_search("again")
+    again = luigiflow_cli("run", "--config", str(config), cwd=tmp_path)
+    assert "the search executed 0 task(s)" in again.stdout, again.stdout
+    assert f"{len(pruned_runs)} pruned" in again.stdout
+    replayed = optuna.load_study(study_name="again", storage=storage)
+    assert [t.state for t in replayed.trials] == states
+    assert len(runs_of(client, "Curve")) == 4
+    [best] = [r for r in runs_of(client, "sweeps", "FINISHED")][-1:]
+    assert best.data.params["size"] == str(4 - len(pruned_runs))  # pruned runs: no results

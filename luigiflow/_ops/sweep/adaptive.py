@@ -150,6 +150,7 @@ def _search(
             if pruned is not None:
                 _tell_pruned(optuna, study, trial, pruned, sweep.metric, task in stopped)
                 summary.pruned.append(task)
+                sweep.pruned_runs.append(pruned.info.run_id)
                 continue
             value = _metric(task, sweep.metric) if task not in result.failed else None
             if value is None:

@@ -63,6 +63,7 @@ class Sweep:
     # asked so far (luigiflow/_ops/sweep/adaptive.py fills them in).
     space: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    pruned_runs: list[str] = field(default_factory=list)  # trials a pruner stopped: linked too
 
 
 @dataclass

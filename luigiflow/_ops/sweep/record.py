@@ -74,17 +74,19 @@ def record(config: ExperimentConfig, result: BuildResult) -> tuple[str, pd.DataF
     assert config.sweep is not None
     frame, runs = _results(config, result)
     leaves = list(frame["run_id"])
+    store = current.get_store()
+    # Trials a pruner stopped are no results, but runs of this search all the same.
+    pruned = store.get_runs(list(dict.fromkeys(config.sweep.pruned_runs)))
     identity = hashlib.sha256(
         json.dumps(
             {"config": str(config.path.read_text(encoding="utf-8")), "leaves": sorted(leaves)}
         ).encode()
     ).hexdigest()
-    store = current.get_store()
     exp_id = store.experiment_id(SWEEP_EXPERIMENT, create=True)
     assert exp_id is not None
     existing = _session.current().completion.query(exp_id, identity)
     if existing is not None:
-        link_points(existing.info.run_id, exp_id, runs)  # a record left half-linked
+        link_points(existing.info.run_id, exp_id, {**runs, **pruned})  # a record left half-linked
         folder = artifacts.local_artifact_path(
             existing.info.run_id, existing.info.artifact_uri, "plots"
         )
@@ -130,7 +132,7 @@ def record(config: ExperimentConfig, result: BuildResult) -> tuple[str, pd.DataF
             metrics=best,
             tags={
                 schema.SWEEP_BEST_TAG: str(frame["run_id"].iloc[0]),
-                schema.NOTE_TAG: _sweep_description(config, run_id, leaves, runs),
+                schema.NOTE_TAG: _sweep_description(config, run_id, leaves, runs, pruned),
             },
             timestamp_ms=0,
         )
@@ -138,7 +140,7 @@ def record(config: ExperimentConfig, result: BuildResult) -> tuple[str, pd.DataF
     except BaseException:
         store.terminate(run_id, FAILED)
         raise
-    link_points(run_id, exp_id, runs)
+    link_points(run_id, exp_id, {**runs, **pruned})
     folder = artifacts.local_artifact_path(run_id, run.info.artifact_uri, "plots")
     return run_id, frame, folder
 
@@ -167,7 +169,11 @@ def link_points(sweep_run_id: str, sweep_experiment_id: str, runs: dict[str, Run
 
 
 def _sweep_description(
-    config: ExperimentConfig, run_id: str, leaves: list[str], runs: dict[str, RunRecord]
+    config: ExperimentConfig,
+    run_id: str,
+    leaves: list[str],
+    runs: dict[str, RunRecord],
+    pruned: dict[str, RunRecord],
 ) -> str:
     """The sweep run's description: what was swept and a link to each point's run, as
     many as fit MLflow's limit on a tag (leaf_runs.json lists them all)."""
@@ -180,11 +186,15 @@ def _sweep_description(
         f"naming this run as its parent; `luigiflow runs {family} --sweep {run_id}` "
         "lists them.\n"
     )
+    if pruned:
+        head += f"{len(pruned)} trial(s) pruned (listed last, marked pruned).\n"
+    listed = [(leaf, runs[leaf], "") for leaf in points]
+    listed += [(r_id, run, " (pruned)") for r_id, run in pruned.items()]
     lines, size = [], len(head) + 200
-    for index, leaf in enumerate(points):
-        item = f"- [{leaf}](#/experiments/{runs[leaf].info.experiment_id}/runs/{leaf})"
+    for index, (leaf, run, mark) in enumerate(listed):
+        item = f"- [{leaf}](#/experiments/{run.info.experiment_id}/runs/{leaf}){mark}"
         if size + len(item) + 1 > schema.MAX_TAG_LENGTH:
-            lines.append(f"- ... {len(points) - index} more in leaf_runs.json")
+            lines.append(f"- ... {len(listed) - index} more (leaf_runs.json lists every point)")
             break
         lines.append(item)
         size += len(item) + 1
