@@ -160,7 +160,7 @@ def _search(
             study.tell(trial, value)
             sweep.combinations.append(combo)
     if not sweep.combinations:
-        raise LuigiflowError(f"{config.path}: every trial of the search failed")
+        raise LuigiflowError(f"{config.path}: every trial of the search failed or was pruned")
     return summary
 
 
