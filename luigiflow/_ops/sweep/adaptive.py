@@ -82,9 +82,9 @@ def _storage(settings: dict[str, Any]) -> Iterator[Any]:
 
 def _open_storage(optuna: Any, storage: Any) -> Any:
     if isinstance(storage, tuple):  # ("journal", path): picklable, unlike the storage
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from optuna.storages.journal import JournalFileBackend  # Optuna 4.0+
 
-        return JournalStorage(JournalFileBackend(storage[1]))
+        return optuna.storages.JournalStorage(JournalFileBackend(storage[1]))
     return storage
 
 
