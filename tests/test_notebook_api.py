@@ -50,3 +50,16 @@ def test_a_redefined_task_class_replaces_the_earlier_one():
     exec(compile(source.replace("VALUE", "2"), "<cell-2>", "exec"), namespace)
     newest = luigi.task_register.Register.get_task_cls("Redefined")  # not ambiguous
     assert newest is namespace["Redefined"]
+
+
+def test_build_reuses_the_run_it_is_given(store):
+    """`lf.build(reuse={task: run_id})` completes the task with that (older) run of its
+    identity, as `--rerun-changed` does after a revert; nothing executes."""
+    task = Leaf(size=2, factor=1)
+    first = lf.build([task]).runs[task]
+    newest = lf.build([task], force=[task]).runs[task]
+    assert newest != first
+    again = lf.build([task], reuse={task: first})
+    assert again.executed == [] and again.runs[task] == first
+    planned = lf.plan(task, rerun_changed=True)  # no code changed: the newest
+    assert planned.will_run == [] and planned.reused[task] == newest
