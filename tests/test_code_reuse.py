@@ -11,7 +11,7 @@ import pytest
 
 import luigiflow as lf
 from tests.conftest import runs_of
-from tests.project_shapes import cli, edit, entries, make_project, plan_json
+from tests.project_shapes import cli, edit, entries, executed, make_project, plan_json
 
 pytestmark = pytest.mark.slow  # builds in subprocesses
 
@@ -97,3 +97,24 @@ def test_after_a_revert_rerun_changed_reuses_the_runs_whose_code_matches(client,
     assert {f: e["status"] for f, e in plan.items()} == dict.fromkeys(plan, "reused")
     newest = runs_of(client, "Featurize")[-1].info.run_id
     assert plan["Featurize"]["run_id"] == newest
+
+
+def test_after_a_revert_a_downstream_run_on_other_upstream_code_runs_again(client, tmp_path):
+    """Train's only run consumed the edited Featurize: with Featurize's older run reused,
+    Train runs again on it (lineage stays exact), and plan says so before."""
+    project = make_project(tmp_path)
+    helpers = project / "src" / "featurization.py"
+    cli(project, "run", "--module", "pipeline", "Featurize")
+    [first] = runs_of(client, "Featurize")
+    edit(helpers, *EDIT)
+    cli(project, "run", "--module", "pipeline", "Train", "--rerun-changed")
+    edit(helpers, EDIT[1], EDIT[0])  # reverted
+
+    plan = entries(plan_json(project, "Train", "--rerun-changed"))
+    assert plan["Featurize"]["run_id"] == first.info.run_id
+    assert plan["Train"]["status"] == "will run"
+    assert any("than those reused now" in r for r in plan["Train"]["reasons"])
+    out = cli(project, "run", "--module", "pipeline", "Train", "--rerun-changed").stdout
+    assert executed(out) == {"Train"}
+    newest = runs_of(client, "Train")[-1]
+    assert newest.data.tags["luigiflow.upstream.features"] == first.info.run_id
