@@ -162,3 +162,49 @@ def test_credentials_in_the_tracking_uri_are_masked(store, tmp_path):
     assert out.returncode == 1
     assert "S3cretPassw0rd" not in out.stdout + out.stderr
     assert "alice:<redacted>@127.0.0.1" in out.stderr, out.stderr
+
+
+def test_a_run_a_dead_client_left_running_is_retired_at_once_by_its_successor(
+    proxied, server, monkeypatch, tmp_path
+):
+    """A client process on this host fails in an outage that keeps it from marking its
+    run; the next client here (another process) retires that run at once (its worker's
+    pid is gone), not after the run's lease."""
+    import os
+    import threading
+
+    import luigiflow as lf
+    from tests.conftest import luigiflow_cli
+
+    _url, recorder = proxied
+    created = "POST /api/2.0/mlflow/runs/create"
+    stop = threading.Event()
+
+    def outage_once_the_run_exists() -> None:
+        while not stop.is_set() and recorder.endpoints()[created] == 0:
+            time.sleep(0.01)
+        recorder.fault = Fault(503, UNAVAILABLE)
+
+    watcher = threading.Thread(target=outage_once_the_run_exists, daemon=True)
+    watcher.start()
+    env = dict(os.environ, LUIGIFLOW_OUTAGE_WINDOW="3")
+    out = luigiflow_cli(
+        "run", "--module", "tests.team.tasks", "Outaged", "--label", "orphan",
+        cwd=tmp_path, env=env, check=False, timeout=300,
+    )  # fmt: skip
+    stop.set()
+    watcher.join()
+    recorder.fault = None
+    assert out.returncode == 1, out.stdout + out.stderr
+    task = tasks.Outaged(label="orphan")
+    [left] = _runs(server, task)
+    assert left.info.status == "RUNNING"  # the outage kept its client from marking it
+
+    # Bounded: without the pid check the rebuild would wait out this lease, then retire
+    # the run for its silence ("no heartbeat"), not for its gone worker.
+    monkeypatch.setenv("LUIGIFLOW_STALE_AFTER_S", "120")
+    assert lf.build([task]).executed == [task]
+    retired = {r.info.run_id: r for r in _runs(server, task)}[left.info.run_id]
+    assert retired.info.status == "KILLED"
+    assert "is gone" in retired.data.tags["luigiflow.error"], retired.data.tags
+    assert len(_finished(server, task)) == 1
