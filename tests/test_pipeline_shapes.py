@@ -9,12 +9,14 @@ import luigi
 import pytest
 
 import luigiflow as lf
-from tests.conftest import luigiflow_cli, runs_of
+from tests.adversarial.cli_inprocess import read_command
+from tests.conftest import runs_of
 from tests.project_shapes import PIPELINE, cli, entries, executed, make_project, plan_json
 
 # ----- data versions -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_data_change_is_named_by_plan_and_diff_with_both_hashes(client, tmp_path):
     project = make_project(tmp_path)
     cli(project, "run", "--module", "pipeline", "Train")
@@ -84,6 +86,7 @@ class Evaluate(lf.MlflowTask):
 )
 
 
+@pytest.mark.slow
 def test_injected_task_class_swapped_by_parameter_reruns_exactly_the_affected(client, tmp_path):
     project = make_project(tmp_path, INJECTED)
     first = cli(project, "run", "--module", "pipeline", "Evaluate").stdout
@@ -125,7 +128,7 @@ class Doubled(lf.MlflowTask):
         self.save({"n": 2 * self.load("source")})
 
 
-def test_injected_task_instance_enters_identity_by_its_identity(client, tmp_path):
+def test_injected_task_instance_enters_identity_by_its_identity(client, capsys):
     one, two = Doubled(source=Scored(n=1)), Doubled(source=Scored(n=2))
     assert one.identity != two.identity
     assert Doubled(source=Scored(n=1)).identity == one.identity
@@ -139,13 +142,15 @@ def test_injected_task_instance_enters_identity_by_its_identity(client, tmp_path
     assert lf.build([one]).executed == []
     run = two.find_run()
     assert "Scored" in run.data.params["source"] and '"2"' in run.data.params["source"]
-    out = luigiflow_cli("diff", one.find_run().info.run_id, run.info.run_id, cwd=tmp_path).stdout
+    code, out, err = read_command(capsys, "diff", one.find_run().info.run_id, run.info.run_id)
+    assert code == 0, err
     assert "source" in out and "Scored" in out
 
 
 # ----- upstream parameters from the command line and config ------------------------
 
 
+@pytest.mark.slow
 def test_upstream_parameter_from_the_command_line_changes_exactly_its_downstream(client, tmp_path):
     project = make_project(tmp_path)
     cli(project, "run", "--module", "pipeline", "All")
@@ -159,6 +164,7 @@ def test_upstream_parameter_from_the_command_line_changes_exactly_its_downstream
     assert bad.returncode == 1 and "--Nope-x" in bad.stderr
 
 
+@pytest.mark.slow
 def test_step_config_overridden_by_an_upstream_building_task_is_an_error(client, tmp_path):
     tail = '\n\n    def run_task(self):\n        self.save({"features"'
     pipeline = PIPELINE.replace(
@@ -192,25 +198,27 @@ class Clean(lf.MlflowTask):
         self.save({"o": 1})
 
 
-def test_where_values_are_parsed_with_the_parameter_type(client, tmp_path):
+def test_where_values_are_parsed_with_the_parameter_type(client, capsys):
     lf.build([Clean(lowercase=False), Clean(lowercase=True), Clean(lowercase=True, ratio=1.0)])
 
     def found(*where):
         args = [a for w in where for a in ("--where", w)]
-        out = luigiflow_cli("runs", "Clean", *args, "--format", "json", cwd=tmp_path).stdout
+        code, out, err = read_command(capsys, "runs", "Clean", *args, "--format", "json")
+        assert code == 0, err
         return [(r["params"]["lowercase"], r["params"]["ratio"]) for r in json.loads(out)]
 
     assert found("lowercase=false") == [("False", "0.5")]
     assert found("lowercase=False") == [("False", "0.5")]
     assert sorted(found("lowercase=TRUE")) == [("True", "0.5"), ("True", "1.0")]
     assert found("lowercase=true", "ratio=1") == [("True", "1.0")]
-    bad = luigiflow_cli("runs", "Clean", "--where", "lowercase=maybe", cwd=tmp_path, check=False)
-    assert bad.returncode == 1 and "lowercase" in bad.stderr and "maybe" in bad.stderr
+    code, _, err = read_command(capsys, "runs", "Clean", "--where", "lowercase=maybe")
+    assert code == 1 and "lowercase" in err and "maybe" in err
 
 
 # ----- forced re-execution -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rerun_reexecutes_named_tasks_and_their_downstream(client, tmp_path):
     project = make_project(tmp_path)
     cli(project, "run", "--module", "pipeline", "All")
@@ -225,6 +233,7 @@ def test_rerun_reexecutes_named_tasks_and_their_downstream(client, tmp_path):
     assert bad.returncode == 1 and "Nope" in bad.stderr and "Split" in bad.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["Train"])
 def test_plan_shows_rerun(client, tmp_path, family):
     project = make_project(tmp_path)
