@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import luigiflow as lf
 from luigiflow._ops.graph import export
 from luigiflow._ops.plan import REUSED, WILL_RUN, make_plan
@@ -38,6 +40,7 @@ def test_plan_after_a_partial_build_names_what_is_missing(store: str) -> None:
     assert set(statuses.values()) == {REUSED}, statuses
 
 
+@pytest.mark.slow
 def test_run_reports_a_complete_wrapper_as_complete(store: str, tmp_path) -> None:
     args = ("--module", "tests.luigi_users.wrapped_tasks", "Default")
     luigiflow_cli("run", *args, cwd=REPO)
