@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import luigi
+import pytest
 
 import luigiflow as lf
 from tests.conftest import luigiflow_cli as cli
@@ -65,6 +66,7 @@ def test_same_named_classes_in_two_modules_do_not_share_runs(client, tmp_path, m
     assert len(runs_of(client, "Train", "FINISHED")) == 2
 
 
+@pytest.mark.slow
 def test_python_dash_m_main_is_the_module_it_was_run_as(client, tmp_path, monkeypatch):
     src = tmp_path / "src"
     _package(src, "runasmain")
@@ -101,6 +103,7 @@ def test_config_section_by_family_still_applies(client, tmp_path, monkeypatch):
 # ----- item 6: deleted experiments stay deleted ----------------------------------------
 
 
+@pytest.mark.slow
 def test_deleted_experiment_is_not_restored_in_a_new_process(client, tmp_path):
     from tests.dags import Source
 

@@ -55,6 +55,7 @@ def _luigiflow_failed_run(client, tmp_path: pathlib.Path) -> str:
     return failed.info.run_id
 
 
+@pytest.mark.slow
 def test_gc_never_touches_runs_luigiflow_did_not_make(client, tmp_path):
     running, failed = _colleague_runs(client, tmp_path)
     ours = _luigiflow_failed_run(client, tmp_path)
@@ -69,6 +70,7 @@ def test_gc_never_touches_runs_luigiflow_did_not_make(client, tmp_path):
         assert (_artifact_dir(client, run_id) / "notes.txt").read_text() == "colleague's work"
 
 
+@pytest.mark.slow
 def test_gc_without_a_terminal_needs_yes(client, tmp_path):
     ours = _luigiflow_failed_run(client, tmp_path)
     out = cli("gc", cwd=tmp_path, env=os.environ, check=False)
@@ -110,6 +112,7 @@ def _gc_in_terminal(tmp_path: pathlib.Path, answer: bytes) -> tuple[int, str]:
     return proc.wait(timeout=120), seen.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_gc_asks_in_a_terminal(client, tmp_path):
     ours = _luigiflow_failed_run(client, tmp_path)
     code, text = _gc_in_terminal(tmp_path, b"n")
@@ -120,6 +123,7 @@ def test_gc_asks_in_a_terminal(client, tmp_path):
     assert ours not in _all_run_ids(client)
 
 
+@pytest.mark.slow
 def test_gc_counts_hard_linked_bytes_once(client, tmp_path):
     from tests.dags import Leaf
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import pathlib
 import textwrap
 
+import pytest
+
 from tests.conftest import luigiflow_cli as cli
 from tests.conftest import runs_of
 from tests.scripts_project import summary
+
+pytestmark = pytest.mark.slow  # runs builds in subprocesses
 
 MLPROJECT = """
 name: tables

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import luigiflow_cli, runs_of
+
+pytestmark = pytest.mark.slow  # notebooks run in a Jupyter kernel process
 
 DEFINE = """
 import json

@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import luigiflow_cli as cli
 from tests.conftest import runs_of
 from tests.scripts_project import (
@@ -16,6 +18,8 @@ from tests.scripts_project import (
     summary,
     will_run,
 )
+
+pytestmark = pytest.mark.slow  # runs builds in subprocesses
 
 
 def test_four_scripts_run_then_reuse_then_rerun_exactly_what_changed(client, tmp_path):

@@ -9,8 +9,12 @@ import os
 import pathlib
 import textwrap
 
+import pytest
+
 from tests.conftest import luigiflow_cli as cli
 from tests.conftest import runs_of
+
+pytestmark = pytest.mark.slow  # runs builds in subprocesses
 
 TASKS = '''
 import os

@@ -97,6 +97,7 @@ def summary(out: str) -> str:
     return next(line for line in out.splitlines() if re.match(r"executed \d+, reused", line))
 
 
+@pytest.mark.slow
 def test_forged_run_is_ignored_with_a_key_and_its_pickle_never_runs(project, client):
     victim, attacker, marker = project
     forge(attacker)
@@ -116,6 +117,7 @@ def test_forged_run_is_ignored_with_a_key_and_its_pickle_never_runs(project, cli
     assert len(runs_of(client, "Up", "FINISHED")) == 2
 
 
+@pytest.mark.slow
 def test_without_a_key_show_and_runs_mark_the_forged_run_unsigned(project, client):
     victim, attacker, marker = project
     forge(attacker)
@@ -134,6 +136,7 @@ def test_without_a_key_show_and_runs_mark_the_forged_run_unsigned(project, clien
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_copied_signature_does_not_make_a_forged_run_valid(project, client):
     victim, attacker, marker = project
     cli("run", "--module", "p", "Up", "--n", "5", cwd=victim, env=env_with(KEY))
@@ -149,6 +152,7 @@ def test_a_copied_signature_does_not_make_a_forged_run_valid(project, client):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_signed_runs_cross_processes_with_the_same_key_only(project, client):
     victim, _attacker, _marker = project
     first = cli("run", "--module", "p", "Victim", cwd=victim, env=env_with(KEY))
@@ -214,6 +218,7 @@ class _Payload:
         return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
 
 
+@pytest.mark.slow
 def test_an_unreadable_key_file_or_a_short_key_is_one_clear_line(project, tmp_path):
     victim, _attacker, _marker = project
     env = env_with(None)
@@ -229,6 +234,7 @@ def test_an_unreadable_key_file_or_a_short_key_is_one_clear_line(project, tmp_pa
     assert line.startswith("ConfigError:") and "16" in line and "tiny" not in line
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_run_whose_model_uri_was_repointed(project, client):
     victim, _attacker, _marker = project
     cli("run", "--module", "p", "Up", "--n", "5", cwd=victim, env=env_with(KEY))

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import luigiflow as lf
 from tests.conftest import REPO, runs_of
 from tests.training import Autologged, Epochs
@@ -29,6 +31,7 @@ def _build_in_a_process(env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_from_its_last_checkpoint(client, tmp_path, monkeypatch):
     import os
 

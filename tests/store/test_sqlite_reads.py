@@ -73,6 +73,7 @@ def test_a_store_missing_a_column_the_reads_name_falls_back_to_mlflow(mixed: str
     assert mlflow_said == [ours]
 
 
+@pytest.mark.slow
 def test_a_no_op_build_and_queries_do_not_import_what_they_do_not_use(store: str, tmp_path):
     import luigiflow as lf
     from tests.dags import Leaf
