@@ -2,8 +2,13 @@
 and an injectable delay between luigiflow's last check and its `create_run`.
 
 `EXEC_CREATE_DELAY_S` (read here, in the test module, never by luigiflow) makes every
-`MlflowClient.create_run` in a process that imports this module wait first: the
-widest window two processes can have between "nobody holds this task" and "I hold it".
+run creation in a process that imports this module wait first: the widest window two
+processes can have between "nobody holds this task" and "I hold it". It delays the two
+places a run is created: luigiflow's own SQL writer (the embedded store) and its store
+over MLflow's client (a server, or the fallback).
+
+mlflow is imported only where a task needs it: these tasks stand for plain user code, and
+a build that never imports mlflow starts seconds sooner (every test here is a process).
 """
 
 from __future__ import annotations
@@ -11,23 +16,32 @@ from __future__ import annotations
 import os
 import pathlib
 import time
+from collections.abc import Callable
+from typing import Any
 
 import luigi
-import mlflow
-from mlflow import MlflowClient
 
 import luigiflow as lf
+from luigiflow._store.mlflow_store import MlflowStore
+from luigiflow._store.sqlite_writes import SqliteWriter
 from tests.dags import Fan, Gather, Source  # noqa: F401  (re-exported for --module)
 
 _delay = float(os.environ.get("EXEC_CREATE_DELAY_S", "0") or 0)
-if _delay:
-    _create_run = MlflowClient.create_run
 
-    def _slow_create_run(self: MlflowClient, *args: object, **kwargs: object) -> object:
+
+def _delayed(create_run: Callable[..., Any]) -> Callable[..., Any]:
+    def slow_create_run(*args: Any, **kwargs: Any) -> Any:
         time.sleep(_delay)
-        return _create_run(self, *args, **kwargs)
+        return create_run(*args, **kwargs)
 
-    MlflowClient.create_run = _slow_create_run  # type: ignore[method-assign]
+    return slow_create_run
+
+
+if _delay:
+    # The SQLite store's direct writes never reach MlflowStore.create_run, and its
+    # fallback reaches only that one: each creation waits once.
+    SqliteWriter.create_run = _delayed(SqliteWriter.create_run)  # type: ignore[method-assign]
+    MlflowStore.create_run = _delayed(MlflowStore.create_run)  # type: ignore[method-assign]
 
 
 def _ledger(name: str) -> None:
@@ -78,6 +92,8 @@ class EndsOwnRun(lf.MlflowTask):
     attempt = luigi.Parameter(default="a")
 
     def run_task(self) -> None:
+        import mlflow
+
         _ledger("EndsOwnRun")
         mlflow.end_run()
         if os.environ.get("ENDS_OWN_RUN_OK") != "1":
