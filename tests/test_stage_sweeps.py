@@ -240,3 +240,53 @@ def test_stage_sweep_config_mistakes_are_reported_together(client, tmp_path):
     assert out.returncode == 1
     assert "depend on each other: a -> b -> a" in out.stderr.strip().splitlines()[-1]
     assert [e.name for e in client.search_experiments()] == ["Default"]
+
+
+def test_grid_sweep_over_a_dvc_yaml_runs_each_point_with_its_params(client, tmp_path):
+    import os
+    import pickle
+
+    from tests.conftest import REPO
+    from tests.scripts_project import DVCLIVE_STANDIN, get_started_project, git_snapshot
+
+    project = get_started_project(tmp_path)
+    (tmp_path / "sweep.toml").write_text(
+        '[pipeline]\ndvc = "get-started/dvc.yaml"\nstage = "evaluate"\n\n'
+        '[sweep]\nmetric = "roc_auc.test"\n\n[sweep.grid]\n"train.n_est" = [3, 50]\n'
+    )
+    before = git_snapshot(project)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(DVCLIVE_STANDIN), str(REPO)])}
+
+    first = cli("run", "--config", "sweep.toml", cwd=tmp_path, env=env)
+    # prepare and featurize read no swept key: one run each; train and evaluate per point.
+    assert "built 2 points one at a time: executed 6, reused 2, failed 0" in first.stdout
+    assert finished_counts(client, ["prepare", "featurize", "train", "evaluate"]) == {
+        "prepare": 1,
+        "featurize": 1,
+        "train": 2,
+        "evaluate": 2,
+    }
+    assert git_snapshot(project) == before  # params.yaml has its own bytes, no backup left
+
+    # The script of each point read that point's value from params.yaml.
+    [sweep] = runs_of(client, "sweeps", "FINISHED")
+    table = pd.read_csv(client.download_artifacts(sweep.info.run_id, "results.csv", str(tmp_path)))
+    trains = {r.info.run_id: r for r in runs_of(client, "train", "FINISHED")}
+    evaluates = {r.info.run_id: r for r in runs_of(client, "evaluate", "FINISHED")}
+    assert sorted(table["train.n_est"]) == [3, 50]
+    for n_est, run_id in zip(table["train.n_est"], table["run_id"], strict=True):
+        train = trains[evaluates[run_id].data.tags["luigiflow.upstream.train"]]
+        assert train.data.params["train.n_est"] == str(n_est)
+        folder = tmp_path / f"model-{n_est}"
+        folder.mkdir()
+        with open(
+            client.download_artifacts(train.info.run_id, "model.pkl", str(folder)), "rb"
+        ) as f:
+            assert pickle.load(f).n_estimators == n_est
+
+    again = cli("run", "--config", "sweep.toml", cwd=tmp_path, env=env)
+    assert "built 2 points one at a time: executed 0, reused 8, failed 0" in again.stdout
+    assert len(runs_of(client, "sweeps")) == 1
+
+    rows = json.loads(cli("runs", "evaluate", "--format", "json", cwd=tmp_path).stdout)
+    assert sorted(int(r["params"]["train.n_est"]) for r in rows) == [3, 50]

@@ -49,6 +49,9 @@ def run(
         force = _plan.tasks_to_force(planned)
         reuse = _plan.runs_to_reuse(planned)
         older = {e.task: e.reasons[0] for r in planned for e in r.walk() if e.task in reuse}
+    if getattr(config, "point_overlay", None) is not None:
+        _build_points(console, config, roots, workers, scheduler_url, force, reuse)
+        force = []  # run above; the build below finds every point done
     overlay = getattr(config, "params_overlay", None)
     with overlay() if overlay is not None else contextlib.nullcontext([]) as overridden:
         result = lf.build(
@@ -148,6 +151,46 @@ def _adaptive_search(
         highlight=False,
     )
     return list(config.tasks())
+
+
+def _build_points(
+    console: Console,
+    config: Any,
+    roots: list[Any],
+    workers: int,
+    scheduler_url: str | None,
+    force: list[Any],
+    reuse: dict[Any, str],
+) -> None:
+    """A dvc.yaml config: each point built alone while the params files hold its values
+    (its scripts read them there); a failed point ends the command here."""
+    import luigiflow as lf
+    from luigiflow._ops.stages.experiment import build_points
+
+    def build(tasks: list[Any], forced: list[Any]) -> Any:
+        return lf.build(
+            tasks,
+            workers=workers,
+            scheduler_url=scheduler_url,
+            force=forced,
+            reuse=reuse,
+            raise_on_failure=False,
+            log_level="CRITICAL",
+        )
+
+    results = build_points(roots, config.point_overlay, build, force)
+    console.print(
+        f"built {len(roots)} points one at a time: executed "
+        f"{sum(len(r.executed) for r in results)}, reused {sum(len(r.reused) for r in results)}, "
+        f"failed {sum(len(r.failed) for r in results)} (the params files held each point's "
+        "values, then their own again)",
+        highlight=False,
+    )
+    failures = [line for r in results if not r.success for line in _render.failure_report(r)]
+    if failures:
+        for line in failures:
+            click.echo(line, err=True)
+        raise SystemExit(1)  # reported above, once
 
 
 def _new_default_store() -> Any:

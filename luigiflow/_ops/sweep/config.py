@@ -4,6 +4,7 @@
     module = "examples.tabular"
     task = "Evaluate"
     # or a stage of a pipeline file: file = "pipeline.toml", stage = "evaluate"
+    # (or of a dvc.yaml: dvc = "dvc.yaml", its params.yaml keys as parameters)
     # (see luigiflow/_ops/stages/experiment.py; no [steps] then)
 
     [params]                    # parameters of the task built (a choice names an implementation)
@@ -34,6 +35,7 @@ import pathlib
 import random
 import tomllib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +77,9 @@ class ExperimentConfig:
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     sweep: Sweep | None = None
     factory: Callable[..., luigi.Task] | None = None  # a stage: made by its pipeline
+    # A dvc.yaml stage: each root is built alone while the params files hold its values
+    # (luigiflow/_ops/stages/experiment.py).
+    point_overlay: Callable[[luigi.Task], AbstractContextManager[list[str]]] | None = None
 
     def task_for(self, combo: dict[str, Any]) -> luigi.Task:
         """The root task of one sweep point."""
@@ -121,10 +126,11 @@ def load(path: str | pathlib.Path) -> ExperimentConfig:
     pipeline = data.get("pipeline", {})
     factory, steps_raw = None, data.get("steps", {})
     preset: dict[str, Any] = {}  # values a pipeline file gives a Python task stage
-    if "file" in pipeline:
+    point_overlay = None
+    if "file" in pipeline or "dvc" in pipeline:
         from luigiflow._ops.stages.experiment import stage_root
 
-        cls, factory, name, preset = stage_root(path, pipeline, problems)
+        cls, factory, name, preset, point_overlay = stage_root(path, pipeline, problems)
         module = str(cls.__module__)
         if steps_raw:
             problems.append(
@@ -180,7 +186,7 @@ def load(path: str | pathlib.Path) -> ExperimentConfig:
             problems.append(f"[params] {key}: required parameter of {name} is missing")
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems))
-    config = ExperimentConfig(path, module, cls, params, steps, sweep, factory)
+    config = ExperimentConfig(path, module, cls, params, steps, sweep, factory, point_overlay)
     _apply_steps(steps)
     return config
 
