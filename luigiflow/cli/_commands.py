@@ -76,6 +76,12 @@ def _roots(
 ) -> tuple[list[Any], Any]:
     """The tasks to build: from TASK words, a config file (one per sweep point), or the
     stages of a pipeline file or dvc.yaml."""
+    if dvc_path and config_path and not (pipeline_path or module or task_words):
+        from luigiflow._ops.sweep import config as _config
+
+        # `--dvc dvc.yaml --config sweep.toml`: the config sweeps that dvc.yaml's keys.
+        config = _config.load(config_path, dvc=dvc_path)
+        return config.tasks(), config
     if pipeline_path or dvc_path:
         from luigiflow._ops import stages
 

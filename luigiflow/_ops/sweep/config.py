@@ -104,8 +104,9 @@ class ExperimentConfig:
         return roots
 
 
-def load(path: str | pathlib.Path) -> ExperimentConfig:
-    """Read and validate a config; raises ConfigError listing every problem."""
+def load(path: str | pathlib.Path, dvc: str | pathlib.Path | None = None) -> ExperimentConfig:
+    """Read and validate a config; raises ConfigError listing every problem. `dvc`: the
+    dvc.yaml given on the command line (`--dvc`), as `[pipeline] dvc = ...` would."""
     path = pathlib.Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -123,7 +124,17 @@ def load(path: str | pathlib.Path) -> ExperimentConfig:
             f"{path} is a pipeline file (it has [stages]): run it with --pipeline {path}, or "
             'name it from an experiment config: [pipeline] file = "..."'
         )
-    pipeline = data.get("pipeline", {})
+    pipeline: Any = dict(data.get("pipeline", {}))
+    if dvc is not None:
+        dvc_file = pathlib.Path(dvc).resolve()
+        named = pipeline.get("dvc")
+        if "file" in pipeline or "module" in pipeline:
+            raise ConfigError(
+                f"{path}: [pipeline] names a pipeline file or module instead of --dvc {dvc}"
+            )
+        if named is not None and (path.parent / str(named)).resolve() != dvc_file:
+            raise ConfigError(f"{path}: [pipeline] names another dvc.yaml than --dvc: {named}")
+        pipeline["dvc"] = str(dvc_file)
     factory, steps_raw = None, data.get("steps", {})
     preset: dict[str, Any] = {}  # values a pipeline file gives a Python task stage
     point_overlay = None
