@@ -76,7 +76,8 @@ def record(config: ExperimentConfig, result: BuildResult) -> tuple[str, pd.DataF
     leaves = list(frame["run_id"])
     store = current.get_store()
     # Trials a pruner stopped are no results, but runs of this search all the same.
-    pruned = store.get_runs(list(dict.fromkeys(config.sweep.pruned_runs)))
+    stopped = list(dict.fromkeys(config.sweep.pruned_runs))
+    pruned = store.get_runs(stopped) if stopped else {}
     identity = hashlib.sha256(
         json.dumps(
             {"config": str(config.path.read_text(encoding="utf-8")), "leaves": sorted(leaves)}
