@@ -33,3 +33,14 @@ def test_dvc_on_the_command_line_names_the_dvc_yaml_a_config_sweeps(tmp_path):
     other.write_text('[pipeline]\nfile = "pipeline.toml"\n\n' + SWEEP)
     with pytest.raises(ConfigError, match="names a pipeline file or module instead of --dvc"):
         _roots(None, (), str(other), None, str(project / "dvc.yaml"))
+
+
+def test_an_adaptive_search_over_a_dvc_yaml_is_refused_in_one_line(tmp_path):
+    copy_example(tmp_path)
+    config = tmp_path / "search.toml"
+    config.write_text(
+        '[pipeline]\ndvc = "project/dvc.yaml"\n\n[sweep]\nmetric = "roc_auc.test"\n'
+        '[sweep.optuna]\ntrials = 2\n[sweep.optuna.params]\n"train.n_est" = {int = [5, 50]}\n'
+    )
+    with pytest.raises(ConfigError, match=r"\[sweep.optuna\] over a dvc.yaml is not supported"):
+        _roots(None, (), str(config))

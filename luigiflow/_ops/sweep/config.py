@@ -190,6 +190,13 @@ def load(path: str | pathlib.Path, dvc: str | pathlib.Path | None = None) -> Exp
         steps[step] = dict(values)
 
     sweep = _load_sweep(data.get("sweep"), own, name, problems)
+    if point_overlay is not None and sweep is not None and sweep.kind == "optuna":
+        # Its trials are built in batches with the params files as they are: the stages
+        # would read other values than their runs record.
+        problems.append(
+            "[sweep.optuna] over a dvc.yaml is not supported (its stages read the params "
+            "files themselves); use [sweep.grid] or [sweep.random]"
+        )
     swept = set(sweep.swept) if sweep else set()
     for key, param in own.items():
         given = key in params or key in swept or key in preset
