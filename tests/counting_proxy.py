@@ -26,6 +26,7 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str]
+    body: bytes | None = None
 
 
 @dataclass
@@ -72,7 +73,9 @@ def _handler(recorder: Recorder) -> type[http.server.BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             with recorder.lock:
-                recorder.seen.append(Seen(self.command, self.path, dict(self.headers.items())))
+                recorder.seen.append(
+                    Seen(self.command, self.path, dict(self.headers.items()), body)
+                )
             if recorder.delay_s:
                 time.sleep(recorder.delay_s)
             fault = recorder.fault

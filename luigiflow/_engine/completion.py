@@ -276,10 +276,16 @@ class Completion:
     def note_complete(self, task: TrackedTask, run_id: str) -> None:
         """`task` just got FINISHED run `run_id` here: its "not complete" answer is void."""
         key = (task.get_experiment_name(), task.identity)
+        # A run this process wrote whole (a tracking server's store keeps it) is the fresh
+        # "complete" answer: downstream tasks asking within RECENT_S need no lookup.
+        written = getattr(self.store, "written_run", None)
+        run = written(run_id) if written is not None else None
         with self._lock:
             self._given_negative.pop(key, None)
             self._answers.pop(key, None)
             self._finished_here[key] = run_id
+            if run is not None and run.info.status == FINISHED and self.counts(run):
+                self._answers[key] = (run, time.monotonic(), epoch_ms())
 
     def oldest_negative_ms(self) -> int | None:
         """When the store was asked for the oldest "not complete" answer given out."""

@@ -164,6 +164,7 @@ class _Pending:
 
 
 _pending: dict[int, list[_Pending]] = {}  # thread id -> its task runs, outermost first
+_callbacks: list[Callable[[], None]] = []  # called once when mlflow gets imported, any thread
 _lock = threading.Lock()
 
 
@@ -203,6 +204,19 @@ def join_when_imported(run: RunRecord, join: Callable[[RunRecord, bool], None]) 
             sys.meta_path.insert(0, _finder)
 
 
+def call_when_imported(callback: Callable[[], None]) -> None:
+    """Call `callback()` now if mlflow is imported already, else right after mlflow
+    finishes importing, on whichever thread imports it (before that import returns to
+    the code that asked for it: `callback` must not take luigiflow's locks)."""
+    if mlflow_imported():
+        callback()
+        return
+    with _lock:
+        _callbacks.append(callback)
+        if _finder not in sys.meta_path:
+            sys.meta_path.insert(0, _finder)
+
+
 def forget(run_id: str) -> bool:
     """The run is over: no join any more. False when it never joined MLflow's stack
     (mlflow was not imported while its task ran); True otherwise."""
@@ -214,7 +228,7 @@ def forget(run_id: str) -> bool:
         waiting.remove(found)
         if not waiting:
             _pending.pop(threading.get_ident(), None)
-        if not _pending and _finder in sys.meta_path:
+        if not _pending and not _callbacks and _finder in sys.meta_path:
             sys.meta_path.remove(_finder)
         return found.joined
 
@@ -224,6 +238,13 @@ def _on_mlflow_imported() -> None:
         if _finder in sys.meta_path:
             sys.meta_path.remove(_finder)
         waiting = list(_pending.get(threading.get_ident(), []))
+        callbacks = list(_callbacks)
+        _callbacks.clear()
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # never break the user's import
+            _log.warning("luigiflow could not act on mlflow's import (%s)", callback)
     for pending in waiting:
         try:
             pending.join(pending.run, False)

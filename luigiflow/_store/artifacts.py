@@ -80,9 +80,11 @@ class RunWriter:
         self.saved: dict[str, dict[str, Any]] = {}
         self.models: dict[str, dict[str, Any]] = {}  # model outputs: flavour, uri, sha256
         self.metrics: dict[str, float] = {}
+        self.finish_tags: dict[str, str] = {}  # written with the results, under the signature
         self.steps: dict[str, int] = {}  # the highest step logged live, per metric
         self.last_metric_ms = 0  # when a metric was last logged live
         self.handed_out: dict[str, pathlib.Path] = {}
+        self.uploaded = False  # a remote run's files went to the server
 
     @property
     def root(self) -> pathlib.Path:
@@ -117,6 +119,14 @@ class RunWriter:
             self.saved[name][LOADER_KEY] = loader
 
     def write_extra(self, relpath: str, text: str) -> None:
+        if relpath == schema.ENVIRONMENT_FILE and not self.local:
+            # The same package list in every run of a build: on a server, one upload per
+            # content (a request per task saved), named by a tag (see schema).
+            share = getattr(current.get_store(self.uri), "share_text", None)
+            where = share(self.run_id, text, schema.SHARED_ENVIRONMENTS) if share else None
+            if where is not None:
+                self.finish_tags[schema.ENVIRONMENT_TAG] = where
+                return
         dest = self.root / relpath
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text, encoding="utf-8")
@@ -130,6 +140,7 @@ class RunWriter:
         output (flavour, uri, sha256) and, with a team key, the run's signature over them
         and the tags the run already carries."""
         tags = {schema.artifact_tag(n): checksums.record_text(r) for n, r in self.saved.items()}
+        tags.update(self.finish_tags)
         tags.update({schema.model_tag(n): json.dumps(rec) for n, rec in self.models.items()})
         tags.update(signatures.sign(self.run_id, self.experiment_id, {**self.tags, **tags}))
         return tags
@@ -138,10 +149,27 @@ class RunWriter:
         if self.local or self._root is None:
             return
         current.get_store(self.uri).log_artifacts(self.run_id, str(self._root))
+        self.uploaded = True
 
     def cleanup(self) -> None:
         if not self.local and self._root is not None:
+            if self.uploaded:
+                self._keep_in_cache()
             shutil.rmtree(self._root, ignore_errors=True)
+
+    def _keep_in_cache(self) -> None:
+        """The uploaded artifacts become this run's cached copies: a downstream task on
+        this machine reads them without downloading (checked against their records on
+        every read, as a download is)."""
+        assert self._root is not None
+        cache = _settings.cache_dir() / "artifacts" / self.run_id
+        for record in self.saved.values():
+            source, cached = self._root / record["file"], cache / record["file"]
+            if not source.exists() or cached.exists():
+                continue
+            with contextlib.suppress(OSError):  # a cache only: a download does it otherwise
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(source, cached)  # a rename on one file system
 
 
 def check_declared(run: RunRecord, name: str, filename: str) -> None:
@@ -266,7 +294,12 @@ def local_artifact_path(run_id: str, artifact_uri: str, filename: str) -> pathli
     cache.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(dir=cache))
     try:
-        current.get_store().download_artifacts(run_id, filename, str(staging))
+        store = current.get_store()
+        # On a server with proxied artifacts, straight from the run's artifact URI (one
+        # request a file, and no mlflow import); else through MLflow's client.
+        fetch = getattr(store, "download_artifact", None)
+        if fetch is None or not fetch(artifact_uri, filename, str(staging)):
+            store.download_artifacts(run_id, filename, str(staging))
         cached.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / filename, cached)  # atomic: readers never see half a file
     finally:

@@ -28,9 +28,9 @@ def get_store(uri: str | None = None) -> MlflowStore:
             made = sqlite_reads.SqliteStore(uri)
         else:
             # Imported here: a local store needs no HTTP client.
-            from luigiflow._store import rest_reads
+            from luigiflow._store import rest_reads, rest_writes
 
-            made = rest_reads.RestStore(uri) if rest_reads.usable(uri) else MlflowStore(uri)
+            made = rest_writes.ServerStore(uri) if rest_reads.usable(uri) else MlflowStore(uri)
         with _lock:
             store = _stores.setdefault(key, made)
     return store

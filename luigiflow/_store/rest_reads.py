@@ -137,7 +137,7 @@ def session(settings: Mapping[str, Any]) -> requests.Session:
         redirect=retries,
         status=retries,
         status_forcelist=TRANSIENT,
-        allowed_methods=None,  # every request here is a read: retrying it is safe
+        allowed_methods=None,  # every method, as MLflow's client (writes: rest_writes)
         backoff_factor=settings["backoff"],
         backoff_jitter=settings["jitter"],
         raise_on_status=False,

@@ -113,6 +113,11 @@ FILES_DIR = RESERVED_FOLDER  # declared artifacts may not use it (checked at cla
 PARAMS_FILE = "luigiflow/params.json"
 TRACEBACK_FILE = "luigiflow/traceback.txt"
 ENVIRONMENT_FILE = "luigiflow/environment.txt"
+# On a tracking server with proxied artifacts the package list is uploaded once per
+# content, into the experiment's artifact folder (SHARED_ENVIRONMENTS/<sha256>.txt), and
+# this tag names it (a `mlflow-artifacts:` URI) instead of a copy in every run.
+ENVIRONMENT_TAG = "luigiflow.environment"
+SHARED_ENVIRONMENTS = "luigiflow/environments"
 DIFF_FILE = "luigiflow/git.diff"
 CHECKPOINT_DIR = "luigiflow/checkpoints"
 NOTEBOOK_FILE = "luigiflow/notebook.py"  # the definitions of the notebook that made the run

@@ -128,7 +128,7 @@ DENIED = json.dumps({"error_code": "PERMISSION_DENIED", "message": "Permission d
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
-        (Fault(500, NO_SPACE, path_contains="mlflow-artifacts"), "failed with HTTP 500"),
+        (Fault(500, NO_SPACE, path_contains="mlflow-artifacts"), "is out of disk space"),
         (Fault(403, DENIED, path_contains="runs/create"), "denied this user permission"),
         (Fault(403, DENIED, path_contains="runs/search"), "denied this user permission"),
     ],
