@@ -9,9 +9,15 @@ that run instead of computing again. Both the exact check (the first task of an
 experiment in a process) and each look mark KILLED the RUNNING runs whose worker died
 (no heartbeat).
 
+A watch whose look saw no run of another worker waits twice as long before the next
+(up to QUIET_FACTOR intervals): a build alone on a tracking server looks a handful of
+times, not every second (two requests a look); any run of another worker seen brings
+it back to one interval.
+
 What this gives up, knowingly: a run another worker finishes less than one interval
-before ours starts may be computed twice. It is never wrongly *reused*: a candidate
-is confirmed with an exact query, which sees deletions.
+(while alone, up to QUIET_FACTOR) before ours starts is found only by the look after
+our create (`claim`), which reuses it and marks ours KILLED. It is never wrongly
+*reused*: a candidate is confirmed with an exact query, which sees deletions.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from luigiflow._store.records import FINISHED, RunRecord
 SKEW_MS = 5_000
 # Newest runs of one identity read by the exact check before falling back to a query.
 WINDOW = 50
+QUIET_FACTOR = 16  # a watch alone waits up to this many intervals between looks
 
 
 @dataclass
@@ -39,6 +46,7 @@ class _Watch:
     next_from_ms: int  # where the next look starts
     looked_at: float = float("-inf")  # monotonic time of the last look
     finished: set[str] = field(default_factory=set)  # identities others finished
+    backoff: int = 1  # intervals until the next look (doubled by each look that saw no one)
 
 
 class Recheck:
@@ -92,7 +100,8 @@ class Recheck:
                     start = min(asked_ms, oldest) - SKEW_MS
                     self._watches[experiment_id] = _Watch(start, start)
             elif asked_ms is not None and asked_ms - SKEW_MS >= watch.covered_from_ms:
-                if time.monotonic() - watch.looked_at >= _settings.recheck_interval():
+                wait = _settings.recheck_interval() * watch.backoff
+                if time.monotonic() - watch.looked_at >= wait:
                     self._look(experiment_id, watch)
                 if identity not in watch.finished:
                     return None
@@ -120,15 +129,19 @@ class Recheck:
     def _look(self, experiment_id: str, watch: _Watch) -> None:
         now_ms = int(time.time() * 1000)
         me = liveness.worker_token()
+        others = False
         for run in self.store.finished_runs(
             experiment_id, ended_since_ms=watch.next_from_ms, not_worker=me
         ):
+            others = True
             identity = run.data.tags.get(schema.IDENTITY_TAG)
             if identity is not None:
                 watch.finished.add(identity)
         # Dead workers' runs (no heartbeat) are marked KILLED on the way; alive ones and
         # our own are left alone.
         running = self.store.running_runs(experiment_id, me)
+        others = others or bool(running)
+        watch.backoff = 1 if others else min(watch.backoff * 2, QUIET_FACTOR)
         liveness.retire_abandoned(self.store, running)
         self._note_held(experiment_id, running, replace=True)
         watch.next_from_ms = now_ms - SKEW_MS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from luigiflow._store import liveness
 from luigiflow._store.records import FINISHED, KILLED, RUNNING
 from tests.conftest import add_run
 from tests.dags import Fan
@@ -43,3 +44,27 @@ def test_dead_running_runs_are_retired_live_ones_kept(session, monkeypatch):
     assert session.store.get_run(alive.info.run_id).info.status == RUNNING
     add_run(session.store, task, status=FINISHED)
     assert session.recheck.existing_run(exp_id, task.identity, None) is not None
+
+
+def test_a_watch_alone_looks_less_often_until_it_sees_another_worker(session, monkeypatch):
+    monkeypatch.setenv("LUIGIFLOW_RECHECK_S", "1000")
+    add_run(session.store, Fan(index=0), tags={"luigiflow.worker": liveness.worker_token()})
+    exp_id = session.store.experiment_id("Fan")
+    asked = int(time.time() * 1000)
+    recheck = session.recheck
+    assert recheck.existing_run(exp_id, Fan(index=1).identity, asked) is None  # the watch
+    assert recheck.existing_run(exp_id, Fan(index=2).identity, asked) is None  # a first look
+    watch = recheck._watches[exp_id]
+
+    def looks_after(seconds: float) -> bool:
+        watch.looked_at = time.monotonic() - seconds
+        recheck.existing_run(exp_id, Fan(index=3).identity, asked)
+        return watch.looked_at > time.monotonic() - seconds + 1  # it looked just now
+
+    assert not looks_after(1500)  # no one else seen: two intervals now
+    assert looks_after(2500)
+    assert not looks_after(3500)  # four
+    other = {"luigiflow.heartbeat": f"{time.time()}", "luigiflow.worker": "elsewhere/1/feedbeef"}
+    add_run(session.store, Fan(index=6), status=None, tags=other)  # another worker runs one
+    assert looks_after(4500)
+    assert looks_after(1500)  # one interval again
