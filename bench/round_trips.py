@@ -9,6 +9,10 @@ counting reverse proxy (tests/counting_proxy.py) sits between luigiflow and a re
   a handful of them (the oldest: no scan can stop early);
 - a chain of `chain` tasks with one small artifact each, executed: requests per task;
 - the same chain again, nothing to do: requests of a no-op `luigiflow run`;
+- steady state: a chain of 2 and one of 2 + `chain` more tasks in the existing
+  experiment; what the longer one costs more, per task, is what an executed task costs
+  (what a build pays once cancels out), split into Luigi's completion questions (one
+  per level of a new chain) and the rest;
 - another chain executed with `delay_ms` added to every request by the proxy: the wall
   time per task a team sees over a network.
 """
@@ -44,7 +48,9 @@ class Step(lf.MlflowTask):
         return {"up": Step(i=self.i - 1, run_tag=self.run_tag)} if self.i > 0 else {}
 
     def run_task(self):
-        self.save({"o": self.i}, metrics={"i": self.i})
+        # Outputs differ between chains: equal bytes would make each task look for an
+        # earlier run to copy (early cutoff), a question of its own.
+        self.save({"o": [self.i, self.run_tag]}, metrics={"i": self.i})
 """
 
 
@@ -58,6 +64,15 @@ def _counted(recorder: Any) -> dict[str, int]:
     for name, n in recorder.endpoints().items():
         counts[_endpoint(name)] += n
     return dict(counts.most_common())
+
+
+def _asks_completion(seen: Any) -> bool:
+    """Luigi's question "is this task complete?": the newest FINISHED run of one identity."""
+    if not seen.path.endswith("/runs/search"):
+        return False
+    body = json.loads(seen.body or b"{}")
+    text = str(body.get("filter", ""))
+    return body.get("max_results") == 1 and "identity" in text and "'FINISHED'" in text
 
 
 def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -117,6 +132,22 @@ def measure(runs: int, asked: int, chain: int = 5, delay_ms: float = 20.0) -> di
                     "requests": recorder.count(),
                     "by_endpoint": _counted(recorder),
                 }
+            steady: dict[str, collections.Counter[str]] = {}
+            for name, links in (("short", 2), ("long", 2 + chain)):
+                recorder.clear()
+                step = ["Step", "--i", str(links - 1), "--run-tag", name]
+                _cli(["run", "--module", "chain_tasks", *step], root, env)
+                steady[name] = collections.Counter(_counted(recorder))
+                steady[name]["(completion questions)"] = sum(
+                    map(_asks_completion, list(recorder.seen))
+                )
+            more = steady["long"] - steady["short"]
+            asked = more.pop("(completion questions)", 0)
+            result["steady"] = {
+                "per_task": (sum(more.values()) - asked) / chain,
+                "asked_per_task": asked / chain,
+                "by_endpoint": {k: v / chain for k, v in more.most_common()},
+            }
             recorder.delay_s = delay_ms / 1000
             recorder.clear()
             wall = _cli([*build, "--run-tag", "slow"], root, env)
@@ -147,10 +178,17 @@ def report(result: dict[str, Any]) -> list[str]:
         f"| {ex['requests']} ({ex['requests'] / n:.1f} per task) | {ex['wall']:.2f} |"
     )
     lines.append(f"| the same, no-op | {noop['requests']} | {noop['wall']:.2f} |")
+    steady = result["steady"]
+    lines.append(
+        f"| steady state: each more task of a chain executed in an existing experiment "
+        f"| {steady['per_task']:.1f} + {steady['asked_per_task']:.1f} completion question | |"
+    )
     lines.append(
         f"| another {n}-task chain, executed, {slow['delay_ms']:.0f} ms added per request "
         f"| {slow['requests']} | {slow['wall']:.2f} ({slow['wall'] / n:.2f} per task) |"
     )
+    named = ", ".join(f"{k} x{v:.1f}" for k, v in result["steady"]["by_endpoint"].items())
+    lines.append(f"\nRequests of one more executed task, steady state: {named}")
     for title, step in (
         (f"executed {n}-task chain", ex),
         ("no-op", noop),
