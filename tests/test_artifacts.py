@@ -106,6 +106,20 @@ def test_a_custom_artifact_with_a_load_function_is_read_back_with_it(store):
     assert pathlib.Path(Shout().artifact_path("shout")).read_text() == "HELLO"
 
 
+def test_with_a_team_key_a_custom_artifact_is_checked_before_its_load_function_reads_it(
+    store, monkeypatch
+):
+    monkeypatch.setenv("LUIGIFLOW_SIGNING_KEY", "team-key-one-9f3a")
+    lf.build([Shout()])
+    assert Shout().load_output() == "hello"  # verified once in this process
+    path = Shout().artifact_path("shout")
+    before = path.stat()
+    path.write_text("EVILO")  # same size, same mtime: only the bytes differ
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(lf.ArtifactError, match=r"'shout'.*(corrupted|changed after it was signed)"):
+        Shout().load_output()  # refused: read_lower never saw the bytes
+
+
 def test_a_load_function_that_cannot_be_imported_by_name_is_refused(store):
     class Nested(lf.MlflowTask):
         artifacts = {"shout": "shout.weird"}

@@ -244,10 +244,18 @@ def load(run: RunRecord, name: str, filename: str) -> Any:
     read and checked against the signed checksum (no cached verdict); unknown formats
     and folders give the verified path."""
     path = verified_path(run, name, filename)
-    loader = (schema.artifact_records(run.data.tags).get(name) or {}).get(LOADER_KEY)
+    record = schema.artifact_records(run.data.tags).get(name) or {}
+    loader = record.get(LOADER_KEY)
     if isinstance(loader, str):
-        # The checksum was checked just above (verified_path), as for any path handed out.
         where = f"artifact {name!r} ({filename}) of run {run.info.run_id}"
+        # verified_path checked it; with a team key, checked again now, with no cached
+        # verdict, as the user's function reads the file itself.
+        problem = checksums.problem(record, path) if _settings.signing_keys() else None
+        if problem is not None:
+            raise ArtifactError(
+                f"{where} changed after it was signed ({problem}); it was not loaded. "
+                "Delete the run so luigiflow recomputes it"
+            )
         return serializers.load_with(loader, str(path), where)
     if (
         not _settings.signing_keys()
@@ -256,7 +264,6 @@ def load(run: RunRecord, name: str, filename: str) -> Any:
     ):
         return serializers.read_value(str(path), filename)
     where = f"artifact {name!r} ({filename}) of run {run.info.run_id}"
-    record = schema.artifact_records(run.data.tags).get(name) or {}
     algorithm = next((a for a in checksums.KNOWN_ALGORITHMS if record.get(a)), None)
     if algorithm is None:
         raise ArtifactError(
