@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import runs_of
 from tests.project_shapes import cli, edit, entries, executed, make_project, plan_json
+
+pytestmark = pytest.mark.slow  # builds the project in subprocesses
 
 
 def test_helper_function_edit_is_named_and_rerun_with_its_downstream(client, tmp_path):

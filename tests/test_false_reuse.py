@@ -212,6 +212,7 @@ def test_experiment_deleted_during_a_build_is_not_written_to(client):
 # ----- item 15: a deleted upstream run is said to be deleted ---------------------------
 
 
+@pytest.mark.slow
 def test_deleted_upstream_run_is_reported_as_deleted(client, tmp_path):
     from tests.dags import Leaf
 
