@@ -23,6 +23,7 @@ from tests.scripts_project import (
 )
 
 
+@pytest.mark.slow
 def test_dvc_pipeline_runs_in_the_workspace_and_reruns_the_minimal_set(client, tmp_path):
     project = copy_example(tmp_path)
     dvc = str(project / "dvc.yaml")
@@ -81,6 +82,7 @@ def test_dvc_pipeline_runs_in_the_workspace_and_reruns_the_minimal_set(client, t
     assert all("roc_auc.test" in row["metrics"] for row in rows)
 
 
+@pytest.mark.slow
 def test_dvc_vars_templating_foreach_wdir_and_cmd_lists(client, tmp_path):
     project = tmp_path / "proj"
     (project / "sub").mkdir(parents=True)
@@ -130,6 +132,7 @@ stages:
     assert (project / "out" / "greeting.txt").read_text().strip() == "hi world"
 
 
+@pytest.mark.slow
 def test_dvc_named_params_file_and_stage_metrics(client, tmp_path):
     project = tmp_path / "proj"
     project.mkdir()
@@ -163,6 +166,7 @@ stages:
     assert summary(cli("run", "--dvc", str(project / "dvc.yaml"), cwd=tmp_path).stdout) == (0, 1, 0)
 
 
+@pytest.mark.slow
 def test_unknown_dvc_field_is_one_clear_error_naming_it(client, tmp_path):
     (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: echo hi\n    bogus: 1\n")
     out = cli("run", "--dvc", str(tmp_path / "dvc.yaml"), cwd=tmp_path, check=False)
