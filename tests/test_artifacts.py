@@ -120,6 +120,16 @@ def test_with_a_team_key_a_custom_artifact_is_checked_before_its_load_function_r
         Shout().load_output()  # refused: read_lower never saw the bytes
 
 
+def test_a_record_naming_a_standard_library_function_as_loader_is_never_called(tmp_path):
+    # A forged record naming os:system would run the artifact's path as a command.
+    path = tmp_path / "shout.weird"
+    path.write_text("X")
+    for reference in ("os:system", "subprocess:run", "builtins:exec"):
+        with pytest.raises(lf.ArtifactError, match=r"standard-library"):
+            serializers.load_with(reference, str(path), "artifact 'shout' of run R")
+    assert serializers.load_with(f"{__name__}:read_lower", str(path), "here") == "x"
+
+
 def test_a_load_function_that_cannot_be_imported_by_name_is_refused(store):
     class Nested(lf.MlflowTask):
         artifacts = {"shout": "shout.weird"}

@@ -248,13 +248,18 @@ def loader_reference(name: str, value: Any) -> str | None:
     module = getattr(load_fn, "__module__", None)
     qualname = getattr(load_fn, "__qualname__", "")
     found = _find(module, qualname) if module and "<" not in qualname else None
-    if found is not load_fn:
+    if found is not load_fn or _standard(module):
         raise ArtifactError(
             f"artifact {name!r}: its load function {qualname or load_fn!r} cannot be "
             "imported by name, which is how a later process finds it; define it at the "
-            "top level of a module (not a lambda, nor inside a function)"
+            "top level of a module of yours (not a lambda, nor inside a function, nor a "
+            "standard-library function)"
         )
     return f"{module}:{qualname}"
+
+
+def _standard(module: str | None) -> bool:
+    return (module or "").partition(".")[0] in sys.stdlib_module_names | {"builtins"}
 
 
 def _find(module: str | None, qualname: str) -> Any:
@@ -274,6 +279,14 @@ def _find(module: str | None, qualname: str) -> Any:
 def load_with(reference: str, path: str, where: str) -> Any:
     """Load an artifact with the function its run recorded (`module:qualname`)."""
     module, _, qualname = reference.partition(":")
+    if _standard(module):
+        # A record naming `os:system` would run the file's path as a command: a load
+        # function is the user's own code, never a standard-library function.
+        raise ArtifactError(
+            f"{where} names {reference} as its load function, a standard-library "
+            "function, which is never called on a path; the run was not made by "
+            "save((obj, save_fn, load_fn)). Delete it so luigiflow recomputes it"
+        )
     load_fn = _find(module, qualname)
     if not callable(load_fn):
         raise ArtifactError(
