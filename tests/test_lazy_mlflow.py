@@ -11,7 +11,7 @@ import pytest
 
 import luigiflow as lf
 from tests.conftest import REPO, runs_of
-from tests.dags import Leaf
+from tests.dags import Leaf, Source
 
 pytestmark = pytest.mark.slow
 
@@ -152,3 +152,17 @@ def test_a_failing_task_ends_failed_when_luigiflow_imports_mlflow_for_it(client)
     _first, run = runs_of(client, "Breaks")
     assert run.info.status == "FAILED"
     assert "broken on purpose" in run.data.tags["luigiflow.error"]
+
+
+def test_a_task_of_a_new_experiment_executes_without_importing_mlflow(client):
+    assert client.get_experiment_by_name("Source") is None  # an existing store, no Source
+    done = _python(
+        "import sys\nimport luigiflow as lf\nfrom tests.dags import Source\n"
+        "result = lf.build([Source(size=7)], log_level='CRITICAL')\n"
+        "print(len(result.executed), 'mlflow' in sys.modules)\n"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["1", "False"], done.stdout + done.stderr[-3000:]
+    [run] = runs_of(client, "Source")
+    assert run.info.status == "FINISHED" and run.data.metrics == {"size": 7.0}
+    assert Source(size=7).load_output("numbers") == list(range(7))

@@ -131,6 +131,18 @@ class SqliteStore(MlflowStore):
                 return
         super().set_tag(run_id, key, value)
 
+    def _create_experiment(self, name: str) -> str:
+        # In SQL on an existing store: MLflow's client (and its import) only where the SQL
+        # write does not fit (see SqliteWriter.create_experiment).
+        if self.direct_writes and os.path.exists(self._path):
+            kind = {schema.EXPERIMENT_KIND_TAG: schema.EXPERIMENT_KIND}
+            with (
+                contextlib.suppress(sqlite_writes.Unwritable),
+                client.translate_errors(f"creating experiment {name!r}", self.uri),
+            ):
+                return self._writer.create_experiment(name, kind, self._scope())
+        return super()._create_experiment(name)
+
     def _create_if_absent(self) -> None:
         """A write to a store that does not exist yet: MLflow creates and migrates it first,
         under its creation lock (SQLite alone would leave an empty file)."""

@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import pathlib
+import posixpath
 import sqlite3
 import time
 import uuid
@@ -41,6 +44,13 @@ _MAX_FLOAT = 1.7976931348623157e308  # SQL has no infinity: MLflow stores +/-max
 
 
 _ANYWHERE = workspaces.Scope(None, False)
+# What MLflow's SqlAlchemyStore sets on a new experiment (the workspace where it exists).
+EXPERIMENT_COLUMNS = frozenset(
+    {"experiment_id", "name", "artifact_location", "lifecycle_stage", "creation_time"}
+    | {"last_update_time", "workspace"}
+)
+MAX_EXPERIMENT_NAME = 500  # MLflow's MAX_EXPERIMENT_NAME_LENGTH
+SERVER_ROOT = "_MLFLOW_SERVER_ARTIFACT_ROOT"  # inside a server, MLflow's root is its own
 
 
 class Unwritable(Exception):
@@ -75,6 +85,56 @@ class SqliteWriter:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    # ----- a new experiment ---------------------------------------------------------
+    def create_experiment(
+        self, name: str, tags: Mapping[str, str], scope: workspaces.Scope | None = None
+    ) -> str:
+        """A new experiment as MLflow's `SqlAlchemyStore.create_experiment` makes it, with
+        MLflow's default artifact location for an embedded store (`./mlruns/<id>`,
+        resolved against this process's working directory).
+
+        Unwritable (MLflow's client does it, and says what is wrong) for a name that is
+        taken or odd, an MLflow workspace, a server's artifact root, or a table with a
+        required column these statements leave out."""
+        if (scope or _ANYWHERE).workspace is not None or os.environ.get(SERVER_ROOT):
+            raise Unwritable("an MLflow workspace or a server's artifact root")
+        if not 0 < len(name) <= MAX_EXPERIMENT_NAME:  # `tags` are luigiflow's own
+            raise Unwritable("a name MLflow's validators should judge")
+        with self._transaction() as conn:
+            found = {row[1]: row for row in conn.execute("PRAGMA table_info(experiments)")}
+            tag_columns = {row[1] for row in conn.execute("PRAGMA table_info(experiment_tags)")}
+            left_out = [
+                column
+                for column, (_cid, _n, _type, notnull, default, pk) in found.items()
+                if column not in EXPERIMENT_COLUMNS and notnull and default is None and not pk
+            ]
+            if left_out or not EXPERIMENT_COLUMNS - {"workspace"} <= found.keys():
+                raise Unwritable(f"experiments has columns {sorted(found)}")
+            if not {"key", "value", "experiment_id"} <= tag_columns:
+                raise Unwritable("experiment_tags")
+            if conn.execute("SELECT 1 FROM experiments WHERE name = ?", (name,)).fetchone():
+                raise Unwritable("taken")  # MLflow's client says RESOURCE_ALREADY_EXISTS
+            now = int(time.time() * 1000)
+            extra = {"workspace": workspaces.DEFAULT} if "workspace" in found else {}
+            columns = ["name", "lifecycle_stage", "creation_time", "last_update_time", *extra]
+            values = [name, ACTIVE, now, now, *extra.values()]
+            marks = ", ".join("?" for _ in columns)
+            cursor = conn.execute(
+                f"INSERT INTO experiments ({', '.join(columns)}) VALUES ({marks})", values
+            )
+            experiment_id = int(cursor.lastrowid or 0)
+            root = pathlib.Path.cwd().joinpath("mlruns").as_posix()  # MLflow's "./mlruns"
+            location = posixpath.join(root, str(experiment_id))
+            conn.execute(
+                "UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                (location, experiment_id),
+            )
+            conn.executemany(
+                "INSERT INTO experiment_tags (key, value, experiment_id) VALUES (?, ?, ?)",
+                [(k, v, experiment_id) for k, v in tags.items()],
+            )
+        return str(experiment_id)
 
     # ----- the start of a run -------------------------------------------------------
     def create_run(

@@ -349,3 +349,33 @@ def test_a_live_metric_logged_in_sql_is_the_metric_mlflow_logs(store: str, clien
         written.append((repr(sorted((h.step, repr(h.value)) for h in history)), repr(shown)))
     assert written[0] == written[1]
     assert written[0][0].count("(") == len(points)
+
+
+def test_an_experiment_created_in_sql_is_the_experiment_mlflow_creates(store: str, client):
+    ours = current.get_store(store)
+    assert isinstance(ours, sqlite_reads.SqliteStore)
+    made = ours.experiment_id("made in SQL", create=True)
+    kind = {schema.EXPERIMENT_KIND_TAG: schema.EXPERIMENT_KIND}
+    theirs = client.create_experiment("made by MLflow", tags=kind)
+    assert int(made) == int(theirs) - 1  # the same id sequence
+
+    def rows(exp_id: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        with sqlite3.connect(store.removeprefix("sqlite:///")) as conn:
+            conn.row_factory = sqlite3.Row
+            row = dict(
+                conn.execute(
+                    "SELECT * FROM experiments WHERE experiment_id = ?", (exp_id,)
+                ).fetchone()
+            )
+            tags = conn.execute(
+                "SELECT key, value FROM experiment_tags WHERE experiment_id = ?", (exp_id,)
+            ).fetchall()
+        for key in ("experiment_id", "name", "creation_time", "last_update_time"):
+            row.pop(key)
+        row["artifact_location"] = row["artifact_location"].rsplit("/", 1)[0]
+        return row, [tuple(t) for t in tags]
+
+    assert rows(made) == rows(theirs)
+    assert client.get_experiment(made).artifact_location.endswith(f"/mlruns/{made}")
+    # A name already taken is left to MLflow's client (which finds the experiment).
+    assert ours._create_experiment("made by MLflow") == theirs
