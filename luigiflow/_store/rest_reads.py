@@ -211,8 +211,10 @@ def call(
     """One request to the server's REST API; its JSON answer, or None for a missing
     resource when `missing_ok`. Any failure is one TrackingError line naming the server."""
     reply = send(uri, method, endpoint, doing, params, body)
-    if reply.status_code == 401:  # the basic-auth app answers it in plain text
-        raise _client.login_error(_client.shown_uri(uri), doing)
+    if reply.status_code in (401, 403):  # the basic-auth app answers them in plain text
+        named = _client.status_error(reply.status_code, "", "", _client.shown_uri(uri), doing)
+        if named is not None:
+            raise named
     try:
         answer = reply.json()
     except ValueError:

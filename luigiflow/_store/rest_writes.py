@@ -211,7 +211,8 @@ class ServerStore(RestStore):
             "start_time": start_time if start_time is not None else int(time.time() * 1000),
             "tags": _pairs(tags),
         }
-        answer = self._post("/runs/create", f"creating a run in experiment {experiment_id}", body)
+        doing = f"creating a run in experiment {self._experiment_label(experiment_id)}"
+        answer = self._post("/runs/create", doing, body)
         made = self._seen_run(answer["run"])
         run_id = made.info.run_id
         self._artifact_uris[run_id] = made.info.artifact_uri
