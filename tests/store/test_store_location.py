@@ -48,6 +48,28 @@ def test_the_default_store_is_exactly_the_working_folders_mlflow_db(
     assert Source(size=4).load_output("numbers") == [0, 1, 2, 3]
 
 
+
+@pytest.mark.parametrize("folder", ["proj%20x", "a b#c?d=1"])
+def test_mlflows_own_client_opens_the_working_folders_store(
+    template_db: pathlib.Path, tmp_path: pathlib.Path, monkeypatch, folder
+):
+    """The default URI is percent-quoted; MLflow's client (model logging, a user's own
+    MlflowClient) opens it through SQLAlchemy, which decodes it from 2.1 on: on 2.0 it
+    opened a file named `proj%2520x` instead (pyproject's SQLAlchemy floor)."""
+    from mlflow import MlflowClient
+
+    project = tmp_path / folder
+    project.mkdir()
+    shutil.copy(template_db, project / "mlflow.db")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(project)
+
+    MlflowClient(tracking_uri=current.tracking_uri()).create_experiment("Source")
+    # (MLflow also makes an empty folder named as the quoted path: harmless, left alone)
+    assert list(tmp_path.rglob("mlflow.db")) == [project / "mlflow.db"]
+    with sqlite3.connect(project / "mlflow.db") as conn:
+        assert conn.execute("SELECT 1 FROM experiments WHERE name = 'Source'").fetchone()
+
 def test_plan_creates_nothing_and_a_build_names_the_store_it_creates(
     store: str, tmp_path: pathlib.Path, monkeypatch
 ):
