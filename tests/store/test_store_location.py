@@ -48,7 +48,6 @@ def test_the_default_store_is_exactly_the_working_folders_mlflow_db(
     assert Source(size=4).load_output("numbers") == [0, 1, 2, 3]
 
 
-
 @pytest.mark.parametrize("folder", ["proj%20x", "a b#c?d=1"])
 def test_mlflows_own_client_opens_the_working_folders_store(
     template_db: pathlib.Path, tmp_path: pathlib.Path, monkeypatch, folder
@@ -69,6 +68,7 @@ def test_mlflows_own_client_opens_the_working_folders_store(
     assert list(tmp_path.rglob("mlflow.db")) == [project / "mlflow.db"]
     with sqlite3.connect(project / "mlflow.db") as conn:
         assert conn.execute("SELECT 1 FROM experiments WHERE name = 'Source'").fetchone()
+
 
 def test_plan_creates_nothing_and_a_build_names_the_store_it_creates(
     store: str, tmp_path: pathlib.Path, monkeypatch
