@@ -355,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
         app.main(args=argv, prog_name="luigiflow", standalone_mode=False)
     except click.exceptions.Abort as exc:
         # click turns Ctrl-C into Abort; an interrupted build says which runs it stopped.
-        cause = exc.__cause__
+        # Click 8.1 raises it `from None` (8.2+ `from` the interrupt): the context holds it.
+        cause = exc.__cause__ or exc.__context__
         if isinstance(cause, BuildInterrupted):
             click.echo(f"Interrupted: {cause.summary()}", err=True)
             sys.exit(128 + cause.signum)
