@@ -7,6 +7,7 @@ import fcntl
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -19,6 +20,14 @@ from luigiflow._store import current, schema
 from luigiflow._store.memory import MemoryStore
 from luigiflow._store.port import RunStore
 from luigiflow._store.records import RunRecord
+
+# A shell runs a background job (`scripts/test &`, CI runners) with SIGINT ignored, and an
+# ignored signal stays ignored across exec: every `luigiflow run` the tests start would then
+# ignore the Ctrl-C the interrupt tests send it (Python installs its KeyboardInterrupt
+# handler only where SIGINT is not ignored) and hang until the test's timeout. Tests start
+# their processes as a terminal would: with SIGINT at its default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

@@ -333,3 +333,12 @@ def test_interrupted_build_leaves_nothing_that_counts(client, tmp_path):
         env=env,
     )
     assert "executed 1, reused 0, failed 0" in out.stdout
+
+
+def test_processes_the_tests_start_take_ctrl_c_as_a_terminal_would():
+    # Under a shell's background job SIGINT arrives ignored, and an ignored signal survives
+    # exec: the `luigiflow run` processes the interrupt tests start then ignored their Ctrl-C
+    # and the tests hung until their timeout (tests/conftest.py restores the default).
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
