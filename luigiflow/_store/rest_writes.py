@@ -20,7 +20,8 @@ Round trips of an executed task, in steady state (docs/benchmarks.md):
   was imported (nothing else logs metrics but luigiflow, which knows its own);
 - the compare-and-set read before FINISHED (a run another worker ended is never turned
   FINISHED) is skipped only while this process's own last heartbeat on the run is
-  younger than half of `stale_after()`: no worker judges such a run abandoned.
+  younger than half of `stale_after()` and its beats never paused that long: no worker
+  judges such a run abandoned.
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ class ServerStore(RestStore):
         self._pending: dict[str, dict[str, str]] = {}
         # run id -> the heartbeat (epoch s, this process's clock) it last wrote on the run
         self._beats: dict[str, float] = {}
+        # runs whose beats had a gap another worker may have judged abandoned (a paused
+        # process: its heartbeat thread beats again on resume, before the task finishes)
+        self._gapped: set[str] = set()
         self._artifact_uris: dict[str, str] = {}
         self._shared: set[str] = set()  # content-addressed files this process uploaded
         # run id -> the run as this process wrote it, while nothing else can have written
@@ -116,7 +120,7 @@ class ServerStore(RestStore):
         # Travels to spawned workers (inside the build's session): the runs this
         # process writes stay here, the worker writes its own.
         state = dict(self.__dict__)
-        state.update(_lock=None, _pending={}, _beats={}, _artifact_uris={})
+        state.update(_lock=None, _pending={}, _beats={}, _gapped=set(), _artifact_uris={})
         state.update(_shared=set(), _written={})
         return state
 
@@ -159,7 +163,11 @@ class ServerStore(RestStore):
         beat = tags.get(schema.HEARTBEAT_TAG)
         if beat is not None:
             with contextlib.suppress(ValueError):  # not a time: never counted as one
-                self._beats[run_id] = float(beat)
+                now = float(beat)
+                before = self._beats.get(run_id)
+                if before is not None and now - before >= _settings.stale_after() / 2:
+                    self._gapped.add(run_id)
+                self._beats[run_id] = now
 
     def _take_pending(self, run_id: str) -> dict[str, str]:
         with self._lock:
@@ -324,6 +332,7 @@ class ServerStore(RestStore):
         with self._lock:
             self._pending.pop(run_id, None)
             self._beats.pop(run_id, None)
+            self._gapped.discard(run_id)
             written = self._written.get(run_id)
             if written is not None:
                 info = answer.get("run_info") or {}
@@ -337,7 +346,9 @@ class ServerStore(RestStore):
         """No worker can have judged the run abandoned: this process wrote its heartbeat
         less than half the staleness window ago (the other half covers clock skew)."""
         beat = self._beats.get(run_id)
-        return beat is not None and 0 <= time.time() - beat < _settings.stale_after() / 2
+        if beat is None or run_id in self._gapped:
+            return False  # a paused worker's first beat after resuming proves nothing
+        return 0 <= time.time() - beat < _settings.stale_after() / 2
 
     def finish_run(
         self,

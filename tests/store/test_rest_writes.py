@@ -189,3 +189,74 @@ def test_an_executed_task_costs_at_most_six_requests_without_importing_mlflow(
     # of a new chain (a batch per experiment where siblings are asked together).
     assert asked == 4, more
     assert (sum(more.values()) - asked) / 4 <= 6, more
+
+
+# A task that waits, without importing mlflow, until the test lets it finish.
+PAUSABLE = """
+import pathlib
+import time
+
+import luigiflow as lf
+
+
+class Pausable(lf.MlflowTask):
+    artifacts = {"o": "o.json"}
+
+    def run_task(self):
+        pathlib.Path("started").touch()
+        deadline = time.time() + 300
+        while not pathlib.Path("go").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the heartbeat thread beats again first, as after a real pause
+        self.save({"o": 1})
+"""
+
+
+def test_a_paused_worker_whose_run_was_killed_meanwhile_never_finishes_it(
+    server: str, tmp_path: pathlib.Path
+):
+    # The finishing write skips its status read while the process's own heartbeat is
+    # fresh. A process paused past its lease (SIGSTOP, a frozen machine) beats again the
+    # moment it resumes: that fresh beat must not stand for a run nobody could have killed.
+    import signal
+    import time
+
+    import mlflow
+
+    (tmp_path / "pausable.py").write_text(PAUSABLE)
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=server,
+        LUIGIFLOW_CACHE_DIR=str(tmp_path / "cache"),
+        LUIGIFLOW_PROGRESS="0",
+        LUIGIFLOW_HEARTBEAT_S="0.25",
+        LUIGIFLOW_STALE_AFTER_S="3",
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "luigiflow.cli", "run", "--module", "pausable", "Pausable"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.time() + 300
+        while not (tmp_path / "started").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(4)  # the pause itself: longer than the 3 s lease
+        client = mlflow.MlflowClient(server)
+        exp = client.get_experiment_by_name("Pausable")
+        [run] = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+        client.set_terminated(run.info.run_id, "KILLED")  # as the worker that took over
+        (tmp_path / "go").touch()
+        proc.send_signal(signal.SIGCONT)
+        out = proc.communicate(timeout=300)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0, out[-3000:]
+    assert client.get_run(run.info.run_id).info.status == "KILLED", out[-3000:]
