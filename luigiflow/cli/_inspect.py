@@ -35,12 +35,7 @@ def runs(
 ) -> None:
     from luigiflow._ops import run_listing as _listing
 
-    filters: dict[str, str] = {}
-    for item in where:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise LuigiflowError(f"--where {item!r} must look like PARAM=VALUE")
-        filters[key] = value
+    filters = _where_filters(where)
     check_store(existing=True)
     linked = None
     if sweep_id:
@@ -337,6 +332,17 @@ def diff(run_a: str, run_b: str) -> None:
     console.print(table)
 
 
+def _where_filters(where: Sequence[str]) -> dict[str, str]:
+    """`--where PARAM=VALUE` options as a mapping; a malformed one is a one-line error."""
+    filters: dict[str, str] = {}
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LuigiflowError(f"--where {item!r} must look like PARAM=VALUE")
+        filters[key] = value
+    return filters
+
+
 def metric_plots(
     name: str, metrics: list[str], x: str | None, where: Sequence[str], output: str
 ) -> None:
@@ -344,12 +350,7 @@ def metric_plots(
 
     from luigiflow._ops import metric_plots as _metric_plots
 
-    filters: dict[str, str] = {}
-    for item in where:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise LuigiflowError(f"--where {item!r} must look like PARAM=VALUE")
-        filters[key] = value
+    filters = _where_filters(where)
     check_store(existing=True)
     page, images = _metric_plots.render(name, metrics, x, filters, pathlib.Path(output))
     click.echo(f"drew {len(images)} plot(s) of {name}: {', '.join(images)}")
