@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import itertools
-import json
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -257,17 +256,6 @@ def _no_such_metric(name: str, metric: str, known: set[str]) -> ParameterError:
     )
 
 
-def _recorded(run: Run) -> dict[str, Any]:
-    raw = run.data.tags.get(schema.PARAMS_TAG, "")
-    if not raw or raw.startswith("@"):
-        return {}
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
@@ -290,7 +278,7 @@ def _parse_as(kind: str, text: str) -> Any:
 
 
 def _param_matches(run: Run, key: str, text: str) -> bool:
-    encoded = _recorded(run).get(key)
+    encoded = schema.encoded_params(run.data.tags).get(key)
     kind = encoded[0] if isinstance(encoded, list) and encoded else None
     if kind == "enum" and isinstance(encoded, list):
         return bool(encoded[2] == text)

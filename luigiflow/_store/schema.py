@@ -153,6 +153,12 @@ def _json_dict(raw: str | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def encoded_params(tags: Mapping[str, str]) -> dict[str, Any]:
+    """The canonical encoded params of `luigiflow.params` ({} when absent, unreadable, or
+    kept in an artifact: "@artifact:<file>" is not JSON)."""
+    return _json_dict(tags.get(PARAMS_TAG))
+
+
 def task_facts(tags: Mapping[str, str]) -> dict[str, Any]:
     """The `luigiflow.task` facts recorded on a run ({} when absent or unreadable)."""
     return _json_dict(tags.get(TASK_TAG))
