@@ -46,10 +46,12 @@ MAX_POLL_S = 2.0
 
 @dataclass(frozen=True)
 class Settled:
-    """What the looks decided: reuse `finished`, do the work (`proceed`), or claim again."""
+    """What the looks decided: reuse `finished`, do the work (`proceed`), wait for the run
+    we `yielded_to` (when asked not to wait here), or claim again."""
 
     finished: RunRecord | None = None
     proceed: bool = False
+    yielded_to: RunRecord | None = None
 
 
 def order(run: RunRecord) -> tuple[int, str]:
@@ -69,15 +71,28 @@ class Claim:
         liveness.retire_abandoned(self.store, runs)
         return runs
 
+    def held(self, experiment_id: str, identity: str) -> bool:
+        """Whether another worker's live run holds `identity` now (and none counts FINISHED)."""
+        runs = self._look(experiment_id, identity)
+        if any(r.info.status == FINISHED and self.counts(r) for r in runs):
+            return False
+        return any(alive(r) for r in runs)
+
     def settle(
-        self, experiment_id: str, identity: str, mine: RunRecord | None, announce: bool = True
+        self,
+        experiment_id: str,
+        identity: str,
+        mine: RunRecord | None,
+        announce: bool = True,
+        wait_after_yielding: bool = True,
     ) -> Settled:
         """Decide who does the work for `identity`; `mine` is our fresh run, or None.
 
         With `mine` None (we hold no run yet) this waits while another worker holds the
         identity. With our run, it applies the tie-break above; our run is marked KILLED
-        when we yield. Returns once the work is ours, done, or free to claim again. While
-        it waits it says once (unless `announce` is off) which run and host it waits for.
+        when we yield, and then, unless `wait_after_yielding`, this returns at once with
+        the run we yielded to. Returns once the work is ours, done, or free to claim again.
+        While it waits it says once (unless `announce` is off) which run and host it waits for.
         """
         poll = FIRST_POLL_S
         holder: RunRecord | None = None  # the run we yielded to (or waited for)
@@ -103,6 +118,8 @@ class Claim:
                 if earlier:
                     holder = min(earlier, key=order)
                     self._stand_down(mine, _yield_reason(holder))
+                    if not wait_after_yielding:
+                        return Settled(yielded_to=holder)
                 elif not rivals:
                     return Settled(proceed=True)
             time.sleep(poll)

@@ -21,13 +21,15 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from luigiflow._core import failures, provenance, redaction
 from luigiflow._core.identity import canonical_json
 from luigiflow._engine import (
     checkpoints,
     cutoff,
+    held,
     interrupts,
     luigi_compat,
     run_facts,
@@ -46,34 +48,48 @@ from luigiflow._store.port import DatasetRef, RunStore
 from luigiflow._store.records import FAILED, FINISHED, KILLED, RunRecord
 
 
-def execute(task: TrackedTask) -> None:
-    """Run `task` as one run, or reuse a run another worker finished or is finishing."""
+def execute(task: TrackedTask, may_set_aside: bool = True) -> Iterator[Any] | None:
+    """Run `task` as one run, or reuse a run another worker finished or is finishing.
+
+    Where the build lets it (`Session.set_aside_held`), a task another worker holds is
+    not waited for here: this returns what `run()` yields to Luigi instead (see held).
+    """
     if luigi_compat.in_worker_process():
         interrupts.die_with_parent()
     session = _session.of(task)
     exp_id = session.experiment_id(task.get_experiment_name())
     try:
         with interrupts.sigterm_raises():
-            _execute(task, session, exp_id)
+            set_aside = _execute(task, session, exp_id, may_set_aside and session.set_aside_held)
     except KeyboardInterrupt as exc:
         if luigi_compat.in_worker_process():
             # The run is marked KILLED and its staging removed; exit without the
             # traceback multiprocessing prints for an interrupt in a child.
             os._exit(128 + interrupts.signum_of(exc))
         raise
+    if not set_aside:
+        return None
+    return held.set_aside(
+        exp_id, task.identity, task.task_id, lambda: execute(task, may_set_aside=False)
+    )
 
 
-def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
+def _execute(
+    task: TrackedTask, session: _session.Session, exp_id: str, may_set_aside: bool
+) -> bool:
+    """The task's one execution; True when it is set aside (another worker holds it)."""
     store = session.store
     # Another worker may have finished this identity since Luigi scheduled it, or be
     # running it now: its live RUNNING run is a lease (see claim).
     asked = session.completion.negative_answer_ms(task)
     existing = session.recheck.existing_run(exp_id, task.identity, asked)
     if existing is None and session.recheck.held_elsewhere(exp_id, task.identity):
+        if may_set_aside:
+            return True
         existing = session.claim.settle(exp_id, task.identity, None).finished
     if existing is not None:
         _reuse(task, session, existing)
-        return
+        return False
     upstream_runs = task.upstream_runs()
     # An upstream re-ran with byte-identical outputs: the results are copied, not computed.
     source = cutoff.equivalent_run(task, session, exp_id, upstream_runs)
@@ -99,7 +115,9 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
             lease = signatures.sign_lease(run_id, exp_id, tags)
             for key, value in lease.items():  # under a team key others wait only on signed
                 store.set_tag(run_id, key, value)  # leases: sign before settling
-            settled = session.claim.settle(exp_id, task.identity, active)
+            settled = session.claim.settle(
+                exp_id, task.identity, active, wait_after_yielding=not may_set_aside
+            )
         except BaseException as exc:
             heartbeat.stop()
             with interrupts.shielded():
@@ -109,9 +127,11 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
             break
         heartbeat.stop()  # our run was marked KILLED: another worker's run does the work
         mlflow_compat.end_active_run_if(run_id, KILLED)
+        if settled.yielded_to is not None:
+            return True  # set aside until the run we yielded to ends
         if settled.finished is not None:
             _reuse(task, session, settled.finished)
-            return
+            return False
         # The run we yielded to failed or its worker died: claim the task again.
     _run(
         task,
@@ -125,6 +145,7 @@ def _execute(task: TrackedTask, session: _session.Session, exp_id: str) -> None:
         upstream_runs,
         source,
     )
+    return False
 
 
 def _start(

@@ -6,10 +6,13 @@ unregister an event handler; an upgrade of Luigi is checked here.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from typing import Any
 
 import luigi
+import luigi.scheduler
 import luigi.task_register
 
 from luigiflow._core.identity import UnencodableValueError, canonical_json, encode_value
@@ -139,6 +142,9 @@ def worker_factory() -> Any:
                 self._task_result_queue.put((task_id, luigi.worker.FAILED, message, [], []))
 
     class Factory(luigi.interface._WorkerSchedulerFactory):
+        def create_local_scheduler(self) -> Any:
+            return _TieBreakingScheduler(prune_on_get_work=True, record_task_history=False)
+
         def create_worker(
             self, scheduler: Any, worker_processes: int, assistant: bool = False
         ) -> Any:
@@ -147,3 +153,31 @@ def worker_factory() -> Any:
             )
 
     return Factory()
+
+
+# The family of the internal task a build yields while another worker holds a task
+# (`_engine/held.py`): a wait, never work, so the local scheduler runs it last.
+HELD_FAMILY = "_luigiflow.HeldElsewhere"
+
+
+class _TieBreakingScheduler(luigi.scheduler.Scheduler):
+    """Luigi's local scheduler, whose order among equally ranked tasks is this process's.
+
+    Luigi ranks ready tasks by priority, then by the time each was added: every client
+    that builds the same graph without luigid adds it in the same order and picks the
+    same task first, so all but one wait on its lease while other tasks are ready. Here
+    ties of priority are broken by a hash salted per scheduler, then by time: a user's
+    priorities order tasks exactly as in Luigi (the tie-break never crosses them), and
+    the internal waits for tasks held elsewhere come after every task of equal priority.
+    (At module level: a worker process started by forkserver or spawn gets it pickled.)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lf_salt = os.urandom(8)
+
+    def _rank(self, task: Any) -> tuple[Any, ...]:
+        priority, age = super()._rank(task)
+        work = task.family != HELD_FAMILY
+        draw = hashlib.blake2b(str(task.id).encode(), key=self.lf_salt, digest_size=8)
+        return priority, work, draw.digest(), age

@@ -36,6 +36,10 @@ class Session:
         self.recheck = Recheck(self.store, self.completion)
         self.claim = Claim(self.store, self.completion.counts)
         self.pid = os.getpid()
+        # Set a task another worker holds aside as a Luigi dynamic dependency (see held)
+        # instead of waiting for it: with Luigi's local scheduler only, where the other
+        # clients' order and ours differ; luigid hands a task to one worker already.
+        self.set_aside_held = False
         self._experiments: dict[str, str] = {}
         # (experiment id, family) -> the encoded params of its runs, read once (run_names)
         self.family_params: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -67,6 +71,7 @@ class Session:
             "sink": self.sink,
             "not_before": dict(self.completion.not_before),
             "chosen": dict(self.completion.chosen),
+            "set_aside_held": self.set_aside_held,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -76,6 +81,7 @@ class Session:
         self.recheck = Recheck(self.store, self.completion)
         self.claim = Claim(self.store, self.completion.counts)
         self.pid = os.getpid()
+        self.set_aside_held = state.get("set_aside_held", False)
         self._experiments = {}
         self.family_params = {}
 

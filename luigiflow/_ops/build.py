@@ -96,6 +96,7 @@ def build(
     started_ms = int(time.time() * 1000)
     sink = tempfile.mkdtemp(prefix="luigiflow-build-")
     session = _session.Session(sink=_events.EventSink(sink))
+    session.set_aside_held = options["local_scheduler"] is True
     forced = [t.identity for t in force if is_tracked(t)]
     if forced:
         session.completion.ignore_runs_before(forced, int(time.time() * 1000))

@@ -61,6 +61,8 @@ def install_event_handlers() -> list[tuple[str, Any]]:
         _session.of(task).record_failure(task.task_id, exc)
 
     def on_present(task: luigi.Task) -> None:
+        if task.get_task_family() == luigi_compat.HELD_FAMILY:
+            return  # a wait of this build's own (see _engine/held.py), no task of its graph
         # Found complete while scheduling: Luigi will not look at its upstream tasks.
         run = bound_run(task) if is_tracked(task) else None
         _session.of(task).record("present", task.task_id, run.info.run_id if run else "")

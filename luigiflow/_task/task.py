@@ -11,7 +11,7 @@ from __future__ import annotations
 import pathlib
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import luigi
@@ -92,8 +92,10 @@ class MlflowTask(TaskOutputs, luigi.Task, metaclass=TypedRegister):
         """The work of the task; runs inside an active MLflow run. Override it."""
         raise NotImplementedError(f"{self.get_task_family()} must define run_task()")
 
-    def run(self) -> None:
-        execution.execute(self)
+    def run(self) -> Iterator[luigi.Task] | None:
+        # A generator when another worker holds the task: Luigi runs other ready tasks
+        # first (see _engine/held.py).
+        return execution.execute(self)
 
     def upstream_runs(self) -> dict[str, RunRecord]:
         """The FINISHED run of each luigiflow upstream task, by its name in requires()."""
