@@ -13,7 +13,8 @@ PY="$VENV/bin/python"
 STAMP="$VENV/.luigiflow-installed"
 UV_VERSION="0.13.9"
 RESOLUTION="${LUIGIFLOW_RESOLUTION:-}"
-want="$( (cat "$ROOT/pyproject.toml" "$ROOT/requirements.lock"; echo "$RESOLUTION") | sha256sum | cut -c1-16)"
+# "bytecode": venvs made before installs compiled their bytecode are set up again.
+want="$( (cat "$ROOT/pyproject.toml" "$ROOT/requirements.lock"; echo "$RESOLUTION bytecode") | sha256sum | cut -c1-16)"
 if [ ! -x "$PY" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   started=$SECONDS
   echo "setting up $VENV from ${RESOLUTION:-requirements.lock} (about 1-2 minutes the first time)..." >&2
@@ -37,7 +38,15 @@ if [ ! -x "$PY" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     echo "setup failed; the whole log is $log" >&2
     exit 1
   fi
+  # The installed packages' bytecode, as pip writes it at install: uv skips it, and where
+  # PYTHONDONTWRITEBYTECODE is set (CI runners, containers) every process would compile
+  # MLflow again (4.6 s instead of 1.6 s per `import mlflow`, in every test subprocess).
+  "$PY" -m compileall -q -j 0 "$("$PY" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+    >>"$log" 2>&1 || true
   echo "$want" > "$STAMP"
   echo "ready in $((SECONDS - started)) s (installed with $how)" >&2
 fi
 export PATH="$VENV/bin:$PATH"
+# This checkout's own modules (installed editable) get their bytecode here for the same
+# reason; compileall rewrites only what changed since (well under a second).
+"$PY" -m compileall -q -j 0 "$ROOT/luigiflow" "$ROOT/tests" "$ROOT/examples" >/dev/null 2>&1 || true
