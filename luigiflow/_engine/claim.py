@@ -71,13 +71,6 @@ class Claim:
         liveness.retire_abandoned(self.store, runs)
         return runs
 
-    def held(self, experiment_id: str, identity: str) -> bool:
-        """Whether another worker's live run holds `identity` now (and none counts FINISHED)."""
-        runs = self._look(experiment_id, identity)
-        if any(r.info.status == FINISHED and self.counts(r) for r in runs):
-            return False
-        return any(alive(r) for r in runs)
-
     def settle(
         self,
         experiment_id: str,

@@ -60,36 +60,38 @@ def execute(task: TrackedTask, may_set_aside: bool = True) -> Iterator[Any] | No
     exp_id = session.experiment_id(task.get_experiment_name())
     try:
         with interrupts.sigterm_raises():
-            set_aside = _execute(task, session, exp_id, may_set_aside and session.set_aside_held)
+            holder = _execute(task, session, exp_id, may_set_aside and session.set_aside_held)
     except KeyboardInterrupt as exc:
         if luigi_compat.in_worker_process():
             # The run is marked KILLED and its staging removed; exit without the
             # traceback multiprocessing prints for an interrupt in a child.
             os._exit(128 + interrupts.signum_of(exc))
         raise
-    if not set_aside:
+    if holder is None:
         return None
     return held.set_aside(
-        exp_id, task.identity, task.task_id, lambda: execute(task, may_set_aside=False)
+        exp_id, task.identity, holder, task.task_id, lambda: execute(task, may_set_aside=False)
     )
 
 
 def _execute(
     task: TrackedTask, session: _session.Session, exp_id: str, may_set_aside: bool
-) -> bool:
-    """The task's one execution; True when it is set aside (another worker holds it)."""
+) -> str | None:
+    """The task's one execution; when it is set aside instead (`may_set_aside`), the id
+    of the other worker's run that holds it."""
     store = session.store
     # Another worker may have finished this identity since Luigi scheduled it, or be
     # running it now: its live RUNNING run is a lease (see claim).
     asked = session.completion.negative_answer_ms(task)
     existing = session.recheck.existing_run(exp_id, task.identity, asked)
-    if existing is None and session.recheck.held_elsewhere(exp_id, task.identity):
+    holder = None if existing else session.recheck.held_elsewhere(exp_id, task.identity)
+    if holder is not None:
         if may_set_aside:
-            return True
+            return holder
         existing = session.claim.settle(exp_id, task.identity, None).finished
     if existing is not None:
         _reuse(task, session, existing)
-        return False
+        return None
     upstream_runs = task.upstream_runs()
     # An upstream re-ran with byte-identical outputs: the results are copied, not computed.
     source = cutoff.equivalent_run(task, session, exp_id, upstream_runs)
@@ -127,11 +129,11 @@ def _execute(
             break
         heartbeat.stop()  # our run was marked KILLED: another worker's run does the work
         mlflow_compat.end_active_run_if(run_id, KILLED)
-        if settled.yielded_to is not None:
-            return True  # set aside until the run we yielded to ends
+        if settled.yielded_to is not None:  # set aside until the run we yielded to ends
+            return settled.yielded_to.info.run_id
         if settled.finished is not None:
             _reuse(task, session, settled.finished)
-            return False
+            return None
         # The run we yielded to failed or its worker died: claim the task again.
     _run(
         task,
@@ -145,7 +147,7 @@ def _execute(
         upstream_runs,
         source,
     )
-    return False
+    return None
 
 
 def _start(

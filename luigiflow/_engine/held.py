@@ -25,34 +25,44 @@ from luigiflow._engine import session as _session
 
 
 class HeldElsewhere(luigi.Task):
-    """Complete once no other worker's live run holds `identity` in `experiment_id`."""
+    """A wait for run `holder` of `identity` in `experiment_id` (or whichever live run of
+    the identity follows it) to end; complete once this process has waited."""
 
     task_namespace = "_luigiflow"  # internal: no family a user defines
     experiment_id = luigi.Parameter()
     identity = luigi.Parameter()
+    holder = luigi.Parameter()
     waiting = luigi.Parameter()  # the task_id of the task set aside: failures are its
 
     def complete(self) -> bool:
-        return not _session.of(self).claim.held(self.experiment_id, self.identity)
+        # Never asks the store: Luigi asks twice in a row when the task is yielded, and
+        # the wait itself ends after one look when the holder has ended meanwhile.
+        return bool(self.__dict__.get("_waited"))
 
     def run(self) -> None:
         session = _session.of(self)
         try:
-            session.claim.settle(self.experiment_id, self.identity, None)
+            settled = session.claim.settle(self.experiment_id, self.identity, None)
         except Exception as exc:
             # Reported as the waiting task's failure: the build names tasks of its graph.
             session.record_failure(self.waiting, exc)
             raise
+        # The task runs again next, in this process when Luigi runs tasks in it: it
+        # reuses the run found here without asking again.
+        session.recheck.wait_ended(self.experiment_id, self.identity, settled.finished)
+        self.__dict__["_waited"] = True
 
 
 assert HeldElsewhere.get_task_family() == luigi_compat.HELD_FAMILY
 
 
 def set_aside(
-    experiment_id: str, identity: str, task_id: str, then: Callable[[], object]
+    experiment_id: str, identity: str, holder: str, task_id: str, then: Callable[[], object]
 ) -> Iterator[luigi.Task]:
-    """What a task's `run()` returns to wait for another worker's run without blocking:
-    Luigi runs the wait as a dependency; `then` runs once the holder ended (at once,
-    when it already had by the time Luigi asks)."""
-    yield HeldElsewhere(experiment_id=experiment_id, identity=identity, waiting=task_id)
+    """What a task's `run()` returns to wait for another worker's run `holder` without
+    blocking: Luigi runs the wait as a dependency, then the task again. (`then` runs
+    only if Luigi finds the wait complete at once: an instance that has waited already.)"""
+    yield HeldElsewhere(
+        experiment_id=experiment_id, identity=identity, holder=holder, waiting=task_id
+    )
     then()

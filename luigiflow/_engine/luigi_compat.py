@@ -156,7 +156,7 @@ def worker_factory() -> Any:
 
 
 # The family of the internal task a build yields while another worker holds a task
-# (`_engine/held.py`): a wait, never work, so the local scheduler runs it last.
+# (`_engine/held.py`): a wait, no work, so the local scheduler runs it last.
 HELD_FAMILY = "_luigiflow.HeldElsewhere"
 
 
@@ -167,8 +167,9 @@ class _TieBreakingScheduler(luigi.scheduler.Scheduler):
     that builds the same graph without luigid adds it in the same order and picks the
     same task first, so all but one wait on its lease while other tasks are ready. Here
     ties of priority are broken by a hash salted per scheduler, then by time: a user's
-    priorities order tasks exactly as in Luigi (the tie-break never crosses them), and
-    the internal waits for tasks held elsewhere come after every task of equal priority.
+    priorities order tasks exactly as in Luigi (the tie-break never crosses them). The
+    internal waits for tasks held elsewhere come after every task, whatever the priority
+    Luigi passed down to them: waiting is no work, and another worker does the task.
     (At module level: a worker process started by forkserver or spawn gets it pickled.)
     """
 
@@ -180,4 +181,4 @@ class _TieBreakingScheduler(luigi.scheduler.Scheduler):
         priority, age = super()._rank(task)
         work = task.family != HELD_FAMILY
         draw = hashlib.blake2b(str(task.id).encode(), key=self.lf_salt, digest_size=8)
-        return priority, work, draw.digest(), age
+        return work, priority, draw.digest(), age

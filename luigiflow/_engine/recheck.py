@@ -57,20 +57,36 @@ class Recheck:
         self.completion = completion
         self._lock = threading.Lock()
         self._watches: dict[str, _Watch] = {}
-        # Identities another worker's live RUNNING run held at the last look, per
-        # experiment: a task among them waits for that lease before creating a run.
-        self._held: dict[str, set[str]] = {}
+        # Identities another worker's live RUNNING run held at the last look (with that
+        # run's id), per experiment: a task among them waits for that lease before
+        # creating a run.
+        self._held: dict[str, dict[str, str]] = {}
+        # The FINISHED run a wait's own exact look just found, answered once (see wait_ended).
+        self._found: dict[tuple[str, str], RunRecord] = {}
 
-    def held_elsewhere(self, experiment_id: str, identity: str) -> bool:
-        """Another worker's live RUNNING run held `identity` when last seen."""
+    def held_elsewhere(self, experiment_id: str, identity: str) -> str | None:
+        """The id of another worker's live RUNNING run of `identity` when last seen."""
         with self._lock:
-            return identity in self._held.get(experiment_id, set())
+            return self._held.get(experiment_id, {}).get(identity)
+
+    def wait_ended(self, experiment_id: str, identity: str, finished: RunRecord | None) -> None:
+        """A wait for another worker's run of `identity` saw it end, with the `finished`
+        run its exact look found (or None: the holder failed or died). The next re-check
+        of the identity answers that run once, else asks the store exactly, whatever the
+        last look said."""
+        with self._lock:
+            self._held.get(experiment_id, {}).pop(identity, None)
+            if finished is not None:
+                self._found[(experiment_id, identity)] = finished
+            watch = self._watches.get(experiment_id)
+            if watch is not None:
+                watch.finished.add(identity)
 
     def _note_held(self, experiment_id: str, runs: list[RunRecord], replace: bool) -> None:
         me = liveness.worker_token()
         live = {
-            r.data.tags[schema.IDENTITY_TAG]
-            for r in runs
+            r.data.tags[schema.IDENTITY_TAG]: r.info.run_id
+            for r in sorted(runs, key=claim.order, reverse=True)  # the earliest holder wins
             if r.data.tags.get(schema.WORKER_TAG) != me
             and schema.IDENTITY_TAG in r.data.tags
             and claim.alive(r)
@@ -78,7 +94,7 @@ class Recheck:
         if replace:
             self._held[experiment_id] = live
         else:
-            self._held.setdefault(experiment_id, set()).update(live)
+            self._held.setdefault(experiment_id, {}).update(live)
 
     def existing_run(
         self, experiment_id: str, identity: str, asked_ms: int | None
@@ -91,6 +107,9 @@ class Recheck:
         just one); the watch serves the tasks after it.
         """
         with self._lock:
+            found = self._found.pop((experiment_id, identity), None)
+            if found is not None:
+                return found
             watch = self._watches.get(experiment_id)
             if watch is None:
                 if asked_ms is not None:
@@ -117,7 +136,7 @@ class Recheck:
         runs = self.store.runs_with_identity(experiment_id, identity, WINDOW)
         liveness.retire_abandoned(self.store, runs)
         with self._lock:
-            self._held.get(experiment_id, set()).discard(identity)
+            self._held.get(experiment_id, {}).pop(identity, None)
             self._note_held(experiment_id, runs, replace=False)
         finished = [r for r in runs if r.info.status == FINISHED and self.completion.counts(r)]
         if finished:

@@ -1,0 +1,77 @@
+"""A task another worker's live run holds is set aside while other tasks are ready
+(_engine/held.py): Luigi runs them first, then waits for the holder, then runs the task
+again, which reuses the holder's FINISHED run or, if it failed, executes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import luigi
+import pytest
+
+import luigiflow as lf
+from luigiflow._store import current
+from tests.conftest import add_run
+from tests.dags import note
+
+BOUND_S = 30.0
+
+
+class Urgent(lf.MlflowTask):
+    """Index 0 ranks first (a higher priority): the worker picks it before index 1."""
+
+    artifacts = {"out": "out.json"}
+    index = luigi.IntParameter()
+
+    @property
+    def priority(self) -> int:  # type: ignore[override]
+        return 10 if self.index == 0 else 0
+
+    def run_task(self) -> None:
+        note(f"Urgent({self.index})")
+        self.save({"out": self.index})
+
+
+class Both(lf.MlflowTask):
+    artifacts = {"n": "n.json"}
+
+    def requires(self) -> dict[str, luigi.Task]:
+        return {f"u{i}": Urgent(index=i) for i in range(2)}
+
+    def run_task(self) -> None:
+        note("Both")
+        self.save({"n": 2})  # loads nothing: the holder's run below has no artifacts
+
+
+@pytest.mark.parametrize("ends", ["FAILED", "FINISHED"])
+def test_a_task_held_elsewhere_waits_until_other_ready_tasks_ran(
+    store, tmp_path, monkeypatch, ends
+):
+    ledger = tmp_path / "ledger"
+    monkeypatch.setenv("LEDGER", str(ledger))
+    runs = current.get_store()
+    holder = add_run(runs, Urgent(index=0), status=None)  # another worker's live lease
+
+    def end_the_holder_once_urgent_1_ran() -> None:
+        deadline = time.monotonic() + BOUND_S  # before the fix: never; the test then fails
+        while time.monotonic() < deadline:
+            if ledger.exists() and "Urgent(1)" in ledger.read_text():
+                break
+            time.sleep(0.05)
+        runs.terminate(holder.info.run_id, ends)
+
+    other_worker = threading.Thread(target=end_the_holder_once_urgent_1_ran)
+    other_worker.start()
+    result = lf.build([Both()])
+    other_worker.join()
+
+    if ends == "FAILED":  # the task is free again: this build executes it
+        assert ledger.read_text().split() == ["Urgent(1)", "Urgent(0)", "Both"]
+        assert result.runs[Urgent(index=0)] != holder.info.run_id
+    else:  # the holder's run is reused
+        assert ledger.read_text().split() == ["Urgent(1)", "Both"]
+        assert result.runs[Urgent(index=0)] == holder.info.run_id
+        assert Urgent(index=0) in result.reused
+    # The wait is Luigi's only: the build names the tasks of its graph, nothing else.
+    assert {type(t).__name__ for t in result.runs} == {"Urgent", "Both"}
