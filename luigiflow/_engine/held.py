@@ -16,12 +16,15 @@ and summaries never name it (they know the graph walked before Luigi started).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import luigi
 
-from luigiflow._engine import luigi_compat
+from luigiflow._engine import interrupts, luigi_compat
 from luigiflow._engine import session as _session
+from luigiflow._engine.protocol import SESSION
 
 
 class HeldElsewhere(luigi.Task):
@@ -34,15 +37,30 @@ class HeldElsewhere(luigi.Task):
     holder = luigi.Parameter()
     waiting = luigi.Parameter()  # the task_id of the task set aside: failures are its
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The build's session goes with the wait (pickled, into a worker process started
+        # by forkserver or spawn): its failure is the build's to report.
+        self.__dict__[SESSION] = _session.current()
+
     def complete(self) -> bool:
         # Never asks the store: Luigi asks twice in a row when the task is yielded, and
         # the wait itself ends after one look when the holder has ended meanwhile.
         return bool(self.__dict__.get("_waited"))
 
     def run(self) -> None:
+        # In a worker process, as a task's execution: gone with its build, and an
+        # interrupt ends it without the traceback multiprocessing prints.
+        if luigi_compat.in_worker_process():
+            interrupts.die_with_parent()
         session = _session.of(self)
         try:
-            settled = session.claim.settle(self.experiment_id, self.identity, None)
+            with interrupts.sigterm_raises():
+                settled = session.claim.settle(self.experiment_id, self.identity, None)
+        except KeyboardInterrupt as exc:
+            if luigi_compat.in_worker_process():
+                os._exit(128 + interrupts.signum_of(exc))
+            raise
         except Exception as exc:
             # Reported as the waiting task's failure: the build names tasks of its graph.
             session.record_failure(self.waiting, exc)

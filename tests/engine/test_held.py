@@ -44,9 +44,10 @@ class Both(lf.MlflowTask):
         self.save({"n": 2})  # loads nothing: the holder's run below has no artifacts
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("ends", ["FAILED", "FINISHED"])
 def test_a_task_held_elsewhere_waits_until_other_ready_tasks_ran(
-    store, tmp_path, monkeypatch, ends
+    store, tmp_path, monkeypatch, ends, workers
 ):
     ledger = tmp_path / "ledger"
     monkeypatch.setenv("LEDGER", str(ledger))
@@ -63,7 +64,7 @@ def test_a_task_held_elsewhere_waits_until_other_ready_tasks_ran(
 
     other_worker = threading.Thread(target=end_the_holder_once_urgent_1_ran)
     other_worker.start()
-    result = lf.build([Both()])
+    result = lf.build([Both()], workers=workers)  # 2: tasks run in worker processes
     other_worker.join()
 
     if ends == "FAILED":  # the task is free again: this build executes it
