@@ -258,7 +258,7 @@ stages:
     matrix:
       model: ${models}
       n: [1, 2]
-    cmd: echo ${item.model} ${item.n} > out/${key}.txt
+    cmd: mkdir -p out && echo ${item.model} ${item.n} > out/${key}.txt
     deps: [seed.txt]
     outs:
       - out/${key}.txt
