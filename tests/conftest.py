@@ -6,10 +6,12 @@ from __future__ import annotations
 import fcntl
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import luigi
 import pytest
@@ -32,6 +34,118 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
+# The fast tier stays fast: a test that starts a Python process (a `luigiflow`, `mlflow`
+# or `luigid` command, a server, a script run by `python`) is marked slow, or it fails.
+# Python's audit hooks see every process start made through subprocess, os.exec*,
+# os.posix_spawn*, os.spawn* and os.system, in this process and in the processes it forks
+# (Luigi's task processes; they write to a file, their memory is their own); a hook cannot
+# be removed. multiprocessing's forkserver and spawn starts are not audited: those are
+# luigiflow's own worker processes, not commands. Programs that are not Python (git, a
+# shell running `echo`) cost milliseconds and are left alone.
+_SPAWN_EVENTS = frozenset(
+    {"subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.system"}
+)
+_PYTHON_PROGRAMS = frozenset(
+    {"luigiflow", "mlflow", "luigid", "luigi", "gunicorn", "uvicorn", "dvc", "jupyter", "pytest"}
+)
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh"})
+_WRAPPERS = frozenset({"env", "exec", "nohup", "nice", "timeout", "setsid"})
+_TEST_PID = os.getpid()
+_SPAWN_LOG = pathlib.Path(tempfile.gettempdir()) / f"luigiflow-test-spawns-{_TEST_PID}.log"
+_spawns: list[str] = []
+_allowed = [False]  # the session's shared template store is migrated in a process, once
+
+
+def _runs_python(words: list[str]) -> bool:
+    """Whether a command line (program first) starts a Python interpreter."""
+    while (
+        words
+        and (
+            re.fullmatch(r"[A-Za-z_]\w*=.*", words[0], re.S)  # VAR=value before the program
+            or os.path.basename(words[0]) in _WRAPPERS
+            or (words[0][:1] in "-0123456789" and len(words) > 1)  # a wrapper's options
+        )
+    ):
+        words = words[1:]
+    if not words:
+        return False
+    program = os.path.basename(words[0])
+    if program in _SHELLS:
+        return "-c" in words[1:-1] and _shell_runs_python(words[words.index("-c") + 1])
+    return (
+        program.startswith("python")
+        or program.endswith(".py")
+        or program in _PYTHON_PROGRAMS
+        or os.path.dirname(words[0]) == os.path.dirname(sys.executable)  # the venv's commands
+    )
+
+
+def _shell_runs_python(script: str) -> bool:
+    """Whether any simple command of a shell script starts Python."""
+    return any(_runs_python(part.split()) for part in re.split(r"[;&|\n()`]+|\$\(", script))
+
+
+def _python_command(event: str, args: tuple) -> str | None:
+    """The command line of a process start that runs Python, or None."""
+    if event == "os.system":
+        line = os.fsdecode(args[0])
+        return line[:300] if _shell_runs_python(line) else None
+    if event == "subprocess.Popen":
+        executable, argv = args[0], args[1]
+        if isinstance(argv, (str, bytes)):  # shell=True, or a bare program name
+            line = os.fsdecode(argv)
+            runs = _shell_runs_python(line)
+        else:
+            words = [os.fsdecode(a) for a in argv or ()]
+            if executable is not None:
+                words = [os.fsdecode(executable), *words[1:]]
+            line, runs = " ".join(words), _runs_python(words)
+    else:  # os.exec, os.posix_spawn: (path, argv, env); os.spawn: (mode, path, argv, env)
+        path, argv = (args[1], args[2]) if event == "os.spawn" else (args[0], args[1])
+        words = [os.fsdecode(path), *[os.fsdecode(a) for a in list(argv or ())[1:]]]
+        line, runs = " ".join(words), _runs_python(words)
+    return line[:300] if runs else None
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event not in _SPAWN_EVENTS:
+        return  # the hook sees every audited event (imports, opens): leave at once
+    command = _python_command(event, args)
+    if command is None or _allowed[0]:
+        return
+    if os.getpid() == _TEST_PID:
+        _spawns.append(command)
+    else:  # a forked task process: its memory is its own
+        with open(_SPAWN_LOG, "a") as log:
+            log.write(command.replace("\n", " ") + "\n")
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _spawns.clear()
+    _SPAWN_LOG.unlink(missing_ok=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or item.get_closest_marker("slow") is not None:
+        return
+    started = list(_spawns)
+    if _SPAWN_LOG.exists():
+        started += _SPAWN_LOG.read_text().splitlines()
+    if started and report.passed:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} started {len(started)} Python process(es) but is not marked slow "
+            "(@pytest.mark.slow: it would slow scripts/test --fast); first: " + started[0]
+        )
+
+
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """One migrated MLflow database per test run, shared by the xdist workers (each of
@@ -47,20 +161,28 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker migrates, the other waits
         if not db.exists():
             migrating = folder / "migrating.db"
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    "import sys; from mlflow.store.tracking.sqlalchemy_store import"
-                    " SqlAlchemyStore; SqlAlchemyStore(sys.argv[1], sys.argv[2])",
-                    f"sqlite:///{migrating}",
-                    str(folder / "mlruns"),
-                ],
-                check=True,
-                capture_output=True,
-            )
+            _allowed[0] = True  # once per test session, whichever test comes first
+            try:
+                _migrate(migrating, folder / "mlruns")
+            finally:
+                _allowed[0] = False
             migrating.rename(db)  # whole or absent
     return db
+
+
+def _migrate(db: pathlib.Path, artifacts: pathlib.Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from mlflow.store.tracking.sqlalchemy_store import"
+            " SqlAlchemyStore; SqlAlchemyStore(sys.argv[1], sys.argv[2])",
+            f"sqlite:///{db}",
+            str(artifacts),
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture

@@ -77,6 +77,7 @@ def make_tasks(project: pathlib.Path):
     return MakeTable, CountRows
 
 
+@pytest.mark.slow  # starts a Python process (see scripts/test --fast)
 def test_command_task_runs_in_scratch_with_inputs_params_metrics_and_logs(client, tmp_path):
     project = tmp_path / "project"
     MakeTable, CountRows = make_tasks(project)
@@ -114,6 +115,7 @@ def test_command_task_runs_in_scratch_with_inputs_params_metrics_and_logs(client
     assert list(MakeTable(rows=5).load_output("table")["x"]) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow  # starts a Python process (see scripts/test --fast)
 def test_command_failure_carries_the_stderr_tail(client, tmp_path):
     write(
         tmp_path / "p" / "boom.py",

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import luigiflow_cli as cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # starts a Python process (see scripts/test --fast)
 def test_plots_renders_every_kind_of_dvc_plot_and_names_what_is_missing(tmp_path):
     project = tmp_path / "proj"
     (project / "eval").mkdir(parents=True)
@@ -56,6 +59,7 @@ plots:
         assert (tmp_path / "shown" / image).read_bytes().startswith(PNG)
 
 
+@pytest.mark.slow  # starts a Python process (see scripts/test --fast)
 def test_plots_of_a_missing_dvc_yaml_is_one_line(tmp_path):
     out = cli("plots", "--dvc", str(tmp_path / "dvc.yaml"), cwd=tmp_path, check=False)
     assert out.returncode == 1

@@ -36,6 +36,7 @@ class Predict(lf.MlflowTask):
         self.save({"y": [float(v) for v in model.predict([[3.0]])]})
 
 
+@pytest.mark.slow  # log_model starts MLflow's requirement inference in a Python process
 def test_downstream_task_loads_an_upstream_mlflow_model_by_name(client):
     lf.build([Predict()])
     assert Predict().load_output() == pytest.approx([7.0])
@@ -76,6 +77,7 @@ def _stored_model_folder(client, uri: str) -> pathlib.Path:
     return pathlib.Path(local_path_of(client.get_logged_model(model_id).artifact_location))
 
 
+@pytest.mark.slow  # log_model starts MLflow's requirement inference in a Python process
 def test_a_model_is_verified_against_its_record_when_loaded(client):
     lf.build([Fit()])
     run = Fit().find_run()
@@ -95,6 +97,7 @@ def test_a_model_is_verified_against_its_record_when_loaded(client):
         Fit().load_output("model")
 
 
+@pytest.mark.slow  # log_model starts MLflow's requirement inference in a Python process
 def test_with_a_team_key_a_repointed_model_record_is_not_trusted(client, monkeypatch):
     monkeypatch.setenv("LUIGIFLOW_SIGNING_KEY", "TeamKey9931ppQrs8844")
     lf.build([Predict()])

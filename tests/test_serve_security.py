@@ -283,6 +283,7 @@ def test_ping_and_health_are_mlflows(server):
             assert r.status == 200 and r.read() == b"\n"
 
 
+@pytest.mark.slow  # starts a Python process (see scripts/test --fast)
 def test_serve_help_names_the_default_body_limit():
     out = subprocess.run(
         [sys.executable, "-m", "luigiflow.cli", "serve", "--help"],

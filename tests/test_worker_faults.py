@@ -335,6 +335,7 @@ def test_interrupted_build_leaves_nothing_that_counts(client, tmp_path):
     assert "executed 1, reused 0, failed 0" in out.stdout
 
 
+@pytest.mark.slow  # starts a Python process (see scripts/test --fast)
 def test_processes_the_tests_start_take_ctrl_c_as_a_terminal_would():
     # Under a shell's background job SIGINT arrives ignored, and an ignored signal survives
     # exec: the `luigiflow run` processes the interrupt tests start then ignored their Ctrl-C

@@ -88,9 +88,7 @@ def test_read_at_fallback_reads_without_moving_position(tmp_path, posix_removed)
 
 
 def test_stop_group_without_killpg_stops_the_child(posix_removed):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
-    )
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
     process.stop_group(proc)
     assert proc.wait(timeout=30) != 0
 
@@ -98,7 +96,7 @@ def test_stop_group_without_killpg_stops_the_child(posix_removed):
 def test_liveness_without_a_pid_probe_leaves_it_to_the_heartbeat(posix_removed):
     # A pid that does not exist: POSIX knows at once; without a safe probe, "unknown"
     # never counts as gone (on Windows os.kill(pid, 0) would terminate the process).
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = subprocess.Popen(["true"])  # any child that exits: no Python start-up to pay
     dead.wait()
     token = f"{liveness.worker_token().partition('/')[0]}/{dead.pid}/x"
     assert platform.process_exists(dead.pid) is None
@@ -106,7 +104,7 @@ def test_liveness_without_a_pid_probe_leaves_it_to_the_heartbeat(posix_removed):
 
 
 def test_liveness_with_posix_probe_knows_a_dead_worker_at_once():
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = subprocess.Popen(["true"])
     dead.wait()
     token = f"{liveness.worker_token().partition('/')[0]}/{dead.pid}/x"
     assert liveness.worker_is_gone(_running_run(token)) is True
@@ -129,6 +127,7 @@ def test_placing_copies_where_there_is_no_reflink(tmp_path, posix_removed):
     assert dest.read_text() == "data"
 
 
+@pytest.mark.slow  # starts a Python process (see scripts/test --fast)
 def test_windows_is_refused_at_import_in_one_line(monkeypatch):
     code = "import sys; sys.platform = 'win32'; import luigiflow"
     env = {k: v for k, v in os.environ.items() if k != _settings.UNSUPPORTED_PLATFORM}

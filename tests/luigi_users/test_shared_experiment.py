@@ -30,6 +30,7 @@ def test_lf_runs_of_a_shared_experiment_has_a_task_column(built: str) -> None:
     assert sorted(frame["task"]) == ["Model", "Model", "Prepare", "Prepare", "Prepare"]
 
 
+@pytest.mark.slow  # starts a Python process (see scripts/test --fast)
 def test_lf_runs_raises_on_an_unknown_parameter_as_the_cli_does(built: str) -> None:
     with pytest.raises(lf.ParameterError, match=r"Model.*no parameter 'nonexistent'"):
         lf.runs(Model, where={"nonexistent": 5})
@@ -47,6 +48,7 @@ def test_lf_runs_filters_on_an_upstream_column_it_shows(built: str) -> None:
         lf.runs(Model, where={"companies.nope": 1})
 
 
+@pytest.mark.slow  # starts a Python process (see scripts/test --fast)
 def test_cli_table_of_a_shared_experiment_stays_readable(built: str) -> None:
     import os
 

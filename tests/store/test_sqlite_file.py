@@ -12,6 +12,8 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from luigiflow._store import sqlite_file
 
 COUNT = (
@@ -24,6 +26,7 @@ TOUCH = (
 )
 
 
+@pytest.mark.slow  # starts a Python process (see scripts/test --fast)
 def test_judging_the_store_keeps_commits_of_open_connections(tmp_path):
     db = tmp_path / "mlflow.db"
     conn = sqlite3.connect(db)
