@@ -100,6 +100,16 @@ def _execute(
     tags = run_facts.start_tags(task, upstream_runs, params_json)
     run_name = run_names.name_for_run(task, session, exp_id, params_json)
     client.refuse_writes_if_read_only(store.uri, f"creating a run of {task!r}")
+    if may_set_aside and session.recheck.crowded:
+        # Other workers build this graph too: one look right before creating spares a run
+        # that would yield (KILLED) to one of theirs created since the re-check's last look.
+        existing = session.recheck.exact(exp_id, task.identity)
+        if existing is not None:
+            _reuse(task, session, existing)
+            return None
+        holder = session.recheck.held_elsewhere(exp_id, task.identity)
+        if holder is not None:
+            return holder
     while True:
         try:
             active = _start(task, store, exp_id, run_name, tags)

@@ -61,6 +61,9 @@ class Recheck:
         # run's id), per experiment: a task among them waits for that lease before
         # creating a run.
         self._held: dict[str, dict[str, str]] = {}
+        # Whether this build has seen another worker's run of its identities (a look, an
+        # exact check or a wait): then a create is preceded by one more look (`crowded`).
+        self.crowded = False
         # The FINISHED run a wait's own exact look just found, answered once (see wait_ended).
         self._found: dict[tuple[str, str], RunRecord] = {}
 
@@ -75,6 +78,7 @@ class Recheck:
         of the identity answers that run once, else asks the store exactly, whatever the
         last look said."""
         with self._lock:
+            self.crowded = True
             self._held.get(experiment_id, {}).pop(identity, None)
             if finished is not None:
                 self._found[(experiment_id, identity)] = finished
@@ -128,6 +132,11 @@ class Recheck:
         # identity (confirm it: newest first, deletions and --force seen).
         return self._exact(experiment_id, identity)
 
+    def exact(self, experiment_id: str, identity: str) -> RunRecord | None:
+        """The newest counting FINISHED run of `identity`, asked now; the identity is
+        `held_elsewhere` afterwards when another worker's live run holds it."""
+        return self._exact(experiment_id, identity)
+
     def _exact(self, experiment_id: str, identity: str) -> RunRecord | None:
         """The newest counting FINISHED run of `identity`; dead RUNNING ones are retired.
 
@@ -135,7 +144,11 @@ class Recheck:
         """
         runs = self.store.runs_with_identity(experiment_id, identity, WINDOW)
         liveness.retire_abandoned(self.store, runs)
+        me = liveness.worker_token()
         with self._lock:
+            self.crowded = self.crowded or any(
+                r.data.tags.get(schema.WORKER_TAG) != me for r in runs
+            )
             self._held.get(experiment_id, {}).pop(identity, None)
             self._note_held(experiment_id, runs, replace=False)
         finished = [r for r in runs if r.info.status == FINISHED and self.completion.counts(r)]
@@ -160,6 +173,7 @@ class Recheck:
         # our own are left alone.
         running = self.store.running_runs(experiment_id, me)
         others = others or bool(running)
+        self.crowded = self.crowded or others
         watch.backoff = 1 if others else min(watch.backoff * 2, QUIET_FACTOR)
         liveness.retire_abandoned(self.store, running)
         self._note_held(experiment_id, running, replace=True)

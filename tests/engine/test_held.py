@@ -11,6 +11,7 @@ import luigi
 import pytest
 
 import luigiflow as lf
+from luigiflow._engine import run_facts
 from luigiflow._store import current
 from tests.conftest import add_run
 from tests.dags import note
@@ -76,3 +77,28 @@ def test_a_task_held_elsewhere_waits_until_other_ready_tasks_ran(
         assert Urgent(index=0) in result.reused
     # The wait is Luigi's only: the build names the tasks of its graph, nothing else.
     assert {type(t).__name__ for t in result.runs} == {"Urgent", "Both"}
+
+
+def test_among_other_workers_a_run_finished_while_ours_was_prepared_costs_no_killed_run(
+    store, tmp_path, monkeypatch
+):
+    # Another worker's failed attempt at Urgent(0): this build knows it is not alone.
+    runs = current.get_store()
+    add_run(runs, Urgent(index=0), status="FAILED")
+    prepare = run_facts.start_tags
+
+    def another_worker_finishes_urgent_1_meanwhile(task, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if task == Urgent(index=1):
+            add_run(runs, task, status="FINISHED")
+        return prepare(task, *args, **kwargs)
+
+    monkeypatch.setattr(run_facts, "start_tags", another_worker_finishes_urgent_1_meanwhile)
+    result = lf.build([Both()])
+
+    assert Urgent(index=1) in result.reused
+    exp_id = runs.experiment_id("Urgent")
+    assert exp_id is not None
+    statuses = [
+        r.info.status for r in runs.runs_with_identity(exp_id, Urgent(index=1).identity, 50)
+    ]
+    assert statuses == ["FINISHED"]  # before: a KILLED run of ours too, yielding to it
