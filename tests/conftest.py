@@ -12,10 +12,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 
 import luigi
 import pytest
 
+from luigiflow import _settings
 from luigiflow._core.identity import canonical_json
 from luigiflow._engine.session import Session
 from luigiflow._store import current, schema
@@ -144,6 +146,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             f"{item.nodeid} started {len(started)} Python process(es) but is not marked slow "
             "(@pytest.mark.slow: it would slow scripts/test --fast); first: " + started[0]
         )
+
+
+@pytest.fixture(autouse=True)
+def _http_retry_variables_restored() -> Iterator[None]:
+    """luigiflow sets MLflow's HTTP retry variables in os.environ at its first request and
+    widens them to the outage window once a server answered, remembering which it set
+    (_settings): each test ends with them as it found them, or later tests (and their
+    subprocesses) would retry an unreachable server for minutes."""
+    names = (*_settings.HTTP_RETRY_DEFAULTS, _settings.PROXY_DOWNLOADS)
+    saved = {name: os.environ.get(name) for name in names}
+    ours, riding_out = set(_settings._ours), _settings._riding_out[0]
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _settings._ours.clear()
+    _settings._ours.update(ours)
+    _settings._riding_out[0] = riding_out
 
 
 @pytest.fixture(scope="session")

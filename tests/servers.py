@@ -13,6 +13,8 @@ import time
 import urllib.request
 from contextlib import contextmanager
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(sys.executable).parent
 
@@ -128,6 +130,25 @@ def mlflow_server(backend: str, artifacts: pathlib.Path):
         yield url
     finally:
         stop(proc)
+
+
+_shared: dict[str, tuple[str, pathlib.Path]] = {}
+
+
+def shared_mlflow(
+    config: pytest.Config, factory: pytest.TempPathFactory
+) -> tuple[str, pathlib.Path]:
+    """One plain `mlflow server` (SQLite, proxied artifacts) per test process, for the
+    modules whose tests need a server but not a private one (starting one costs 10-15 s
+    on a loaded machine); each xdist worker starts its own. Its users keep apart by the
+    names of their experiments, which no other user of it picks. (URL, artifacts folder);
+    stopped when pytest ends."""
+    if "mlflow" not in _shared:
+        folder = factory.mktemp("shared-mlflow")
+        proc, url = start_mlflow(f"sqlite:///{folder / 'server.db'}", folder / "artifacts")
+        config.add_cleanup(lambda: stop(proc))
+        _shared["mlflow"] = (url, folder / "artifacts")
+    return _shared["mlflow"]
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import luigiflow_cli as cli
 from tests.conftest import luigiflow_cli_at_once, runs_of
-from tests.servers import luigid, mlflow_server, postgres, start_mlflow, stop
+from tests.servers import luigid, mlflow_server, postgres, shared_mlflow, start_mlflow, stop
 
 pytestmark = [pytest.mark.xdist_group("servers"), pytest.mark.slow]
 
@@ -37,12 +37,10 @@ def server_client(url: str):
     return MlflowClient(tracking_uri=url)
 
 
-def test_example_against_sqlite_server_with_luigid(store, tmp_path):
-    artifacts = tmp_path / "served-artifacts"
-    with (
-        mlflow_server(f"sqlite:///{tmp_path / 'server.db'}", artifacts) as url,
-        luigid(tmp_path) as scheduler,
-    ):
+def test_example_against_sqlite_server_with_luigid(store, tmp_path, request, tmp_path_factory):
+    # The shared server (tests/servers.py): the example's experiments are this test's own.
+    url, artifacts = shared_mlflow(request.config, tmp_path_factory)
+    with luigid(tmp_path) as scheduler:
         env = server_env(url, tmp_path)
         start = time.time()
         out = cli(

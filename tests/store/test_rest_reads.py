@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,7 +24,7 @@ from luigiflow._store.mlflow_store import MlflowStore
 from tests.conftest import REPO, add_run
 from tests.counting_proxy import Seen, counting_proxy
 from tests.dags import Fan
-from tests.servers import free_port, start_mlflow, stop
+from tests.servers import free_port, shared_mlflow
 from tests.store.mixed import assert_same_reads, populate
 
 pytestmark = [pytest.mark.xdist_group("servers"), pytest.mark.slow]
@@ -39,14 +38,10 @@ NO_MLFLOW = (
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One real tracking server for this module (starting one takes seconds)."""
-    folder = tmp_path_factory.mktemp("rest-server")
-    proc, url = start_mlflow(f"sqlite:///{folder / 'server.db'}", folder / "artifacts")
-    try:
-        yield url
-    finally:
-        stop(proc)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The shared tracking server (tests/servers.py): its experiments here are this
+    module's own (Fan, Source, tests.dags' Leaf of size 11, `late-...`)."""
+    return shared_mlflow(request.config, tmp_path_factory)[0]
 
 
 def server_env(url: str, tmp_path: pathlib.Path) -> dict[str, str]:

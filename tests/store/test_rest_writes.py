@@ -10,13 +10,12 @@ import pathlib
 import posixpath
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import REPO
 from tests.counting_proxy import Recorder, Seen, counting_proxy
-from tests.servers import start_mlflow, stop
+from tests.servers import shared_mlflow
 
 pytestmark = [pytest.mark.xdist_group("servers"), pytest.mark.slow]
 
@@ -47,13 +46,8 @@ CLI = (
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("rest-writes-server")
-    proc, url = start_mlflow(f"sqlite:///{folder / 'server.db'}", folder / "artifacts")
-    try:
-        yield url
-    finally:
-        stop(proc)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return shared_mlflow(request.config, tmp_path_factory)[0]
 
 
 def _build(url: str, folder: pathlib.Path, recorder: Recorder, links: int, tag: str) -> list[Seen]:

@@ -15,24 +15,18 @@ import collections
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import REPO, runs_of
-from tests.servers import start_mlflow, stop
+from tests.servers import shared_mlflow
 
 pytestmark = [pytest.mark.xdist_group("servers"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("share-server")
-    proc, url = start_mlflow(f"sqlite:///{folder / 'server.db'}", folder / "artifacts")
-    try:
-        yield url
-    finally:
-        stop(proc)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return shared_mlflow(request.config, tmp_path_factory)[0]
 
 
 def test_two_clients_without_luigid_execute_two_tasks_at_once(server, tmp_path):

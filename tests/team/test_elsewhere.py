@@ -93,7 +93,13 @@ def test_a_dead_machines_task_is_taken_over_within_its_lease(client, tmp_path, m
     config = tmp_path / "luigid.cfg"
     # What docs/team.md recommends for luigid, shortened for the test: a worker silent for
     # 3 s is dead, and the scheduler prunes on every request instead of once a minute.
-    config.write_text("[scheduler]\nworker_disconnect_delay = 3\nprune_on_get_work = true\n")
+    # B's keep-alive worker with nothing to run leaves Luigi after 2 s instead of
+    # luigiflow's 20 s and offers the graph again (a user's setting, honoured): that
+    # offer, not luigid's retry_delay, still has to turn A's FAILED task back to PENDING.
+    config.write_text(
+        "[scheduler]\nworker_disconnect_delay = 3\nprune_on_get_work = true\n"
+        "[worker]\nmax_keep_alive_idle_duration = 2 seconds\n"
+    )
     monkeypatch.setenv("LUIGI_CONFIG_PATH", str(config))
     release = tmp_path / "release"
     ledger = tmp_path / "ledger"

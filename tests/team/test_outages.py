@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import pathlib
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.counting_proxy import Fault, counting_proxy
-from tests.servers import start_mlflow, stop
+from tests.servers import shared_mlflow
 from tests.team import tasks
 
 pytestmark = [pytest.mark.xdist_group("servers"), pytest.mark.slow]
@@ -31,13 +30,8 @@ UNAVAILABLE = json.dumps(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("outage-server")
-    proc, url = start_mlflow(f"sqlite:///{folder / 'server.db'}", folder / "artifacts")
-    try:
-        yield url
-    finally:
-        stop(proc)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return shared_mlflow(request.config, tmp_path_factory)[0]
 
 
 @pytest.fixture
@@ -94,7 +88,7 @@ def test_an_outage_longer_than_the_window_fails_in_one_line(proxied, server, mon
     import luigiflow as lf
 
     _url, recorder = proxied
-    monkeypatch.setenv("LUIGIFLOW_OUTAGE_WINDOW", "3")
+    monkeypatch.setenv("LUIGIFLOW_OUTAGE_WINDOW", "1")
     _fault_mid_task(recorder, Fault(503, UNAVAILABLE), 600.0)
     task = tasks.Outaged(label="long")
     with pytest.raises(lf.BuildError) as caught:
