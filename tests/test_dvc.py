@@ -24,7 +24,7 @@ from tests.scripts_project import (
 
 
 @pytest.mark.slow
-def test_dvc_pipeline_runs_in_the_workspace_and_reruns_the_minimal_set(client, tmp_path):
+def test_dvc_pipeline_reruns_the_minimal_set_and_takes_set_overrides(client, tmp_path):
     project = copy_example(tmp_path)
     dvc = str(project / "dvc.yaml")
 
@@ -78,8 +78,30 @@ def test_dvc_pipeline_runs_in_the_workspace_and_reruns_the_minimal_set(client, t
     with open(project / "model.pkl", "rb") as fd:
         assert pickle.load(fd).n_estimators == 20
 
+    # DVC's `exp run --set-param` spelling and luigiflow's --set, on the built project
+    # (one cold build less than a test of its own): the stages reading the key (and their
+    # downstream) run with the value; the file keeps its own bytes.
+    before = params.read_bytes()
+    out = cli("run", "--dvc", dvc, "--set", "train.n_est=5", cwd=tmp_path)
+    assert summary(out.stdout) == (2, 2, 0)
+    assert params.read_bytes() == before
+    with open(project / "model.pkl", "rb") as fd:
+        assert pickle.load(fd).n_estimators == 5  # the workspace holds what the build made
+    again = cli(
+        "run", "--dvc", dvc, "evaluate", "--set-param", "params.yaml:train.n_est=5", cwd=tmp_path
+    )
+    assert summary(again.stdout) == (0, 4, 0)
+
+    # `runs` shows every evaluate run's metrics, and tells the rows apart by the values
+    # that reached the stage (20 twice: before and after the script edit).
     rows = json.loads(cli("runs", "evaluate", "--format", "json", cwd=tmp_path).stdout)
     assert all("roc_auc.test" in row["metrics"] for row in rows)
+    assert sorted(row["params"]["train.n_est"] for row in rows) == ["20", "20", "5", "7"]
+
+    wrong = cli("run", "--dvc", dvc, "-S", "train.n_estt=1", cwd=tmp_path, check=False)
+    assert wrong.returncode == 1
+    line = wrong.stderr.strip().splitlines()[-1]
+    assert line.startswith("ConfigError:") and "train.n_estt" in line and "params.yaml" in line
 
 
 @pytest.mark.slow
@@ -279,35 +301,6 @@ stages:
     assert (project / "out" / "stamps.txt").read_text() == "stamped\nstamped\n"
     asked = cli("run", "--dvc", dvc, "fetch", cwd=tmp_path, check=False)
     assert asked.returncode == 1 and "frozen" in asked.stderr.strip().splitlines()[-1]
-
-
-@pytest.mark.slow
-def test_dvc_set_overrides_params_for_one_build_and_runs_shows_them(client, tmp_path):
-    project = copy_example(tmp_path)
-    dvc = str(project / "dvc.yaml")
-    params = (project / "params.yaml").read_bytes()
-    assert summary(cli("run", "--dvc", dvc, cwd=tmp_path).stdout) == (4, 0, 0)
-
-    # DVC's `exp run --set-param` spelling and luigiflow's --set: the stages reading the
-    # key (and their downstream) run with the value; the file keeps its own bytes.
-    out = cli("run", "--dvc", dvc, "--set", "train.n_est=7", cwd=tmp_path)
-    assert summary(out.stdout) == (2, 2, 0)
-    assert (project / "params.yaml").read_bytes() == params
-    with open(project / "model.pkl", "rb") as fd:
-        assert pickle.load(fd).n_estimators == 7  # the workspace holds what the build made
-    again = cli(
-        "run", "--dvc", dvc, "evaluate", "--set-param", "params.yaml:train.n_est=7", cwd=tmp_path
-    )
-    assert summary(again.stdout) == (0, 4, 0)
-
-    # `runs evaluate` tells the rows apart by the values that reached the stage.
-    rows = json.loads(cli("runs", "evaluate", "--format", "json", cwd=tmp_path).stdout)
-    assert sorted(row["params"]["train.n_est"] for row in rows) == ["20", "7"]
-
-    wrong = cli("run", "--dvc", dvc, "-S", "train.n_estt=1", cwd=tmp_path, check=False)
-    assert wrong.returncode == 1
-    line = wrong.stderr.strip().splitlines()[-1]
-    assert line.startswith("ConfigError:") and "train.n_estt" in line and "params.yaml" in line
 
 
 @pytest.mark.slow

@@ -91,50 +91,48 @@ def test_four_scripts_run_then_reuse_then_rerun_exactly_what_changed(client, tmp
     assert sorted(row["params"]["featurize.max_features"] for row in features) == ["3", "4"]
 
 
-def test_one_stage_builds_only_its_upstream(client, tmp_path):
+def test_missing_output_and_failing_script_fail_the_run_naming_them(client, tmp_path):
     project = copy_example(tmp_path)
-    out = cli("run", "--pipeline", str(project / "pipeline.toml"), "featurize", cwd=tmp_path)
-    assert summary(out.stdout) == (2, 0, 0)
-    assert finished_counts(client) == {"prepare": 1, "featurize": 1, "train": 0, "evaluate": 0}
-
-
-def test_failing_script_shows_its_stderr_tail_and_fails_the_run(client, tmp_path):
-    project = copy_example(tmp_path)
-    append_line(
-        project / "src" / "train.py",
-        'raise ValueError("min_split is too small for this data")',
+    pipeline = project / "pipeline.toml"
+    declared = pipeline.read_text()
+    pipeline.write_text(
+        declared.replace('outs = ["model.pkl"]', 'outs = ["model.pkl", "report.txt"]')
     )
-    out = cli("run", "--pipeline", str(project / "pipeline.toml"), cwd=tmp_path, check=False)
-    assert out.returncode == 1
-    assert "ValueError: min_split is too small for this data" in out.stderr
-    assert "train" in out.stderr and "exit" in out.stderr
-    failed = runs_of(client, "train", "FAILED")
-    assert len(failed) == 1
-    error = failed[0].data.tags["luigiflow.error"]
-    assert "min_split is too small" in error
-    stderr_file = client.download_artifacts(failed[0].info.run_id, "luigiflow/stderr.txt")
-    assert "Traceback" in pathlib.Path(stderr_file).read_text()
-    assert finished_counts(client) == {"prepare": 1, "featurize": 1, "train": 0, "evaluate": 0}
-
-
-def test_missing_output_fails_the_run_naming_it(client, tmp_path):
-    project = copy_example(tmp_path)
-    text = (project / "pipeline.toml").read_text()
-    text = text.replace('outs = ["model.pkl"]', 'outs = ["model.pkl", "report.txt"]')
-    (project / "pipeline.toml").write_text(text)
-    out = cli(
-        "run", "--pipeline", str(project / "pipeline.toml"), "train", cwd=tmp_path, check=False
-    )
+    out = cli("run", "--pipeline", str(pipeline), "train", cwd=tmp_path, check=False)
     assert out.returncode == 1
     assert "report.txt" in out.stderr
     assert len(runs_of(client, "train", "FAILED")) == 1
     assert not runs_of(client, "train", "FINISHED")
 
+    # The same project (its upstream stages built): a script that raises.
+    pipeline.write_text(declared)
+    append_line(
+        project / "src" / "train.py",
+        'raise ValueError("min_split is too small for this data")',
+    )
+    out = cli("run", "--pipeline", str(pipeline), cwd=tmp_path, check=False)
+    assert out.returncode == 1
+    assert "ValueError: min_split is too small for this data" in out.stderr
+    assert "train" in out.stderr and "exit" in out.stderr
+    failed = runs_of(client, "train", "FAILED")
+    assert len(failed) == 2
+    error = failed[-1].data.tags["luigiflow.error"]
+    assert "min_split is too small" in error
+    stderr_file = client.download_artifacts(failed[-1].info.run_id, "luigiflow/stderr.txt")
+    assert "Traceback" in pathlib.Path(stderr_file).read_text()
+    assert finished_counts(client) == {"prepare": 1, "featurize": 1, "train": 0, "evaluate": 0}
 
-def test_show_diff_and_reproduce_work_on_stages(client, tmp_path):
+
+def test_one_stage_builds_only_its_upstream_and_show_diff_reproduce_work_on_stages(
+    client, tmp_path
+):
     project = copy_example(tmp_path)
     pipeline = project / "pipeline.toml"
-    cli("run", "--pipeline", str(pipeline), "train", cwd=tmp_path)
+    out = cli("run", "--pipeline", str(pipeline), "featurize", cwd=tmp_path)
+    assert summary(out.stdout) == (2, 0, 0)
+    assert finished_counts(client) == {"prepare": 1, "featurize": 1, "train": 0, "evaluate": 0}
+    out = cli("run", "--pipeline", str(pipeline), "train", cwd=tmp_path)
+    assert summary(out.stdout) == (1, 2, 0)
     pipeline.write_text(pipeline.read_text().replace("n_est = 20", "n_est = 10"))
     cli("run", "--pipeline", str(pipeline), "train", cwd=tmp_path)
     old, new = (r.info.run_id for r in runs_of(client, "train", "FINISHED"))
