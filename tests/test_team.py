@@ -182,18 +182,23 @@ def test_killed_worker_is_recomputed_and_its_orphan_retired(client, tmp_path, mo
             assert time.time() < deadline and proc.poll() is None
             time.sleep(0.05)
         [alive] = runs_of(client, "Sleeper")
-        first_beat = float(alive.data.tags["luigiflow.heartbeat"])
-        time.sleep(0.8)
-        assert (
-            float(client.get_run(alive.info.run_id).data.tags["luigiflow.heartbeat"]) > first_beat
-        )
+
+        def beat() -> float:
+            return float(client.get_run(alive.info.run_id).data.tags["luigiflow.heartbeat"])
+
+        first_beat = beat()
+        while beat() <= first_beat:  # it beats again (every 0.2 s) while its task runs
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
     monkeypatch.setenv("LUIGIFLOW_STALE_AFTER_S", "1")
-    time.sleep(1.5)
+    last_beat = beat()
+    while time.time() - last_beat <= 1.5:  # until its 1 s lease has passed, with margin
+        time.sleep(0.05)
     import luigiflow as lf
     from tests.dags import Sleeper
 

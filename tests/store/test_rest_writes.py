@@ -240,10 +240,13 @@ def test_a_paused_worker_whose_run_was_killed_meanwhile_never_finishes_it(
             assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
             time.sleep(0.1)
         proc.send_signal(signal.SIGSTOP)
-        time.sleep(4)  # the pause itself: longer than the 3 s lease
         client = mlflow.MlflowClient(server)
         exp = client.get_experiment_by_name("Pausable")
         [run] = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+        # The pause itself: until the stopped worker's last beat is older than its 3 s lease.
+        last_beat = float(run.data.tags.get("luigiflow.heartbeat") or run.info.start_time / 1000)
+        while time.time() - last_beat <= 4:
+            time.sleep(0.1)
         client.set_terminated(run.info.run_id, "KILLED")  # as the worker that took over
         (tmp_path / "go").touch()
         proc.send_signal(signal.SIGCONT)
