@@ -131,6 +131,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     _SPAWN_LOG.unlink(missing_ok=True)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _SPAWN_LOG.unlink(missing_ok=True)  # the last test's, if a forked process wrote one
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
