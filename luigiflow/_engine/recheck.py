@@ -64,6 +64,9 @@ class Recheck:
         # Whether this build has seen another worker's run of its identities (a look, an
         # exact check or a wait): then a create is preceded by one more look (`crowded`).
         self.crowded = False
+        # When this process first heard "not complete" (the watches begin there): a run of
+        # another worker started after it was started by a build running beside ours.
+        self._first_asked_ms: int | None = None
         # The FINISHED run a wait's own exact look just found, answered once (see wait_ended).
         self._found: dict[tuple[str, str], RunRecord] = {}
 
@@ -121,6 +124,8 @@ class Recheck:
                     # will run was asked about after that.
                     oldest = self.completion.oldest_negative_ms() or asked_ms
                     start = min(asked_ms, oldest) - SKEW_MS
+                    first = self._first_asked_ms
+                    self._first_asked_ms = min(asked_ms, oldest, first or asked_ms)
                     self._watches[experiment_id] = _Watch(start, start)
             elif asked_ms is not None and asked_ms - SKEW_MS >= watch.covered_from_ms:
                 wait = _settings.recheck_interval() * watch.backoff
@@ -146,9 +151,7 @@ class Recheck:
         liveness.retire_abandoned(self.store, runs)
         me = liveness.worker_token()
         with self._lock:
-            self.crowded = self.crowded or any(
-                r.data.tags.get(schema.WORKER_TAG) != me for r in runs
-            )
+            self.crowded = self.crowded or any(self._beside(r, me) for r in runs)
             self._held.get(experiment_id, {}).pop(identity, None)
             self._note_held(experiment_id, runs, replace=False)
         finished = [r for r in runs if r.info.status == FINISHED and self.completion.counts(r)]
@@ -158,14 +161,26 @@ class Recheck:
             return self.completion.query(experiment_id, identity)
         return None
 
+    def _beside(self, run: RunRecord, me: str) -> bool:
+        """Whether `run` is another worker's of a build running beside ours: alive now, or
+        started after this process was first told "not complete". The FINISHED runs of a
+        build that ended just before ours (the last few seconds, which the watches look at
+        for clock skew) are not: a user rebuilding after a build pays no extra look."""
+        if run.data.tags.get(schema.WORKER_TAG) == me:
+            return False
+        first = self._first_asked_ms
+        return claim.alive(run) or (first is not None and run.info.start_time >= first)
+
     def _look(self, experiment_id: str, watch: _Watch) -> None:
         now_ms = int(time.time() * 1000)
         me = liveness.worker_token()
         others = False
+        crowded = False
         for run in self.store.finished_runs(
             experiment_id, ended_since_ms=watch.next_from_ms, not_worker=me
         ):
             others = True
+            crowded = crowded or self._beside(run, me)
             identity = run.data.tags.get(schema.IDENTITY_TAG)
             if identity is not None:
                 watch.finished.add(identity)
@@ -173,7 +188,7 @@ class Recheck:
         # our own are left alone.
         running = self.store.running_runs(experiment_id, me)
         others = others or bool(running)
-        self.crowded = self.crowded or others
+        self.crowded = self.crowded or crowded or any(self._beside(r, me) for r in running)
         watch.backoff = 1 if others else min(watch.backoff * 2, QUIET_FACTOR)
         liveness.retire_abandoned(self.store, running)
         self._note_held(experiment_id, running, replace=True)

@@ -82,9 +82,12 @@ def test_a_task_held_elsewhere_waits_until_other_ready_tasks_ran(
 def test_among_other_workers_a_run_finished_while_ours_was_prepared_costs_no_killed_run(
     store, tmp_path, monkeypatch
 ):
-    # Another worker's failed attempt at Urgent(0): this build knows it is not alone.
+    # Another worker builds beside this one (its live run of a task outside this graph),
+    # and every re-check looks at the others' runs: this build knows it is not alone.
+    # (A run another process FINISHED or FAILED before this build began would not say so.)
     runs = current.get_store()
-    add_run(runs, Urgent(index=0), status="FAILED")
+    add_run(runs, Urgent(index=9), status=None)
+    monkeypatch.setenv("LUIGIFLOW_RECHECK_S", "0")
     prepare = run_facts.start_tags
 
     def another_worker_finishes_urgent_1_meanwhile(task, *args, **kwargs):  # type: ignore[no-untyped-def]
