@@ -45,9 +45,10 @@ SIGNING_KEY_FILE = "LUIGIFLOW_SIGNING_KEY_FILE"
 MIN_KEY_LENGTH = 16
 UNSUPPORTED_PLATFORM = "LUIGIFLOW_UNSUPPORTED_PLATFORM"
 OUTAGE_WINDOW_S = "LUIGIFLOW_OUTAGE_WINDOW"
-# The retry variables luigiflow set itself (not the user): only those are widened to the
-# outage window once the server has answered.
-_ours: set[str] = set()
+# The retry variables luigiflow set itself (not the user), with the value it set: only
+# those still holding it are widened to the outage window once the server has answered
+# (a value the user sets later in the same process, e.g. a notebook, is theirs).
+_ours: dict[str, str] = {}
 _riding_out = [False]  # requests of this process span the outage window (forks inherit it)
 
 
@@ -206,7 +207,7 @@ def bound_http_retries() -> None:
     for name, value in HTTP_RETRY_DEFAULTS.items():
         if name not in os.environ:
             os.environ[name] = value
-            _ours.add(name)
+            _ours[name] = value
             if name == HTTP_MAX_RETRIES:
                 _riding_out[0] = False
 
@@ -243,7 +244,7 @@ def ride_out_outages() -> None:
     before the first): with factor 1, n retries span 2**n - 2 seconds. Values the user set
     are kept; before the first answer a wrong URI still fails within seconds.
     """
-    if HTTP_MAX_RETRIES not in _ours:
+    if not _is_ours(HTTP_MAX_RETRIES):
         return
     window = outage_window()
     if window <= 0:
@@ -252,9 +253,14 @@ def ride_out_outages() -> None:
     retries = 2
     while 2**retries - 2 < window:
         retries += 1
-    os.environ[HTTP_MAX_RETRIES] = str(retries)
-    if HTTP_BACKOFF_FACTOR in _ours:
-        os.environ[HTTP_BACKOFF_FACTOR] = "1"
+    os.environ[HTTP_MAX_RETRIES] = _ours[HTTP_MAX_RETRIES] = str(retries)
+    if _is_ours(HTTP_BACKOFF_FACTOR):
+        os.environ[HTTP_BACKOFF_FACTOR] = _ours[HTTP_BACKOFF_FACTOR] = "1"
+
+
+def _is_ours(name: str) -> bool:
+    """Whether `name` holds the value luigiflow set (the user has not set it since)."""
+    return name in _ours and os.environ.get(name) == _ours[name]
 
 
 def validate() -> None:

@@ -160,7 +160,7 @@ def _http_retry_variables_restored() -> Iterator[None]:
     subprocesses) would retry an unreachable server for minutes."""
     names = (*_settings.HTTP_RETRY_DEFAULTS, _settings.PROXY_DOWNLOADS)
     saved = {name: os.environ.get(name) for name in names}
-    ours, riding_out = set(_settings._ours), _settings._riding_out[0]
+    ours, riding_out = dict(_settings._ours), _settings._riding_out[0]
     yield
     for name, value in saved.items():
         if value is None:
