@@ -238,7 +238,8 @@ def _waiting_for_other_workers(shared: bool) -> Iterator[None]:
 
     Luigi's worker otherwise exits as soon as everything left is taken by someone
     else, and `build` would return before the graph it was asked for exists. A user's
-    own `[worker] keep_alive` and `max_keep_alive_idle_duration` settings are respected.
+    own `[worker]` settings (`keep_alive`, `max_keep_alive_idle_duration`,
+    `wait_interval`, `wait_jitter`) are respected.
     """
     config = luigi.configuration.get_config()
     if not shared:
@@ -251,6 +252,12 @@ def _waiting_for_other_workers(shared: bool) -> Iterator[None]:
         for name, value in (
             ("keep_alive", "true"),
             ("max_keep_alive_idle_duration", IDLE_WORKER_LEAVES_AFTER),
+            # Luigi's idle worker asks luigid for work again after 1 s plus up to 5 s of
+            # jitter: clients waiting while another runs an upstream slept through the
+            # tasks it unblocked (4 clients were slower than 1). Within a second now:
+            # luigid's answers are cheap, measured in docs/benchmarks.md.
+            ("wait_interval", "0.5"),
+            ("wait_jitter", "0.5"),
         )
         if not config.has_option("worker", name)
     ]
