@@ -109,9 +109,11 @@ def param_default(param: luigi.Parameter) -> tuple[bool, Any]:
 SILENT_EXIT_GRACE_S = 10.0
 
 
-def worker_factory() -> Any:
+def worker_factory(own_order: bool = False) -> Any:
     """Luigi's worker and scheduler factory for `luigi.build`, whose workers fail a task
-    whose process exited with code 0 without delivering a result.
+    whose process exited with code 0 without delivering a result, and whose local
+    scheduler breaks ties of priority its own way when `own_order` (see
+    `_TieBreakingScheduler`).
 
     Luigi fails a task whose process died with a non-zero code, but one that exits with 0
     (`_exit(0)` in a native library) is never noticed: the build waited for its result
@@ -143,7 +145,9 @@ def worker_factory() -> Any:
 
     class Factory(luigi.interface._WorkerSchedulerFactory):
         def create_local_scheduler(self) -> Any:
-            return _TieBreakingScheduler(prune_on_get_work=True, record_task_history=False)
+            return _TieBreakingScheduler(
+                own_order, prune_on_get_work=True, record_task_history=False
+            )
 
         def create_worker(
             self, scheduler: Any, worker_processes: int, assistant: bool = False
@@ -165,20 +169,24 @@ class _TieBreakingScheduler(luigi.scheduler.Scheduler):
 
     Luigi ranks ready tasks by priority, then by the time each was added: every client
     that builds the same graph without luigid adds it in the same order and picks the
-    same task first, so all but one wait on its lease while other tasks are ready. Here
-    ties of priority are broken by a hash salted per scheduler, then by time: a user's
-    priorities order tasks exactly as in Luigi (the tie-break never crosses them). The
+    same task first, so all but one wait on its lease while other tasks are ready. With
+    `own_order` (a store that clients on several machines share: a tracking server or a
+    database server), ties of priority are broken by a hash salted per scheduler, then by
+    time: a user's priorities order tasks exactly as in Luigi (the tie-break never crosses
+    them). On a local SQLite file the order stays Luigi's, the same in every build. The
     internal waits for tasks held elsewhere come after every task, whatever the priority
     Luigi passed down to them: waiting is no work, and another worker does the task.
     (At module level: a worker process started by forkserver or spawn gets it pickled.)
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, own_order: bool, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.lf_salt = os.urandom(8)
+        self.lf_salt = os.urandom(8) if own_order else None
 
     def _rank(self, task: Any) -> tuple[Any, ...]:
         priority, age = super()._rank(task)
         work = task.family != HELD_FAMILY
+        if self.lf_salt is None:
+            return work, priority, age
         draw = hashlib.blake2b(str(task.id).encode(), key=self.lf_salt, digest_size=8)
         return work, priority, draw.digest(), age

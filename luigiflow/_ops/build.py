@@ -191,7 +191,9 @@ def _run_luigi(
         with _waiting_for_other_workers(bool(scheduler_url)):
             return luigi.build(
                 roots,
-                worker_scheduler_factory=luigi_compat.worker_factory(),
+                worker_scheduler_factory=luigi_compat.worker_factory(
+                    own_order=_shared_by_machines(session.store.uri)
+                ),
                 workers=workers,
                 detailed_summary=True,
                 log_level=log_level,
@@ -223,6 +225,12 @@ def _run_luigi(
         luigi_result = run_luigi()
     events, failures_by_id = _events.collect(sink)
     return luigi_result, events, failures_by_id
+
+
+def _shared_by_machines(uri: str) -> bool:
+    """A store that clients on several machines build in (a tracking server, a database
+    server), unlike a local SQLite file: their local schedulers take turns differently."""
+    return "://" in uri and not uri.startswith(("sqlite:", "file:"))
 
 
 # Under luigid, a keep-alive worker that has had nothing to run for this long leaves

@@ -79,15 +79,21 @@ class BadMetric(lf.MlflowTask):
         self.save({}, metrics={"bad$name": 1.0})
 
 
+# An experiment by its name: the build creates experiments in the order its tasks run,
+# which Luigi does not fix among tasks of equal priority (nor luigiflow, see luigi_compat).
+EXPERIMENT = "(SELECT name FROM experiments e WHERE e.experiment_id = {0}.experiment_id)"
 TABLES = {
     "runs": "name, source_type, source_name, entry_point_name, user_id, status, "
-    "source_version, lifecycle_stage, artifact_uri, experiment_id, deleted_time, "
+    "source_version, lifecycle_stage, artifact_uri, "
+    + EXPERIMENT.format("runs")
+    + ", deleted_time, "
     "start_time IS NOT NULL, end_time IS NOT NULL, end_time >= start_time",
     "tags": "run_uuid, key, value",
     "params": "run_uuid, key, value",
     "metrics": "run_uuid, key, value, step, is_nan",
     "latest_metrics": "run_uuid, key, value, step, is_nan",
-    "datasets": "experiment_id, name, digest, dataset_source_type, dataset_source, "
+    "datasets": EXPERIMENT.format("datasets")
+    + ", name, digest, dataset_source_type, dataset_source, "
     "dataset_schema, dataset_profile, (SELECT COUNT(*) FROM inputs WHERE source_id = "
     "dataset_uuid)",
     "inputs": "source_type, (SELECT name || '@' || digest FROM datasets WHERE "
@@ -102,6 +108,7 @@ def _dump(db: pathlib.Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the tables a run writes, with run ids, paths and times replaced."""
     with sqlite3.connect(db) as conn:
         names = dict(conn.execute("SELECT run_uuid, name FROM runs").fetchall())
+        experiments = dict(conn.execute("SELECT experiment_id, name FROM experiments").fetchall())
         stamps = {r[0] for r in conn.execute("SELECT timestamp FROM metrics")}
         dumped = {}
         for table, columns in TABLES.items():
@@ -109,17 +116,22 @@ def _dump(db: pathlib.Path) -> dict[str, list[tuple[Any, ...]]]:
             for row in conn.execute(f"SELECT {columns} FROM {table}"):
                 if table in ("tags",) and row[1] in VOLATILE:
                     row = (*row[:2], "<volatile>")
-                rows.append(tuple(_plain(v, names, db.parent) for v in row))
+                rows.append(tuple(_plain(v, names, experiments, db.parent) for v in row))
             dumped[table] = sorted(rows, key=repr)
         dumped["metric times"] = [(len(stamps) > 0,)]
     return dumped
 
 
-def _plain(value: Any, names: dict[str, str], root: pathlib.Path) -> Any:
+def _plain(
+    value: Any, names: dict[str, str], experiments: dict[int, str], root: pathlib.Path
+) -> Any:
     if not isinstance(value, str):
         return value
     for run_id, name in names.items():  # whole, and as a dataset digest (16 characters)
         value = value.replace(run_id, f"<{name}>").replace(run_id[:16], f"<{name}>")
+    for exp_id, exp_name in experiments.items():  # in artifact locations and UI links
+        value = value.replace(f"/mlruns/{exp_id}/", f"/mlruns/<{exp_name}>/")
+        value = value.replace(f"/experiments/{exp_id}/", f"/experiments/<{exp_name}>/")
     return value.replace(str(root), "<root>")
 
 
