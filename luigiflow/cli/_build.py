@@ -104,7 +104,7 @@ def run(
             click.echo(line, err=True)
         raise SystemExit(1)  # reported above, once
     if getattr(config, "restore_workspace", None) is not None:
-        restored = config.restore_workspace(result.tasks)
+        restored = config.restore_workspace(result.runs)
         if restored:
             console.print(
                 f"restored {len(restored)} output(s) in the workspace to match the runs used: "

@@ -30,12 +30,13 @@ import luigi
 from luigiflow._command.task import CommandTask
 from luigiflow._core import provenance
 from luigiflow._engine import luigi_compat
+from luigiflow._engine.protocol import bind_run
 from luigiflow._errors import ConfigError, ParameterError, RunNotFoundError, TaskNotFoundError
 from luigiflow._ops.modules import parse_param_words
 from luigiflow._ops.stages.dvc import read as read_dvc
 from luigiflow._ops.stages.pipeline_file import read as read_pipeline_file
 from luigiflow._ops.stages.spec import CommandStage, Stage, StageSource, TaskStage
-from luigiflow._store import schema
+from luigiflow._store import current, schema
 
 KINDS = ("pipeline", "dvc")
 
@@ -264,15 +265,21 @@ class Pipeline:
                 found[f"{read[key][0]}:{key}"] = value
         return found
 
-    def restore_workspace(self, tasks: list[luigi.Task]) -> list[str]:
+    def restore_workspace(self, runs: Mapping[luigi.Task, str]) -> list[str]:
         """Outputs of stages run in place made to match the runs of this build (as
-        `dvc checkout` does); returns the paths restored."""
+        `dvc checkout` does); returns the paths restored.
+
+        `runs` is the build's run of each task: looking a task up again could answer with
+        what `plan` saw before the build (a stage that runs in every build, `always_changed`,
+        would get its previous run's outputs back)."""
         from luigiflow._command.run import restore_outputs
 
+        in_place = [t for t in runs if isinstance(t, CommandTask) and t.in_place]
+        records = current.get_store().get_runs([runs[t] for t in in_place])
         restored: list[str] = []
-        for task in tasks:
-            if isinstance(task, CommandTask) and task.in_place:
-                restored.extend(restore_outputs(task))
+        for task in in_place:
+            bind_run(task, records.get(runs[task]))
+            restored.extend(restore_outputs(task))
         return restored
 
 
