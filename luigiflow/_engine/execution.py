@@ -17,7 +17,6 @@ records of its upstream runs when it finishes is `run_lineage`'s.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 import traceback
@@ -58,15 +57,9 @@ def execute(task: TrackedTask, may_set_aside: bool = True) -> Iterator[Any] | No
         interrupts.die_with_parent()
     session = _session.of(task)
     exp_id = session.experiment_id(task.get_experiment_name())
-    try:
-        with interrupts.sigterm_raises():
-            holder = _execute(task, session, exp_id, may_set_aside and session.set_aside_held)
-    except KeyboardInterrupt as exc:
-        if luigi_compat.in_worker_process():
-            # The run is marked KILLED and its staging removed; exit without the
-            # traceback multiprocessing prints for an interrupt in a child.
-            os._exit(128 + interrupts.signum_of(exc))
-        raise
+    # An interrupt marks the run KILLED and removes its staging on the way out.
+    with interrupts.task_body(luigi_compat.in_worker_process()):
+        holder = _execute(task, session, exp_id, may_set_aside and session.set_aside_held)
     if holder is None:
         return None
     return held.set_aside(

@@ -16,7 +16,6 @@ and summaries never name it (they know the graph walked before Luigi started).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -51,16 +50,13 @@ class HeldElsewhere(luigi.Task):
     def run(self) -> None:
         # In a worker process, as a task's execution: gone with its build, and an
         # interrupt ends it without the traceback multiprocessing prints.
-        if luigi_compat.in_worker_process():
+        in_worker = luigi_compat.in_worker_process()
+        if in_worker:
             interrupts.die_with_parent()
         session = _session.of(self)
         try:
-            with interrupts.sigterm_raises():
+            with interrupts.task_body(in_worker):
                 settled = session.claim.settle(self.experiment_id, self.identity, None)
-        except KeyboardInterrupt as exc:
-            if luigi_compat.in_worker_process():
-                os._exit(128 + interrupts.signum_of(exc))
-            raise
         except Exception as exc:
             # Reported as the waiting task's failure: the build names tasks of its graph.
             session.record_failure(self.waiting, exc)

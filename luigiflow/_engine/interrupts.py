@@ -41,6 +41,23 @@ def sigterm_raises() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def task_body(in_worker_process: bool) -> Iterator[None]:
+    """Within: a task's body as Luigi runs it (its execution, or a wait for another
+    worker's run). SIGTERM raises; in a Luigi worker process an interrupt ends the process
+    with the signal's exit code, without the traceback multiprocessing prints for an
+    interrupt in a child (the body has marked its run KILLED on the way out)."""
+    try:
+        with sigterm_raises():
+            yield
+    except KeyboardInterrupt as exc:
+        if in_worker_process:
+            import os
+
+            os._exit(128 + signum_of(exc))
+        raise
+
+
+@contextlib.contextmanager
 def shielded() -> Iterator[None]:
     """Within: SIGINT and SIGTERM wait, so marking runs KILLED is not itself cut short.
 
