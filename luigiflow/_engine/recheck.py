@@ -122,10 +122,9 @@ class Recheck:
                 if asked_ms is not None:
                     # From the oldest answer this process still acts on: every task it
                     # will run was asked about after that.
-                    oldest = self.completion.oldest_negative_ms() or asked_ms
-                    start = min(asked_ms, oldest) - SKEW_MS
-                    first = self._first_asked_ms
-                    self._first_asked_ms = min(asked_ms, oldest, first or asked_ms)
+                    oldest = min(asked_ms, self.completion.oldest_negative_ms() or asked_ms)
+                    self._first_asked_ms = min(oldest, self._first_asked_ms or oldest)
+                    start = oldest - SKEW_MS
                     self._watches[experiment_id] = _Watch(start, start)
             elif asked_ms is not None and asked_ms - SKEW_MS >= watch.covered_from_ms:
                 wait = _settings.recheck_interval() * watch.backoff
@@ -174,21 +173,19 @@ class Recheck:
     def _look(self, experiment_id: str, watch: _Watch) -> None:
         now_ms = int(time.time() * 1000)
         me = liveness.worker_token()
-        others = False
-        crowded = False
-        for run in self.store.finished_runs(
-            experiment_id, ended_since_ms=watch.next_from_ms, not_worker=me
-        ):
-            others = True
-            crowded = crowded or self._beside(run, me)
+        since = watch.next_from_ms
+        finished = list(
+            self.store.finished_runs(experiment_id, ended_since_ms=since, not_worker=me)
+        )
+        for run in finished:
             identity = run.data.tags.get(schema.IDENTITY_TAG)
             if identity is not None:
                 watch.finished.add(identity)
         # Dead workers' runs (no heartbeat) are marked KILLED on the way; alive ones and
         # our own are left alone.
         running = self.store.running_runs(experiment_id, me)
-        others = others or bool(running)
-        self.crowded = self.crowded or crowded or any(self._beside(r, me) for r in running)
+        others = bool(finished or running)
+        self.crowded = self.crowded or any(self._beside(r, me) for r in [*finished, *running])
         watch.backoff = 1 if others else min(watch.backoff * 2, QUIET_FACTOR)
         liveness.retire_abandoned(self.store, running)
         self._note_held(experiment_id, running, replace=True)
