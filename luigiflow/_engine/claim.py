@@ -42,6 +42,14 @@ from luigiflow._store.records import FINISHED, KILLED, RUNNING, RunRecord
 WINDOW = 50
 FIRST_POLL_S = 0.1
 MAX_POLL_S = 2.0
+# A wait for another worker's run looks again after at least this share of the run's age:
+# a run that has gone on for a while is likely to go on (each look is a request, and
+# every client waiting for a task asks).
+AGE_SHARE = 0.5
+
+Key = tuple[str, str]  # (experiment id, identity)
+# When (monotonic) another worker's live run was last seen holding an identity, and that run.
+Sightings = dict[Key, tuple[float, RunRecord]]
 
 
 @dataclass(frozen=True)
@@ -62,9 +70,16 @@ def order(run: RunRecord) -> tuple[int, str]:
 class Claim:
     """Leases on identities, settled through one store."""
 
-    def __init__(self, store: RunStore, counts: Callable[[RunRecord], bool]) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        counts: Callable[[RunRecord], bool],
+        sightings: Sightings | None = None,
+    ) -> None:
         self.store = store
         self.counts = counts  # a FINISHED run that counts (not set aside by --force)
+        # Shared with the re-check, whose looks see holders too (see settle's `rested`).
+        self.sightings: Sightings = sightings if sightings is not None else {}
 
     def _look(self, experiment_id: str, identity: str) -> list[RunRecord]:
         runs = self.store.runs_with_identity(experiment_id, identity, WINDOW)
@@ -78,6 +93,7 @@ class Claim:
         mine: RunRecord | None,
         announce: bool = True,
         wait_after_yielding: bool = True,
+        rested: bool = False,
     ) -> Settled:
         """Decide who does the work for `identity`; `mine` is our fresh run, or None.
 
@@ -86,10 +102,15 @@ class Claim:
         when we yield, and then, unless `wait_after_yielding`, this returns at once with
         the run we yielded to. Returns once the work is ours, done, or free to claim again.
         While it waits it says once (unless `announce` is off) which run and host it waits for.
+        `rested`: the first look waits its turn after the last sighting of the holder (a
+        wait that begins right after the look that found the holder asks nothing new).
         """
         poll = FIRST_POLL_S
         holder: RunRecord | None = None  # the run we yielded to (or waited for)
         announced: set[str] = set()  # runs we said we wait for
+        seen = self.sightings.get((experiment_id, identity)) if rested else None
+        if seen is not None and mine is None:
+            time.sleep(max(0.0, _pause(poll, seen[1]) - (time.monotonic() - seen[0])))
         while True:
             runs = self._look(experiment_id, identity)
             finished = [r for r in runs if r.info.status == FINISHED and self.counts(r)]
@@ -101,27 +122,42 @@ class Claim:
                     )
                 return Settled(finished=finished[0])
             rivals = [r for r in runs if r.info.run_id != mine_id and alive(r)]
+            waiting_for = None
             if mine is None or holder is not None:
                 if not rivals:  # the holder failed or died: the task is free again
+                    self.sightings.pop((experiment_id, identity), None)
                     return Settled()
+                waiting_for = min(rivals, key=order)
+                self.sightings[(experiment_id, identity)] = (time.monotonic(), waiting_for)
                 if announce:
-                    _announce_wait(min(rivals, key=order), announced)
+                    _announce_wait(waiting_for, announced)
             else:
                 earlier = [r for r in rivals if order(r) < order(mine)]
                 if earlier:
-                    holder = min(earlier, key=order)
+                    holder = waiting_for = min(earlier, key=order)
+                    self.sightings[(experiment_id, identity)] = (time.monotonic(), holder)
                     self._stand_down(mine, _yield_reason(holder))
                     if not wait_after_yielding:
                         return Settled(yielded_to=holder)
                 elif not rivals:
                     return Settled(proceed=True)
-            time.sleep(poll)
-            poll = min(poll * 1.5, MAX_POLL_S, max(_settings.heartbeat_interval(), FIRST_POLL_S))
+            time.sleep(_pause(poll, waiting_for))
+            poll = min(poll * 1.5, MAX_POLL_S)
 
     def _stand_down(self, mine: RunRecord, reason: str) -> None:
         """Mark our own run KILLED: another worker's run does this identity's work."""
         self.store.set_tag(mine.info.run_id, schema.ERROR_TAG, reason[: schema.MAX_TAG_LENGTH])
         self.store.terminate(mine.info.run_id, KILLED)
+
+
+def _pause(poll: float, waiting_for: RunRecord | None) -> float:
+    """Seconds until the next look: `poll` (growing from FIRST_POLL_S), at least AGE_SHARE
+    of the age of the run waited for, never more than MAX_POLL_S or one heartbeat."""
+    if waiting_for is not None:
+        # Its start is the other worker's clock: a skewed one errs within these bounds.
+        age = time.time() - waiting_for.info.start_time / 1000
+        poll = max(poll, AGE_SHARE * age)
+    return min(poll, MAX_POLL_S, max(_settings.heartbeat_interval(), FIRST_POLL_S))
 
 
 def _yield_reason(holder: RunRecord) -> str:

@@ -81,7 +81,18 @@ class Completion:
         # an older run than the newest (`--rerun-changed` after a revert: the run whose
         # code matches the current code; docs/identity.md, "When a task is reused").
         self.chosen: dict[str, str] = dict(chosen or {})
+        # experiment name -> its id as this build's completion questions resolved it (None:
+        # it did not exist then): the build creates its first run there without asking again.
+        self.resolved: dict[str, str | None] = {}
         self._pid = os.getpid()
+
+    def _experiment(self, name: str) -> str | None:
+        # Asked every time while absent: "no such experiment" is a "not complete" answer,
+        # and one given twice could be older than another worker's first run there.
+        exp_id = self.store.experiment_id(name, create=False)
+        with self._lock:
+            self.resolved[name] = exp_id
+        return exp_id
 
     def _forget_inherited(self) -> None:
         """In a forked worker, drop the waiting "not complete" answers of the parent
@@ -183,7 +194,7 @@ class Completion:
         found: dict[Key, RunRecord | None] = {}
         asked_ms = epoch_ms()
         for name, group in by_experiment.items():
-            exp_id = self.store.experiment_id(name, create=False)
+            exp_id = self._experiment(name)
             if exp_id is None:
                 found.update(((name, t.identity), None) for t in group)
                 continue
@@ -258,7 +269,7 @@ class Completion:
                     self._given_negative[key] = (entry[1], entry[2])
                     return None
         asked_ms = epoch_ms()
-        exp_id = self.store.experiment_id(task.get_experiment_name(), create=False)
+        exp_id = self._experiment(task.get_experiment_name())
         run = None if exp_id is None else self.query(exp_id, task.identity)
         with self._lock:
             if run is not None:

@@ -56,7 +56,7 @@ class HeldElsewhere(luigi.Task):
         session = _session.of(self)
         try:
             with interrupts.task_body(in_worker):
-                settled = session.claim.settle(self.experiment_id, self.identity, None)
+                settled = session.claim.settle(self.experiment_id, self.identity, None, rested=True)
         except Exception as exc:
             # Reported as the waiting task's failure: the build names tasks of its graph.
             session.record_failure(self.waiting, exc)

@@ -38,6 +38,9 @@ SKEW_MS = 5_000
 # Newest runs of one identity read by the exact check before falling back to a query.
 WINDOW = 50
 QUIET_FACTOR = 16  # a watch alone waits up to this many intervals between looks
+# An exact look at an identity this recent is the look right before a create (the first
+# task of an experiment in a process was looked at exactly a few requests ago).
+FRESH_LOOK_S = 0.5
 
 
 @dataclass
@@ -52,9 +55,13 @@ class _Watch:
 class Recheck:
     """The watches of one build, per experiment."""
 
-    def __init__(self, store: RunStore, completion: Completion) -> None:
+    def __init__(
+        self, store: RunStore, completion: Completion, sightings: claim.Sightings | None = None
+    ) -> None:
         self.store = store
         self.completion = completion
+        # Holders seen by the looks here, for a wait that begins after one (see claim).
+        self.sightings: claim.Sightings = sightings if sightings is not None else {}
         self._lock = threading.Lock()
         self._watches: dict[str, _Watch] = {}
         # Identities another worker's live RUNNING run held at the last look (with that
@@ -69,6 +76,9 @@ class Recheck:
         self._first_asked_ms: int | None = None
         # The FINISHED run a wait's own exact look just found, answered once (see wait_ended).
         self._found: dict[tuple[str, str], RunRecord] = {}
+        # (experiment id, identity) -> monotonic time of the last exact look that found
+        # no FINISHED run and no live run of another worker.
+        self._empty_at: dict[tuple[str, str], float] = {}
 
     def held_elsewhere(self, experiment_id: str, identity: str) -> str | None:
         """The id of another worker's live RUNNING run of `identity` when last seen."""
@@ -91,13 +101,16 @@ class Recheck:
 
     def _note_held(self, experiment_id: str, runs: list[RunRecord], replace: bool) -> None:
         me = liveness.worker_token()
-        live = {
-            r.data.tags[schema.IDENTITY_TAG]: r.info.run_id
+        holders = {
+            r.data.tags[schema.IDENTITY_TAG]: r
             for r in sorted(runs, key=claim.order, reverse=True)  # the earliest holder wins
             if r.data.tags.get(schema.WORKER_TAG) != me
             and schema.IDENTITY_TAG in r.data.tags
             and claim.alive(r)
         }
+        now = time.monotonic()
+        self.sightings.update(((experiment_id, i), (now, r)) for i, r in holders.items())
+        live = {identity: run.info.run_id for identity, run in holders.items()}
         if replace:
             self._held[experiment_id] = live
         else:
@@ -137,8 +150,13 @@ class Recheck:
         return self._exact(experiment_id, identity)
 
     def exact(self, experiment_id: str, identity: str) -> RunRecord | None:
-        """The newest counting FINISHED run of `identity`, asked now; the identity is
+        """The newest counting FINISHED run of `identity`, asked now (unless an exact look
+        less than FRESH_LOOK_S ago found none and no holder); the identity is
         `held_elsewhere` afterwards when another worker's live run holds it."""
+        with self._lock:
+            empty_at = self._empty_at.get((experiment_id, identity))
+        if empty_at is not None and time.monotonic() - empty_at < FRESH_LOOK_S:
+            return None
         return self._exact(experiment_id, identity)
 
     def _exact(self, experiment_id: str, identity: str) -> RunRecord | None:
@@ -158,6 +176,11 @@ class Recheck:
             return finished[0]
         if len(runs) == WINDOW:  # many failed attempts: ask exactly
             return self.completion.query(experiment_id, identity)
+        with self._lock:
+            if identity in self._held.get(experiment_id, {}):
+                self._empty_at.pop((experiment_id, identity), None)
+            else:
+                self._empty_at[(experiment_id, identity)] = time.monotonic()
         return None
 
     def _beside(self, run: RunRecord, me: str) -> bool:

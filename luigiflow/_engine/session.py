@@ -33,8 +33,8 @@ class Session:
         self.store: RunStore = store if store is not None else _current.get_store()
         self.sink = sink
         self.completion = Completion(self.store)
-        self.recheck = Recheck(self.store, self.completion)
         self.claim = Claim(self.store, self.completion.counts)
+        self.recheck = Recheck(self.store, self.completion, self.claim.sightings)
         self.pid = os.getpid()
         # Set a task another worker holds aside as a Luigi dynamic dependency (see held)
         # instead of waiting for it: with Luigi's local scheduler only, where the other
@@ -50,7 +50,11 @@ class Session:
         create found it deleted meanwhile: its runs go on in a successor)."""
         exp_id = None if fresh else self._experiments.get(name)
         if exp_id is None:
-            exp_id = self.store.experiment_id(name, create=True)
+            # The completion question of this build resolved it moments ago (a create in
+            # an experiment deleted since fails and comes back `fresh`): no second lookup;
+            # where it found none, a create is tried first.
+            known = "" if fresh else self.completion.resolved.get(name, "")
+            exp_id = known or self.store.experiment_id(name, create=True, absent=known is None)
             assert exp_id is not None
             self._experiments[name] = exp_id
         return exp_id
@@ -78,8 +82,8 @@ class Session:
         self.store = state["store"]
         self.sink = state["sink"]
         self.completion = Completion(self.store, state["not_before"], state["chosen"])
-        self.recheck = Recheck(self.store, self.completion)
         self.claim = Claim(self.store, self.completion.counts)
+        self.recheck = Recheck(self.store, self.completion, self.claim.sightings)
         self.pid = os.getpid()
         self.set_aside_held = state.get("set_aside_held", False)
         self._experiments = {}

@@ -77,7 +77,9 @@ class Waiting:
             if not holders:
                 continue
             self._say(root, holders[0])
-            self.session.claim.settle(exp_id, root.identity, None, announce=False)  # said above
+            # The look above is the wait's first: its next look waits its turn.
+            self.session.claim.sightings[(exp_id, root.identity)] = (time.monotonic(), holders[0])
+            self.session.claim.settle(exp_id, root.identity, None, announce=False, rested=True)
             self.progress = time.monotonic()
             return
         time.sleep(IDLE_ROUND_S)

@@ -71,14 +71,16 @@ class MlflowStore:
                 return
 
     # ----- reads --------------------------------------------------------------------
-    def experiment_id(self, name: str, create: bool = False) -> str | None:
+    def experiment_id(self, name: str, create: bool = False, absent: bool = False) -> str | None:
         # Asked to create (a run is about to be made in it), the name is resolved
         # afresh: a user may have deleted the experiment since it was cached.
         cached = self._experiment_ids.get(name)
         if cached is not None and not create:
             return cached
         with _client.translate_errors(f"looking up experiment {name!r}", self.uri):
-            exp_id = self._resolve(name, create)
+            exp_id = self._created(name) if create and absent else None
+            if exp_id is None:
+                exp_id = self._resolve(name, create)
         if exp_id is not None:
             self._experiment_ids[name] = exp_id
         return exp_id
@@ -99,6 +101,12 @@ class MlflowStore:
             if exp.lifecycle_stage != "deleted":
                 return str(exp.experiment_id)
             current = schema.successor_experiment(name, exp.experiment_id)
+
+    def _created(self, name: str) -> str | None:
+        """A new experiment `name` made without a lookup first, or None: look it up (the
+        name may be taken, by another worker's create or a deleted experiment). A store
+        whose lookups cost a round trip makes it here (see ServerStore)."""
+        return None
 
     def _experiment_by_name(self, name: str) -> ExperimentRecord | None:
         exp = self.client.get_experiment_by_name(name)

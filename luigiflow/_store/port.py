@@ -46,7 +46,10 @@ class RunStore(Protocol):
     uri: str
 
     # ----- reads --------------------------------------------------------------------
-    def experiment_id(self, name: str, create: bool = False) -> str | None: ...
+    def experiment_id(self, name: str, create: bool = False, absent: bool = False) -> str | None:
+        """The active experiment holding `name`'s runs (created when `create`); `absent`:
+        the caller just found none, so a create may be tried before a lookup."""
+        ...
 
     def experiments(self) -> list[ExperimentRecord]: ...
 

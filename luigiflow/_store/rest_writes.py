@@ -191,6 +191,17 @@ class ServerStore(RestStore):
                 raise
 
     # ----- experiments --------------------------------------------------------------
+    def _created(self, name: str) -> str | None:
+        # The build's completion question found no such experiment: one request instead
+        # of a lookup and a create. Refused (the name is taken meanwhile, or deleted and
+        # held): resolved as usual, which names any other refusal.
+        body = {"name": name, "tags": _pairs({schema.EXPERIMENT_KIND_TAG: schema.EXPERIMENT_KIND})}
+        try:
+            answer = self._post("/experiments/create", f"creating experiment {name!r}", body)
+        except TrackingError:
+            return None
+        return str(answer["experiment_id"])
+
     def _create_experiment(self, name: str) -> str:
         body = {"name": name, "tags": _pairs({schema.EXPERIMENT_KIND_TAG: schema.EXPERIMENT_KIND})}
         try:

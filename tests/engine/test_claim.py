@@ -78,3 +78,70 @@ def test_a_finished_run_found_after_creating_ours_is_reused(run_store):
     )
     assert settled.finished is not None and settled.finished.info.run_id == done.info.run_id
     assert run_store.get_run(mine.info.run_id).info.status == KILLED
+
+
+def _counting_looks(run_store, monkeypatch) -> list[float]:
+    """The monotonic times of the lease looks (one request each on a tracking server)."""
+    looks: list[float] = []
+    read = run_store.runs_with_identity
+
+    def counted(*args, **kwargs):
+        looks.append(time.monotonic())
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(run_store, "runs_with_identity", counted)
+    return looks
+
+
+def _wait_in_thread(claim: Claim, exp_id: str, identity: str, **kwargs) -> threading.Thread:
+    thread = threading.Thread(target=claim.settle, args=(exp_id, identity, None), kwargs=kwargs)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("age_s", [0, 20])
+def test_a_wait_looks_less_often_the_longer_the_run_it_waits_for_has_gone_on(
+    run_store, monkeypatch, age_s
+):
+    # Every client waiting for a task asks once a look: a run that has gone on for 20 s
+    # is not asked about ten times a second (at most every 2 s); one just started is
+    # looked at again soon, so a short task's result is reused without delay.
+    task = Source(size=14 + age_s)
+    start = int((time.time() - age_s) * 1000)
+    holder = add_run(run_store, task, status=None, start_time=start)
+    _beat(run_store, holder.info.run_id)
+    looks = _counting_looks(run_store, monkeypatch)
+    began = time.monotonic()
+    thread = _wait_in_thread(
+        Claim(run_store, lambda run: True), holder.info.experiment_id, task.identity, announce=False
+    )
+    time.sleep(1.5)
+    within = len([t for t in looks if t - began < 1.5])
+    run_store.terminate(holder.info.run_id, FINISHED)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    if age_s:
+        assert within == 1, looks  # the first look, then one every 2 s at most
+    else:
+        assert within >= 3, looks  # 0.1 s, then growing by half
+
+
+def test_a_wait_right_after_the_look_that_found_the_holder_does_not_look_again_at_once(
+    run_store, monkeypatch
+):
+    task = Source(size=40)
+    holder = add_run(run_store, task, status=None, start_time=int((time.time() - 4) * 1000))
+    _beat(run_store, holder.info.run_id)
+    claim = Claim(run_store, lambda run: True)
+    exp_id = holder.info.experiment_id
+    # A look (the re-check's, or the lease look after creating a run) saw the holder now.
+    claim.sightings[(exp_id, task.identity)] = (time.monotonic(), holder)
+    looks = _counting_looks(run_store, monkeypatch)
+    began = time.monotonic()
+    thread = _wait_in_thread(claim, exp_id, task.identity, announce=False, rested=True)
+    time.sleep(1.0)
+    assert looks == []  # the holder is 4 s old: its next look is due 2 s after the sighting
+    run_store.terminate(holder.info.run_id, FINISHED)
+    thread.join(timeout=120)
+    assert not thread.is_alive() and len(looks) == 1
+    assert looks[0] - began >= 1.9

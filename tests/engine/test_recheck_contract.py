@@ -68,3 +68,31 @@ def test_a_watch_alone_looks_less_often_until_it_sees_another_worker(session, mo
     add_run(session.store, Fan(index=6), status=None, tags=other)  # another worker runs one
     assert looks_after(4500)
     assert looks_after(1500)  # one interval again
+
+
+def test_the_look_before_a_create_is_the_exact_check_just_made(session, monkeypatch):
+    # The first task of an experiment in a process is checked exactly; the look right
+    # before its create (other workers build beside this one) would ask the same again.
+    task, other = Fan(index=6), Fan(index=7)
+    add_run(session.store, Fan(index=0))
+    exp_id = session.store.experiment_id("Fan")
+    looks: list[str] = []
+    read = session.store.runs_with_identity
+    monkeypatch.setattr(
+        session.store,
+        "runs_with_identity",
+        lambda e, identity, n: looks.append(identity) or read(e, identity, n),
+    )
+    assert session.recheck.existing_run(exp_id, task.identity, asked_ms=None) is None
+    assert session.recheck.exact(exp_id, task.identity) is None
+    assert looks == [task.identity]
+    # Another identity, or one held by another worker's live run, is looked at again.
+    assert session.recheck.exact(exp_id, other.identity) is None
+    holder = add_run(session.store, task, status=None)
+    session.store.set_tag(holder.info.run_id, "luigiflow.heartbeat", f"{time.time()}")
+    monkeypatch.setattr("luigiflow._engine.recheck.FRESH_LOOK_S", 0.0)
+    assert session.recheck.exact(exp_id, task.identity) is None
+    assert session.recheck.held_elsewhere(exp_id, task.identity) == holder.info.run_id
+    monkeypatch.setattr("luigiflow._engine.recheck.FRESH_LOOK_S", 60.0)
+    assert session.recheck.exact(exp_id, task.identity) is None
+    assert looks == [task.identity, other.identity, task.identity, task.identity]

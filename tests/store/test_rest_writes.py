@@ -185,6 +185,24 @@ def test_an_executed_task_costs_at_most_six_requests_without_importing_mlflow(
     assert (sum(more.values()) - asked) / 4 <= 6, more
 
 
+def test_a_build_resolves_its_experiment_with_one_request(server: str, tmp_path: pathlib.Path):
+    # The completion question looks the experiment up (once per level of the chain while
+    # it is absent: "absent" is a "not complete" answer, never given twice); the first run
+    # is created in what it found, and one it found absent is created without a lookup.
+    module = CHAIN.replace(
+        'artifacts = {"o": "o.json"}',
+        'experiment_name = "link-lookups"\n    artifacts = {"o": "o.json"}',
+    )
+    (tmp_path / "chain.py").write_text(module)
+    with counting_proxy(server) as (url, recorder):
+        first = _named(_build(url, tmp_path, recorder, 2, "first"))
+        again = _named(_build(url, tmp_path, recorder, 2, "again"))
+    lookup = "GET /api/2.0/mlflow/experiments/get-by-name"
+    create = "POST /api/2.0/mlflow/experiments/create"
+    assert (first[lookup], first[create]) == (2, 1), first
+    assert (again[lookup], again[create]) == (1, 0), again
+
+
 # A task that waits, without importing mlflow, until the test lets it finish.
 PAUSABLE = """
 import pathlib
