@@ -65,8 +65,10 @@ class Completion:
         store: RunStore,
         not_before: dict[str, int] | None = None,
         chosen: dict[str, str] | None = None,
+        build: bool = True,
     ) -> None:
         self.store = store
+        self._build = build  # the answers of one build (else of a process, between builds)
         self._lock = threading.Lock()
         # Answers not yet given to complete(): (run or None, monotonic time, epoch ms asked).
         self._answers: dict[Key, tuple[RunRecord | None, float, int]] = {}
@@ -84,6 +86,10 @@ class Completion:
         # experiment name -> its id as this build's completion questions resolved it (None:
         # it did not exist then): the build creates its first run there without asking again.
         self.resolved: dict[str, str | None] = {}
+        # Experiments that did not exist when this build first asked about them: no run in
+        # them is older than the build (nothing to name runs after, to cut off from, to
+        # compare store formats with).
+        self.new_in_build: set[str] = set()
         self._pid = os.getpid()
 
     def _experiment(self, name: str) -> str | None:
@@ -91,6 +97,8 @@ class Completion:
         # and one given twice could be older than another worker's first run there.
         exp_id = self.store.experiment_id(name, create=False)
         with self._lock:
+            if exp_id is None and name not in self.resolved and self._build:
+                self.new_in_build.add(name)
             self.resolved[name] = exp_id
         return exp_id
 
@@ -284,13 +292,16 @@ class Completion:
             given = self._given_negative.get((task.get_experiment_name(), task.identity))
         return given[1] if given else None
 
-    def note_complete(self, task: TrackedTask, run_id: str) -> None:
-        """`task` just got FINISHED run `run_id` here: its "not complete" answer is void."""
+    def note_complete(self, task: TrackedTask, run_id: str, run: RunRecord | None = None) -> None:
+        """`task` just got FINISHED run `run_id` here (`run`: as just read, when reused):
+        its "not complete" answer is void."""
         key = (task.get_experiment_name(), task.identity)
-        # A run this process wrote whole (a tracking server's store keeps it) is the fresh
-        # "complete" answer: downstream tasks asking within RECENT_S need no lookup.
+        # A run this process wrote whole (a tracking server's store keeps it), or one just
+        # read to be reused, is the fresh "complete" answer: downstream tasks asking
+        # within RECENT_S (Luigi's check before running one) need no lookup.
         written = getattr(self.store, "written_run", None)
-        run = written(run_id) if written is not None else None
+        if run is None and written is not None:
+            run = written(run_id)
         with self._lock:
             self._given_negative.pop(key, None)
             self._answers.pop(key, None)

@@ -56,6 +56,8 @@ def equivalent_run(
         return None  # --force, --rerun, --rerun-changed, always_changed: execute it
     if getattr(task, "models", None):
         return None  # model bundles are logged, not copied: never cut off
+    if task.get_experiment_name() in session.completion.new_in_build:
+        return None  # no run of the task is older than this build
     # compute_identity's arguments, upstream identities fifth (see MlflowTask)
     parts = list(task._identity_parts())
     upstream = parts[UPSTREAM_PART]

@@ -175,7 +175,7 @@ def _start(
 
 def _reuse(task: TrackedTask, session: _session.Session, run: RunRecord) -> None:
     bind_run(task, run)
-    session.completion.note_complete(task, run.info.run_id)
+    session.completion.note_complete(task, run.info.run_id, run)
     session.record("reused", task.task_id, run.info.run_id)
 
 

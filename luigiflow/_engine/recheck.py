@@ -16,8 +16,10 @@ it back to one interval.
 
 What this gives up, knowingly: a run another worker finishes less than one interval
 (while alone, up to QUIET_FACTOR) before ours starts is found only by the look after
-our create (`claim`), which reuses it and marks ours KILLED. It is never wrongly
-*reused*: a candidate is confirmed with an exact query, which sees deletions.
+our create (`claim`), which reuses it and marks ours KILLED. A run a look listed less
+than RECENT_S ago is reused as listed (a "complete" answer is kept that long too; a
+client reusing the tasks of three others asks nothing more per task); an older
+candidate is confirmed with an exact query, which sees deletions.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 
 from luigiflow import _settings
 from luigiflow._engine import claim
-from luigiflow._engine.completion import Completion
+from luigiflow._engine.completion import RECENT_S, Completion
 from luigiflow._store import liveness, schema
 from luigiflow._store.port import RunStore
 from luigiflow._store.records import FINISHED, RunRecord
@@ -38,9 +40,6 @@ SKEW_MS = 5_000
 # Newest runs of one identity read by the exact check before falling back to a query.
 WINDOW = 50
 QUIET_FACTOR = 16  # a watch alone waits up to this many intervals between looks
-# An exact look at an identity this recent is the look right before a create (the first
-# task of an experiment in a process was looked at exactly a few requests ago).
-FRESH_LOOK_S = 0.5
 
 
 @dataclass
@@ -49,6 +48,9 @@ class _Watch:
     next_from_ms: int  # where the next look starts
     looked_at: float = float("-inf")  # monotonic time of the last look
     finished: set[str] = field(default_factory=set)  # identities others finished
+    # identity -> the newest FINISHED run of another worker the last look listed (the
+    # exact query's order: latest start, then smallest run id)
+    listed: dict[str, RunRecord] = field(default_factory=dict)
     backoff: int = 1  # intervals until the next look (doubled by each look that saw no one)
 
 
@@ -76,9 +78,6 @@ class Recheck:
         self._first_asked_ms: int | None = None
         # The FINISHED run a wait's own exact look just found, answered once (see wait_ended).
         self._found: dict[tuple[str, str], RunRecord] = {}
-        # (experiment id, identity) -> monotonic time of the last exact look that found
-        # no FINISHED run and no live run of another worker.
-        self._empty_at: dict[tuple[str, str], float] = {}
 
     def held_elsewhere(self, experiment_id: str, identity: str) -> str | None:
         """The id of another worker's live RUNNING run of `identity` when last seen."""
@@ -145,18 +144,22 @@ class Recheck:
                     self._look(experiment_id, watch)
                 if identity not in watch.finished:
                     return None
+                listed = watch.listed.get(identity)
+                if (
+                    listed is not None
+                    and time.monotonic() - watch.looked_at < RECENT_S
+                    and self.completion.counts(listed)
+                ):
+                    # The last look, a moment ago, listed it whole: as fresh as a
+                    # "complete" answer, so no exact query confirms it.
+                    return listed
         # No watch yet, asked before the watch began, or another worker finished this
         # identity (confirm it: newest first, deletions and --force seen).
         return self._exact(experiment_id, identity)
 
     def exact(self, experiment_id: str, identity: str) -> RunRecord | None:
-        """The newest counting FINISHED run of `identity`, asked now (unless an exact look
-        less than FRESH_LOOK_S ago found none and no holder); the identity is
+        """The newest counting FINISHED run of `identity`, asked now; the identity is
         `held_elsewhere` afterwards when another worker's live run holds it."""
-        with self._lock:
-            empty_at = self._empty_at.get((experiment_id, identity))
-        if empty_at is not None and time.monotonic() - empty_at < FRESH_LOOK_S:
-            return None
         return self._exact(experiment_id, identity)
 
     def _exact(self, experiment_id: str, identity: str) -> RunRecord | None:
@@ -176,11 +179,6 @@ class Recheck:
             return finished[0]
         if len(runs) == WINDOW:  # many failed attempts: ask exactly
             return self.completion.query(experiment_id, identity)
-        with self._lock:
-            if identity in self._held.get(experiment_id, {}):
-                self._empty_at.pop((experiment_id, identity), None)
-            else:
-                self._empty_at[(experiment_id, identity)] = time.monotonic()
         return None
 
     def _beside(self, run: RunRecord, me: str) -> bool:
@@ -200,10 +198,14 @@ class Recheck:
         finished = list(
             self.store.finished_runs(experiment_id, ended_since_ms=since, not_worker=me)
         )
+        listed: dict[str, RunRecord] = {}
         for run in finished:
             identity = run.data.tags.get(schema.IDENTITY_TAG)
             if identity is not None:
                 watch.finished.add(identity)
+                known = listed.get(identity)
+                if known is None or _newer(run, known):
+                    listed[identity] = run
         # Dead workers' runs (no heartbeat) are marked KILLED on the way; alive ones and
         # our own are left alone.
         running = self.store.running_runs(experiment_id, me)
@@ -214,3 +216,10 @@ class Recheck:
         self._note_held(experiment_id, running, replace=True)
         watch.next_from_ms = now_ms - SKEW_MS
         watch.looked_at = time.monotonic()
+        # Only this look's: a run an earlier look listed may be deleted since.
+        watch.listed = listed
+
+
+def _newer(run: RunRecord, than: RunRecord) -> bool:
+    """`run` comes first in the exact query's order (newest start, then smallest id)."""
+    return (-run.info.start_time, run.info.run_id) < (-than.info.start_time, than.info.run_id)

@@ -94,7 +94,9 @@ def name_for_run(task: TrackedTask, session: Any, experiment_id: str, params_jso
     key = (experiment_id, task.get_task_family())
     others = session.family_params.get(key)
     if others is None:
-        others = family_params(session.store, experiment_id, key[1])
+        # An experiment made during this build holds no earlier runs: nothing to read.
+        new = task.get_experiment_name() in session.completion.new_in_build
+        others = [] if new else family_params(session.store, experiment_id, key[1])
         session.family_params[key] = others
     encoded = json.loads(params_json)
     name = run_name(task, encoded, others)

@@ -29,10 +29,14 @@ from luigiflow._store.port import RunStore
 class Session:
     """The state of one build (or of a process between builds)."""
 
-    def __init__(self, store: RunStore | None = None, sink: EventSink | None = None) -> None:
+    def __init__(
+        self, store: RunStore | None = None, sink: EventSink | None = None, build: bool = True
+    ) -> None:
         self.store: RunStore = store if store is not None else _current.get_store()
         self.sink = sink
-        self.completion = Completion(self.store)
+        # A process's session between builds lasts for hours: "made during this build"
+        # (see Completion.new_in_build) would not mean "holds no older run" there.
+        self.completion = Completion(self.store, build=build)
         self.claim = Claim(self.store, self.completion.counts)
         self.recheck = Recheck(self.store, self.completion, self.claim.sightings)
         self.pid = os.getpid()
@@ -101,7 +105,7 @@ def current() -> Session:
         return _active
     uri = client.tracking_uri()
     if _default is None or _default.store.uri != uri or _default.pid != os.getpid():
-        _default = Session(_current.get_store(uri))
+        _default = Session(_current.get_store(uri), build=False)
     return _default
 
 

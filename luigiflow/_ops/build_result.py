@@ -4,7 +4,7 @@ it reused, found by following lineage from the top of the graph.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import luigi
@@ -85,15 +85,25 @@ class BuildResult:
             self._by_others = elsewhere.by_other_workers(reused, found, self.started_ms)
         return self._by_others
 
-    def rerun_after_format_change(self) -> dict[luigi.Task, int]:
+    def rerun_after_format_change(
+        self, read: Mapping[str, RunRecord] | None = None
+    ) -> dict[luigi.Task, int]:
         """Executed tasks that had a FINISHED run with the same parameters made by an
         earlier luigiflow (an older store format, whose identity formula differs):
-        task -> that run's store format. One read of three tags per experiment."""
-        executed = [t for t in self.executed if isinstance(t, MlflowTask)]
+        task -> that run's store format. One read of three tags per experiment (none of
+        an experiment made during this build); `read`: runs the caller has read already."""
+        new = self._session.completion.new_in_build
+        executed = [
+            t
+            for t in self.executed
+            if isinstance(t, MlflowTask) and t.get_experiment_name() not in new
+        ]
         if not executed:
             return {}
         store = self._session.store
-        new_runs = store.get_runs([self._known[t] for t in executed if t in self._known])
+        ids = [self._known[t] for t in executed if t in self._known]
+        new_runs = dict(read or {})
+        new_runs.update(store.get_runs([i for i in ids if i not in new_runs]))
         found: dict[luigi.Task, int] = {}
         by_experiment: dict[str, list[MlflowTask]] = {}
         for task in executed:

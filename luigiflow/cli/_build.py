@@ -84,7 +84,7 @@ def run(
     # Every task reran: after an upgrade, say why here, not only in `plan`. Asked only
     # then, as it reads three tags of each run of the executed tasks' experiments.
     everything = result.executed and not result.reused
-    reformatted = result.rerun_after_format_change() if everything else {}
+    reformatted = result.rerun_after_format_change(runs) if everything else {}
     if reformatted:
         console.print(
             f"{len(reformatted)} of the executed tasks ran again with the same parameters, "

@@ -92,6 +92,29 @@ def test_run_finished_here_is_fetched_by_id_and_its_deletion_seen(run_store):
         assert answers.find_finished_run(task).info.run_id == runs[task].info.run_id
 
 
+def test_a_run_just_reused_answers_the_check_before_its_downstream_runs(run_store, monkeypatch):
+    # Luigi asks whether a task's dependencies are complete right before running it; a
+    # run this process has just reused (read a moment ago) answers without a lookup,
+    # as long as a "complete" answer is kept.
+    monkeypatch.setattr(completion, "RECENT_S", 0.5)
+    task = Fan(index=0)
+    run = add_run(run_store, task)  # another worker's, read by the wait or the re-check
+    answers = Completion(run_store)
+    reads = []
+    find = run_store.find_finished
+    monkeypatch.setattr(
+        run_store, "find_finished", lambda *a, **k: reads.append(a) or find(*a, **k)
+    )
+    answers.note_complete(task, run.info.run_id, run)
+    answers.prefetch([task])
+    assert answers.find_finished_run(task).info.run_id == run.info.run_id
+    assert reads == []
+    time.sleep(0.6)
+    run_store.delete_run(run.info.run_id)
+    answers.prefetch([task])
+    assert answers.find_finished_run(task) is None  # then asked again: the deletion seen
+
+
 def test_forced_identities_ignore_older_runs(run_store):
     task = Fan(index=0)
     add_run(run_store, task, start_time=1_000)

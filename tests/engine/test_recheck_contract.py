@@ -70,29 +70,35 @@ def test_a_watch_alone_looks_less_often_until_it_sees_another_worker(session, mo
     assert looks_after(1500)  # one interval again
 
 
-def test_the_look_before_a_create_is_the_exact_check_just_made(session, monkeypatch):
-    # The first task of an experiment in a process is checked exactly; the look right
-    # before its create (other workers build beside this one) would ask the same again.
-    task, other = Fan(index=6), Fan(index=7)
-    add_run(session.store, Fan(index=0))
-    exp_id = session.store.experiment_id("Fan")
-    looks: list[str] = []
+def test_a_run_a_look_just_listed_is_reused_without_asking_again(session, monkeypatch):
+    # Several clients share one graph: each reuses most tasks from the others. A run the
+    # watch's look listed a moment ago is reused as listed; one listed longer ago than
+    # a "complete" answer is kept is asked about again, and a deletion is seen.
+    monkeypatch.setenv("LUIGIFLOW_RECHECK_S", "0")
+    first, second = Fan(index=8), Fan(index=9)
+    exp_id = session.store.experiment_id("Fan", create=True)
+    asked = int(time.time() * 1000)
+    assert session.recheck.existing_run(exp_id, first.identity, asked) is None  # the watch
+    runs = {t: add_run(session.store, t) for t in (first, second)}  # another worker's
+    exact: list[str] = []
     read = session.store.runs_with_identity
     monkeypatch.setattr(
         session.store,
         "runs_with_identity",
-        lambda e, identity, n: looks.append(identity) or read(e, identity, n),
+        lambda e, identity, n: exact.append(identity) or read(e, identity, n),
     )
-    assert session.recheck.existing_run(exp_id, task.identity, asked_ms=None) is None
-    assert session.recheck.exact(exp_id, task.identity) is None
-    assert looks == [task.identity]
-    # Another identity, or one held by another worker's live run, is looked at again.
-    assert session.recheck.exact(exp_id, other.identity) is None
-    holder = add_run(session.store, task, status=None)
-    session.store.set_tag(holder.info.run_id, "luigiflow.heartbeat", f"{time.time()}")
-    monkeypatch.setattr("luigiflow._engine.recheck.FRESH_LOOK_S", 0.0)
-    assert session.recheck.exact(exp_id, task.identity) is None
-    assert session.recheck.held_elsewhere(exp_id, task.identity) == holder.info.run_id
-    monkeypatch.setattr("luigiflow._engine.recheck.FRESH_LOOK_S", 60.0)
-    assert session.recheck.exact(exp_id, task.identity) is None
-    assert looks == [task.identity, other.identity, task.identity, task.identity]
+    found = session.recheck.existing_run(exp_id, first.identity, asked)
+    assert found is not None and found.info.run_id == runs[first].info.run_id
+    assert exact == []
+    session.store.delete_run(runs[second].info.run_id)  # the next look does not list it
+    assert session.recheck.existing_run(exp_id, second.identity, asked) is None
+    assert exact == [second.identity]
+    third = Fan(index=10)
+    add_run(session.store, third)
+    monkeypatch.setenv("LUIGIFLOW_RECHECK_S", "3600")  # no new look: the last one ages
+    assert session.recheck.existing_run(exp_id, third.identity, asked) is None
+    watch = session.recheck._watches[exp_id]
+    watch.looked_at = time.monotonic() - 3.0  # older than a "complete" answer is kept
+    watch.finished.add(first.identity)
+    found = session.recheck.existing_run(exp_id, first.identity, asked)
+    assert found is not None and exact == [second.identity, first.identity]

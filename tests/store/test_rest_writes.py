@@ -195,12 +195,23 @@ def test_a_build_resolves_its_experiment_with_one_request(server: str, tmp_path:
     )
     (tmp_path / "chain.py").write_text(module)
     with counting_proxy(server) as (url, recorder):
-        first = _named(_build(url, tmp_path, recorder, 2, "first"))
-        again = _named(_build(url, tmp_path, recorder, 2, "again"))
+        firsts = _build(url, tmp_path, recorder, 2, "first")
+        agains = _build(url, tmp_path, recorder, 2, "again")
+        first, again = _named(firsts), _named(agains)
     lookup = "GET /api/2.0/mlflow/experiments/get-by-name"
     create = "POST /api/2.0/mlflow/experiments/create"
     assert (first[lookup], first[create]) == (2, 1), first
     assert (again[lookup], again[create]) == (1, 0), again
+    # An experiment made during this build holds no earlier run: nothing to name runs
+    # after, cut off from, or compare store formats with; a later build reads it.
+    assert _lists_finished(firsts) == 0
+    assert _lists_finished(agains) > 0
+
+
+def _lists_finished(seen: list[Seen]) -> int:
+    """Searches listing an experiment's FINISHED runs, whatever their identity."""
+    bodies = [json.loads(s.body or b"{}") for s in seen if s.path.endswith("/runs/search")]
+    return sum(b.get("filter") == "attributes.status = 'FINISHED'" for b in bodies)
 
 
 # A task that waits, without importing mlflow, until the test lets it finish.
