@@ -94,8 +94,12 @@ class Completion:
 
     def _experiment(self, name: str) -> str | None:
         # Asked every time while absent: "no such experiment" is a "not complete" answer,
-        # and one given twice could be older than another worker's first run there.
-        exp_id = self.store.experiment_id(name, create=False)
+        # and one given twice could be older than another worker's first run there. A
+        # build asks afresh once per experiment (the store's cache may predate a deletion
+        # in the UI; the build's runs then go to the successor): what it finds is where
+        # the build creates its runs (Session.experiment_id).
+        fresh = self._build and name not in self.resolved
+        exp_id = self.store.experiment_id(name, create=False, fresh=fresh)
         with self._lock:
             if exp_id is None and name not in self.resolved and self._build:
                 self.new_in_build.add(name)
@@ -292,9 +296,15 @@ class Completion:
             given = self._given_negative.get((task.get_experiment_name(), task.identity))
         return given[1] if given else None
 
-    def note_complete(self, task: TrackedTask, run_id: str, run: RunRecord | None = None) -> None:
-        """`task` just got FINISHED run `run_id` here (`run`: as just read, when reused):
-        its "not complete" answer is void."""
+    def note_complete(
+        self,
+        task: TrackedTask,
+        run_id: str,
+        run: RunRecord | None = None,
+        read_at: float | None = None,
+    ) -> None:
+        """`task` just got FINISHED run `run_id` here (`run`: as read, when reused, at
+        `read_at`, monotonic, default now): its "not complete" answer is void."""
         key = (task.get_experiment_name(), task.identity)
         # A run this process wrote whole (a tracking server's store keeps it), or one just
         # read to be reused, is the fresh "complete" answer: downstream tasks asking
@@ -307,7 +317,10 @@ class Completion:
             self._answers.pop(key, None)
             self._finished_here[key] = run_id
             if run is not None and run.info.status == FINISHED and self.counts(run):
-                self._answers[key] = (run, time.monotonic(), epoch_ms())
+                # Dated when it was read: a "complete" answer is kept RECENT_S from then.
+                now = time.monotonic()
+                read = now if read_at is None else read_at
+                self._answers[key] = (run, read, epoch_ms() - int((now - read) * 1000))
 
     def oldest_negative_ms(self) -> int | None:
         """When the store was asked for the oldest "not complete" answer given out."""

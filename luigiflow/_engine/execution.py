@@ -175,7 +175,8 @@ def _start(
 
 def _reuse(task: TrackedTask, session: _session.Session, run: RunRecord) -> None:
     bind_run(task, run)
-    session.completion.note_complete(task, run.info.run_id, run)
+    read_at = session.recheck.read_at(run.info.run_id)
+    session.completion.note_complete(task, run.info.run_id, run, read_at)
     session.record("reused", task.task_id, run.info.run_id)
 
 

@@ -77,7 +77,10 @@ class Recheck:
         # another worker started after it was started by a build running beside ours.
         self._first_asked_ms: int | None = None
         # The FINISHED run a wait's own exact look just found, answered once (see wait_ended).
-        self._found: dict[tuple[str, str], RunRecord] = {}
+        self._found: dict[tuple[str, str], tuple[RunRecord, float]] = {}
+        # run id -> when (monotonic) a run handed out without a query of its own was read
+        # (by a wait's look or the last look): its "complete" answer dates from then.
+        self._read_at: dict[str, float] = {}
 
     def held_elsewhere(self, experiment_id: str, identity: str) -> str | None:
         """The id of another worker's live RUNNING run of `identity` when last seen."""
@@ -93,7 +96,7 @@ class Recheck:
             self.crowded = True
             self._held.get(experiment_id, {}).pop(identity, None)
             if finished is not None:
-                self._found[(experiment_id, identity)] = finished
+                self._found[(experiment_id, identity)] = (finished, time.monotonic())
             watch = self._watches.get(experiment_id)
             if watch is not None:
                 watch.finished.add(identity)
@@ -127,8 +130,9 @@ class Recheck:
         """
         with self._lock:
             found = self._found.pop((experiment_id, identity), None)
-            if found is not None:
-                return found
+            if found is not None and time.monotonic() - found[1] < RECENT_S:
+                self._read_at[found[0].info.run_id] = found[1]
+                return found[0]  # else Luigi ran other tasks since: ask again
             watch = self._watches.get(experiment_id)
             if watch is None:
                 if asked_ms is not None:
@@ -152,10 +156,16 @@ class Recheck:
                 ):
                     # The last look, a moment ago, listed it whole: as fresh as a
                     # "complete" answer, so no exact query confirms it.
+                    self._read_at[listed.info.run_id] = watch.looked_at
                     return listed
         # No watch yet, asked before the watch began, or another worker finished this
         # identity (confirm it: newest first, deletions and --force seen).
         return self._exact(experiment_id, identity)
+
+    def read_at(self, run_id: str) -> float | None:
+        """When a run `existing_run` answered without a query was read (None: just now)."""
+        with self._lock:
+            return self._read_at.pop(run_id, None)
 
     def exact(self, experiment_id: str, identity: str) -> RunRecord | None:
         """The newest counting FINISHED run of `identity`, asked now; the identity is

@@ -50,7 +50,9 @@ class MemoryStore:
         )
 
     # ----- reads --------------------------------------------------------------------
-    def experiment_id(self, name: str, create: bool = False, absent: bool = False) -> str | None:
+    def experiment_id(
+        self, name: str, create: bool = False, absent: bool = False, fresh: bool = False
+    ) -> str | None:
         self.calls.append("experiment_id")
         with self._lock:
             current = name

@@ -71,11 +71,13 @@ class MlflowStore:
                 return
 
     # ----- reads --------------------------------------------------------------------
-    def experiment_id(self, name: str, create: bool = False, absent: bool = False) -> str | None:
-        # Asked to create (a run is about to be made in it), the name is resolved
+    def experiment_id(
+        self, name: str, create: bool = False, absent: bool = False, fresh: bool = False
+    ) -> str | None:
+        # Asked to create (a run is about to be made in it) or fresh, the name is resolved
         # afresh: a user may have deleted the experiment since it was cached.
         cached = self._experiment_ids.get(name)
-        if cached is not None and not create:
+        if cached is not None and not create and not fresh:
             return cached
         with _client.translate_errors(f"looking up experiment {name!r}", self.uri):
             exp_id = self._created(name) if create and absent else None

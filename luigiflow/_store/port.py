@@ -46,9 +46,12 @@ class RunStore(Protocol):
     uri: str
 
     # ----- reads --------------------------------------------------------------------
-    def experiment_id(self, name: str, create: bool = False, absent: bool = False) -> str | None:
+    def experiment_id(
+        self, name: str, create: bool = False, absent: bool = False, fresh: bool = False
+    ) -> str | None:
         """The active experiment holding `name`'s runs (created when `create`); `absent`:
-        the caller just found none, so a create may be tried before a lookup."""
+        the caller just found none, so a create may be tried before a lookup; `fresh`:
+        looked up even when known (it may have been deleted since)."""
         ...
 
     def experiments(self) -> list[ExperimentRecord]: ...

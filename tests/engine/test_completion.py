@@ -115,6 +115,29 @@ def test_a_run_just_reused_answers_the_check_before_its_downstream_runs(run_stor
     assert answers.find_finished_run(task) is None  # then asked again: the deletion seen
 
 
+def test_a_build_finds_its_experiment_afresh_after_a_deletion(store):
+    # This process knew experiment "Fan" (an earlier build); a user deleted it, and
+    # another client built the task in the experiment that succeeds it. A new build asks
+    # again: it finds that run, and creates its own runs in the successor.
+    from mlflow import MlflowClient
+
+    from luigiflow._engine.session import Session
+    from luigiflow._store import current
+
+    task = Fan(index=3)
+    mine = current.get_store(store)
+    deleted = mine.experiment_id("Fan", create=True)
+    MlflowClient(store).delete_experiment(deleted)
+    others = type(mine)(store)  # another client's store: no cache of its own
+    run = add_run(others, task)
+    successor = run.info.experiment_id
+    assert successor != deleted
+    session = Session(mine)
+    found = session.completion.find_finished_run(task)
+    assert found is not None and found.info.run_id == run.info.run_id
+    assert session.experiment_id("Fan") == successor
+
+
 def test_forced_identities_ignore_older_runs(run_store):
     task = Fan(index=0)
     add_run(run_store, task, start_time=1_000)

@@ -102,3 +102,35 @@ def test_a_run_a_look_just_listed_is_reused_without_asking_again(session, monkey
     watch.finished.add(first.identity)
     found = session.recheck.existing_run(exp_id, first.identity, asked)
     assert found is not None and exact == [second.identity, first.identity]
+
+
+def test_a_run_a_wait_found_is_asked_again_once_older_than_a_complete_answer(session, monkeypatch):
+    # A task set aside for another worker's run is run again when Luigi gets to it: at
+    # once it reuses the run its wait found; after other tasks ran (longer than a
+    # "complete" answer is kept) it asks again, and the answer its downstream's check
+    # gets dates from the read, not from the reuse.
+    task = Fan(index=11)
+    run = add_run(session.store, task)
+    exp_id = run.info.experiment_id
+    exact: list[str] = []
+    read = session.store.runs_with_identity
+    monkeypatch.setattr(
+        session.store,
+        "runs_with_identity",
+        lambda e, identity, n: exact.append(identity) or read(e, identity, n),
+    )
+    session.recheck.wait_ended(exp_id, task.identity, run)
+    assert session.recheck.existing_run(exp_id, task.identity, None).info.run_id == (
+        run.info.run_id
+    )
+    assert exact == [] and session.recheck.read_at(run.info.run_id) is not None
+    session.recheck.wait_ended(exp_id, task.identity, run)
+    key = (exp_id, task.identity)
+    session.recheck._found[key] = (run, time.monotonic() - 3.0)
+    assert session.recheck.existing_run(exp_id, task.identity, None) is not None
+    assert exact == [task.identity]
+    # Reused from a read 3 s old: Luigi's check before a downstream task asks the store.
+    session.completion.note_complete(task, run.info.run_id, run, time.monotonic() - 3.0)
+    assert not session.completion.known_complete(task)
+    session.completion.note_complete(task, run.info.run_id, run, time.monotonic())
+    assert session.completion.known_complete(task)
