@@ -219,9 +219,8 @@ def _run_luigi(
         and waiting.worth_another_round()
     ):
         missing = elsewhere.missing_roots(session, roots)
-        if not missing:
-            break
-        waiting.wait_for(missing)
+        if not missing or waiting.wait_for(missing):
+            break  # every root has its FINISHED run, this client's or another's
         luigi_result = run_luigi()
     events, failures_by_id = _events.collect(sink)
     return luigi_result, events, failures_by_id

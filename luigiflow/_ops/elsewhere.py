@@ -19,7 +19,7 @@ from luigiflow._engine import claim
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import bind_run, is_tracked
 from luigiflow._store import liveness, schema
-from luigiflow._store.records import RunRecord
+from luigiflow._store.records import FINISHED, RunRecord
 
 # Between two rounds of Luigi when no run of a missing root is live yet (another
 # worker has it from luigid but has not created its run).
@@ -66,27 +66,42 @@ class Waiting:
     def worth_another_round(self) -> bool:
         return time.monotonic() - self.progress < _settings.stale_after()
 
-    def wait_for(self, roots: list[Any]) -> None:
+    def wait_for(self, roots: list[Any]) -> bool:
         """Wait while another worker's live RUNNING run holds one of `roots`, until it
-        ends; without such a run, a moment (its worker may not have created it yet)."""
+        ends; without such a run, a moment (its worker may not have created it yet).
+        True when every root has a FINISHED run now (bound to it): Luigi need not be
+        asked again."""
+        built = 0
         for root in roots:
             if not is_tracked(root):
                 continue
             exp_id = self.session.experiment_id(root.get_experiment_name())
-            holders = self._holders(exp_id, root.identity)
-            if not holders:
-                continue
-            self._say(root, holders[0])
-            # The look above is the wait's first: its next look waits its turn.
-            self.session.claim.sightings[(exp_id, root.identity)] = (time.monotonic(), holders[0])
-            self.session.claim.settle(exp_id, root.identity, None, announce=False, rested=True)
-            self.progress = time.monotonic()
-            return
-        time.sleep(IDLE_ROUND_S)
+            runs = self.session.store.runs_with_identity(exp_id, root.identity, claim.WINDOW)
+            done = self._finished(runs)
+            holders = [] if done else self._holders(runs)
+            if holders:
+                self._say(root, holders[0])
+                # The look above is the wait's first: its next look waits its turn.
+                sighting = (time.monotonic(), holders[0])
+                self.session.claim.sightings[(exp_id, root.identity)] = sighting
+                done = self.session.claim.settle(
+                    exp_id, root.identity, None, announce=False, rested=True
+                ).finished
+                self.progress = time.monotonic()
+            if done is None:
+                if not holders:
+                    time.sleep(IDLE_ROUND_S)
+                return False
+            bind_run(root, done)
+            built += 1
+        return built == len(roots)
 
-    def _holders(self, exp_id: str, identity: str) -> list[RunRecord]:
+    def _finished(self, runs: list[RunRecord]) -> RunRecord | None:
+        counts = self.session.completion.counts
+        return next((r for r in runs if r.info.status == FINISHED and counts(r)), None)
+
+    def _holders(self, runs: list[RunRecord]) -> list[RunRecord]:
         me = liveness.worker_token()
-        runs = self.session.store.runs_with_identity(exp_id, identity, claim.WINDOW)
         return sorted(
             (r for r in runs if claim.alive(r) and r.data.tags.get(schema.WORKER_TAG) != me),
             key=claim.order,
