@@ -113,7 +113,7 @@ class Claim:
             time.sleep(max(0.0, _pause(poll, seen[1]) - (time.monotonic() - seen[0])))
         while True:
             runs = self._look(experiment_id, identity)
-            finished = [r for r in runs if r.info.status == FINISHED and self.counts(r)]
+            finished = self.finished(runs)
             mine_id = mine.info.run_id if mine is not None else None
             if finished:
                 if mine is not None and holder is None:
@@ -143,6 +143,10 @@ class Claim:
                     return Settled(proceed=True)
             time.sleep(_pause(poll, waiting_for))
             poll = min(poll * 1.5, MAX_POLL_S)
+
+    def finished(self, runs: list[RunRecord]) -> list[RunRecord]:
+        """The FINISHED runs among `runs` that count, in their order (newest first)."""
+        return [r for r in runs if r.info.status == FINISHED and self.counts(r)]
 
     def _stand_down(self, mine: RunRecord, reason: str) -> None:
         """Mark our own run KILLED: another worker's run does this identity's work."""

@@ -101,7 +101,7 @@ class Completion:
         fresh = self._build and name not in self.resolved
         exp_id = self.store.experiment_id(name, create=False, fresh=fresh)
         with self._lock:
-            if exp_id is None and name not in self.resolved and self._build:
+            if exp_id is None and fresh:  # the build's first answer: absent
                 self.new_in_build.add(name)
             self.resolved[name] = exp_id
         return exp_id

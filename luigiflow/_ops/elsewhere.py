@@ -19,7 +19,7 @@ from luigiflow._engine import claim
 from luigiflow._engine import session as _session
 from luigiflow._engine.protocol import bind_run, is_tracked
 from luigiflow._store import liveness, schema
-from luigiflow._store.records import FINISHED, RunRecord
+from luigiflow._store.records import RunRecord
 
 # Between two rounds of Luigi when no run of a missing root is live yet (another
 # worker has it from luigid but has not created its run).
@@ -77,7 +77,7 @@ class Waiting:
                 continue
             exp_id = self.session.experiment_id(root.get_experiment_name())
             runs = self.session.store.runs_with_identity(exp_id, root.identity, claim.WINDOW)
-            done = self._finished(runs)
+            done = next(iter(self.session.claim.finished(runs)), None)
             holders = [] if done else self._holders(runs)
             if holders:
                 self._say(root, holders[0])
@@ -95,10 +95,6 @@ class Waiting:
             bind_run(root, done)
             built += 1
         return built == len(roots)
-
-    def _finished(self, runs: list[RunRecord]) -> RunRecord | None:
-        counts = self.session.completion.counts
-        return next((r for r in runs if r.info.status == FINISHED and counts(r)), None)
 
     def _holders(self, runs: list[RunRecord]) -> list[RunRecord]:
         me = liveness.worker_token()

@@ -195,24 +195,25 @@ class ServerStore(RestStore):
         # The build's completion question found no such experiment: one request instead
         # of a lookup and a create. Refused (the name is taken meanwhile, or deleted and
         # held): resolved as usual, which names any other refusal.
-        body = {"name": name, "tags": _pairs({schema.EXPERIMENT_KIND_TAG: schema.EXPERIMENT_KIND})}
         try:
-            answer = self._post("/experiments/create", f"creating experiment {name!r}", body)
+            return self._post_experiment(name)
         except TrackingError:
             return None
-        return str(answer["experiment_id"])
 
     def _create_experiment(self, name: str) -> str:
-        body = {"name": name, "tags": _pairs({schema.EXPERIMENT_KIND_TAG: schema.EXPERIMENT_KIND})}
         try:
-            answer = self._post("/experiments/create", f"creating experiment {name!r}", body)
-            return str(answer["experiment_id"])
+            return self._post_experiment(name)
         except TrackingError:
             # Another worker created it between our lookup and our create.
             exp = self._experiment_by_name(name)
             if exp is None:
                 raise
             return exp.experiment_id
+
+    def _post_experiment(self, name: str) -> str:
+        body = {"name": name, "tags": _pairs({schema.EXPERIMENT_KIND_TAG: schema.EXPERIMENT_KIND})}
+        answer = self._post("/experiments/create", f"creating experiment {name!r}", body)
+        return str(answer["experiment_id"])
 
     # ----- runs ---------------------------------------------------------------------
     def create_run(

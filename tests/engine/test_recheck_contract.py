@@ -80,13 +80,7 @@ def test_a_run_a_look_just_listed_is_reused_without_asking_again(session, monkey
     asked = int(time.time() * 1000)
     assert session.recheck.existing_run(exp_id, first.identity, asked) is None  # the watch
     runs = {t: add_run(session.store, t) for t in (first, second)}  # another worker's
-    exact: list[str] = []
-    read = session.store.runs_with_identity
-    monkeypatch.setattr(
-        session.store,
-        "runs_with_identity",
-        lambda e, identity, n: exact.append(identity) or read(e, identity, n),
-    )
+    exact = _exact_looks(session.store, monkeypatch)
     found = session.recheck.existing_run(exp_id, first.identity, asked)
     assert found is not None and found.info.run_id == runs[first].info.run_id
     assert exact == []
@@ -112,13 +106,7 @@ def test_a_run_a_wait_found_is_asked_again_once_older_than_a_complete_answer(ses
     task = Fan(index=11)
     run = add_run(session.store, task)
     exp_id = run.info.experiment_id
-    exact: list[str] = []
-    read = session.store.runs_with_identity
-    monkeypatch.setattr(
-        session.store,
-        "runs_with_identity",
-        lambda e, identity, n: exact.append(identity) or read(e, identity, n),
-    )
+    exact = _exact_looks(session.store, monkeypatch)
     session.recheck.wait_ended(exp_id, task.identity, run)
     assert session.recheck.existing_run(exp_id, task.identity, None).info.run_id == (
         run.info.run_id
@@ -134,3 +122,15 @@ def test_a_run_a_wait_found_is_asked_again_once_older_than_a_complete_answer(ses
     assert not session.completion.known_complete(task)
     session.completion.note_complete(task, run.info.run_id, run, time.monotonic())
     assert session.completion.known_complete(task)
+
+
+def _exact_looks(store, monkeypatch) -> list[str]:
+    """The identities the store is asked about one by one (an exact query each)."""
+    looks: list[str] = []
+    read = store.runs_with_identity
+    monkeypatch.setattr(
+        store,
+        "runs_with_identity",
+        lambda e, identity, n: looks.append(identity) or read(e, identity, n),
+    )
+    return looks
